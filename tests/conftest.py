@@ -1,0 +1,41 @@
+"""Test tiers by folder.
+
+Every test gets the marker of the folder it lives in, so `pytest -m unit` or `-m "not cluster"` select
+tiers without decorating each test. Tiers that need hardware or tools this machine may lack (GPU, kind)
+are opt-in and skip with a reason.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+TIER_BY_FOLDER = {
+    "unit": "unit",
+    "cluster": "cluster",
+    "torchrun": "torchrun",
+    "tools": "tools",
+    "e2e": "kind",
+}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--kind", action="store_true", help="run the e2e tier (needs a kubeconfig: kind or real)")
+    parser.addoption("--gpu", action="store_true", help="run tests that need an NVIDIA GPU")
+    parser.addoption("--slow", action="store_true", help="run benchmarks and long tests")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    gates = {
+        "kind": (config.getoption("--kind"), "e2e tier is opt-in: pass --kind with KUBECONFIG set"),
+        "gpu": (config.getoption("--gpu"), "needs an NVIDIA GPU: pass --gpu on a GPU machine"),
+        "slow": (config.getoption("--slow"), "slow tier is opt-in: pass --slow"),
+    }
+    for item in items:
+        parts = item.path.parts
+        if "tests" in parts:
+            idx = len(parts) - 1 - parts[::-1].index("tests")
+            if idx + 1 < len(parts) and parts[idx + 1] in TIER_BY_FOLDER:
+                item.add_marker(TIER_BY_FOLDER[parts[idx + 1]])
+        for marker, (enabled, reason) in gates.items():
+            if marker in item.keywords and not enabled:
+                item.add_marker(pytest.mark.skip(reason=reason))
