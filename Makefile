@@ -1,0 +1,35 @@
+# The two commands of the README: `make run` and `make test`. Everything else is a step of those.
+.PHONY: run test setup tools k8sbins lint unit manifests cluster
+
+setup:
+	hack/setup.sh
+
+# The main job: a 2-node CPU/gloo TrainingJob run locally as processes (no cluster needed).
+run: setup
+	.venv/bin/torchjob run examples/cpu-gloo-2node.yaml
+
+tools:
+	hack/tools.sh
+
+k8sbins:
+	hack/k8sbins.sh
+
+lint: setup
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+	.venv/bin/mypy
+
+unit: setup
+	.venv/bin/pytest -m unit
+
+manifests: setup tools
+	.venv/bin/python hack/gen-manifests.py
+
+# The whole suite: unit, real control plane (etcd, kube-apiserver, scheduler, controller-manager, KWOK),
+# real torchrun processes, real helm/promtool/prometheus. GPU and kind tiers are opt-in.
+test: setup tools k8sbins lint
+	.venv/bin/pytest
+
+# A local control plane for poking at the operator with kubectl (Ctrl-C stops it).
+cluster: setup k8sbins
+	hack/cluster.sh up
