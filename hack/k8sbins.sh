@@ -10,11 +10,22 @@ BIN=${K8SBIN_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/torchjob/k8sbin/${K8S_VERSION}
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-trimpath
 log() { printf '[k8sbins] %s\n' "$*" >&2; }
 
-need=0
-for b in kube-apiserver kube-controller-manager kube-scheduler etcd kwok; do
-  [ -x "$BIN/$b" ] || need=1
-done
-if [ "$need" = 1 ]; then
+missing() {
+  for b in kube-apiserver kube-controller-manager kube-scheduler etcd kwok; do
+    [ -x "$BIN/$b" ] || return 0
+  done
+  return 1
+}
+if missing; then
+  # Test sessions call this script too: one build at a time, and the others reuse its result.
+  mkdir -p "$(dirname "$BIN")"
+  exec 9>"$BIN.lock"
+  if ! flock -n 9; then
+    log "another build holds $BIN.lock; waiting for it"
+    flock 9
+  fi
+fi
+if missing; then
   start=$(date +%s)
   mkdir -p "$BIN.tmp"
   cd "$here/k8sbins"
@@ -41,5 +52,5 @@ if [ "$need" = 1 ]; then
   log "built in $(( $(date +%s) - start ))s into $BIN"
 fi
 "$BIN/kube-apiserver" --version >&2
-"$BIN/etcd" --version | head -1 >&2
+"$BIN/etcd" --version | sed -n 1p >&2  # sed reads all: `head` could SIGPIPE etcd under pipefail
 echo "$BIN"

@@ -1,0 +1,278 @@
+"""Cluster commands: submit, get, describe, logs, top, delete (any kubeconfig; also `kubectl torchjob`).
+
+API calls go through the kubernetes client; what is shown is built by the pure helpers in
+`torchjob_cli.views`, which the unit tests cover with fake objects.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import queue
+import threading
+import time
+import urllib.parse
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+from kubernetes import client
+from kubernetes import config as _config
+from rich.console import Console
+from rich.live import Live
+from torchjob_operator import constants, spec
+
+from torchjob_cli import manifests, metrics, views
+
+Obj = dict[str, Any]
+EXIT_NOT_FOUND = 1
+# The kubernetes client is untyped; its entry points are used through Any.
+kconfig: Any = _config
+
+
+class Cluster:
+    """The API clients of one kubeconfig context and the namespace commands default to."""
+
+    def __init__(self, api: client.ApiClient, namespace: str) -> None:
+        self.api: Any = api
+        self.namespace = namespace
+        self.custom: Any = client.CustomObjectsApi(api)
+        self.core: Any = client.CoreV1Api(api)
+
+    @classmethod
+    def connect(cls, kubeconfig: str | None, context: str | None, namespace: str | None) -> Cluster:
+        api = kconfig.new_client_from_config(config_file=kubeconfig, context=context)
+        if namespace is None:
+            try:
+                contexts, active = kconfig.list_kube_config_contexts(config_file=kubeconfig)
+                chosen = next((c for c in contexts if c["name"] == context), active) if context else active
+                namespace = (chosen or {}).get("context", {}).get("namespace")
+            except _config.ConfigException:
+                namespace = None
+        return cls(api, namespace or "default")
+
+    def get_job(self, name: str, namespace: str | None = None) -> Obj:
+        obj: Obj = self.custom.get_namespaced_custom_object(
+            constants.GROUP, constants.VERSION, namespace or self.namespace, constants.PLURAL, name
+        )
+        return obj
+
+    def list_jobs(self, all_namespaces: bool) -> list[Obj]:
+        if all_namespaces:
+            res = self.custom.list_cluster_custom_object(constants.GROUP, constants.VERSION, constants.PLURAL)
+        else:
+            res = self.custom.list_namespaced_custom_object(
+                constants.GROUP, constants.VERSION, self.namespace, constants.PLURAL
+            )
+        items: list[Obj] = res.get("items", [])
+        return items
+
+    def pods(self, job: str) -> list[Obj]:
+        res = self.core.list_namespaced_pod(
+            self.namespace, label_selector=f"{constants.LABEL_JOB_NAME}={job}"
+        )
+        return [self.api.sanitize_for_serialization(p) for p in res.items]
+
+    def events(self, name: str) -> list[Obj]:
+        res = self.core.list_namespaced_event(
+            self.namespace,
+            field_selector=f"involvedObject.name={name},involvedObject.kind={constants.KIND}",
+        )
+        return [self.api.sanitize_for_serialization(e) for e in res.items]
+
+
+def dispatch(args: argparse.Namespace, console: Console) -> int:
+    cl = Cluster.connect(args.kubeconfig, args.context, args.namespace)
+    try:
+        handler = {
+            "submit": submit,
+            "get": get,
+            "describe": describe,
+            "logs": logs,
+            "top": top,
+            "delete": delete,
+        }[args.command]
+        return handler(cl, args, console)
+    except client.ApiException as exc:
+        reason = views.api_error_message(exc.status, exc.body, exc.reason)
+        console.print(f"error: {reason}", style="red", markup=False, highlight=False)
+        return EXIT_NOT_FOUND if exc.status == 404 else 1
+    finally:
+        cl.api.close()
+
+
+def submit(cl: Cluster, args: argparse.Namespace, console: Console) -> int:
+    docs = manifests.training_jobs(Path(args.file))
+    for doc in docs:
+        spec.load(doc)  # same field errors as admission, before anything is sent
+    for doc in docs:
+        ns = doc.get("metadata", {}).get("namespace") or cl.namespace
+        doc.setdefault("metadata", {})["namespace"] = ns
+        name = doc["metadata"]["name"]
+        if args.dry_run:
+            console.print(yaml.safe_dump(doc, sort_keys=False), markup=False, highlight=False)
+            console.print(f"trainingjob.{constants.GROUP}/{name} valid (dry run)", markup=False)
+            continue
+        try:
+            cl.custom.create_namespaced_custom_object(
+                constants.GROUP, constants.VERSION, ns, constants.PLURAL, doc
+            )
+            verb = "created"
+        except client.ApiException as exc:
+            if exc.status != 409:
+                raise
+            live = cl.get_job(name, ns)
+            doc["metadata"]["resourceVersion"] = live["metadata"]["resourceVersion"]
+            cl.custom.replace_namespaced_custom_object(
+                constants.GROUP, constants.VERSION, ns, constants.PLURAL, name, doc
+            )
+            verb = "configured"
+        console.print(f"trainingjob.{constants.GROUP}/{name} {verb}", markup=False, highlight=False)
+    return 0
+
+
+def get(cl: Cluster, args: argparse.Namespace, console: Console) -> int:
+    jobs = [cl.get_job(args.name)] if args.name else cl.list_jobs(args.all_namespaces)
+    for job in jobs:
+        job.get("metadata", {}).pop("managedFields", None)  # as kubectl: noise unless asked for
+    if args.output == "json":
+        console.print_json(json.dumps(jobs[0] if args.name else {"items": jobs}))
+    elif args.output == "yaml":
+        console.print(
+            yaml.safe_dump(jobs[0] if args.name else {"items": jobs}, sort_keys=False), markup=False
+        )
+    elif not jobs:
+        console.print(f"No TrainingJobs found in namespace {cl.namespace}.", markup=False)
+    else:
+        console.print(views.jobs_table(jobs, now=time.time(), with_namespace=args.all_namespaces))
+    return 0
+
+
+def describe(cl: Cluster, args: argparse.Namespace, console: Console) -> int:
+    job = cl.get_job(args.name)
+    for renderable in views.describe(job, cl.pods(args.name), cl.events(args.name), now=time.time()):
+        console.print(renderable)
+    return 0
+
+
+def _stream_pod(
+    cl: Cluster, pod: Obj, follow: bool, tail: int | None, out: queue.Queue[tuple[int, str] | None]
+) -> None:
+    node = views.node_index(pod)
+    kwargs: dict[str, Any] = {
+        "container": constants.CONTAINER_NAME,
+        "follow": follow,
+        "_preload_content": False,
+    }
+    if tail is not None:
+        kwargs["tail_lines"] = tail
+    try:
+        resp = cl.core.read_namespaced_pod_log(pod["metadata"]["name"], cl.namespace, **kwargs)
+        for line in _lines(resp):
+            out.put((node, line))
+    except client.ApiException as exc:
+        out.put((node, f"(no logs: {views.api_error_message(exc.status, exc.body, exc.reason)})"))
+    finally:
+        out.put(None)
+
+
+def _lines(resp: Any) -> Iterator[str]:
+    buf = b""
+    for chunk in resp.stream(4096):
+        buf += chunk
+        *complete, buf = buf.split(b"\n")
+        for raw in complete:
+            yield raw.decode("utf-8", "replace")
+    if buf:
+        yield buf.decode("utf-8", "replace")
+
+
+def logs(cl: Cluster, args: argparse.Namespace, console: Console) -> int:
+    job = cl.get_job(args.name)
+    pods = views.pods_of_attempt(cl.pods(args.name), views.attempt_of(job, args.attempt))
+    if not pods:
+        console.print(f"no pods for TrainingJob {args.name} (attempt {views.attempt_of(job, args.attempt)})")
+        return 1
+    lines: queue.Queue[tuple[int, str] | None] = queue.Queue()
+    for pod in pods:
+        threading.Thread(
+            target=_stream_pod, args=(cl, pod, args.follow, args.tail, lines), daemon=True
+        ).start()
+    open_streams = len(pods)
+    while open_streams:
+        item = lines.get()
+        if item is None:
+            open_streams -= 1
+            continue
+        console.print(views.prefixed_log_line(*item), markup=False, highlight=False, soft_wrap=True)
+    return 0
+
+
+def _scrape_pods(cl: Cluster, job: Obj) -> list[views.TopRow]:
+    rows = []
+    procs = views.procs_per_node(job)
+    base = int(job.get("spec", {}).get("metrics", {}).get("port", constants.DEFAULT_METRICS_PORT))
+    pods = views.pods_of_attempt(cl.pods(job["metadata"]["name"]), views.attempt_of(job, None))
+    for pod in pods:
+        if pod.get("status", {}).get("phase") != "Running" or not base:
+            continue
+        node = views.node_index(pod)
+        for local in range(procs):
+            try:
+                text = cl.core.connect_get_namespaced_pod_proxy_with_path(
+                    f"{pod['metadata']['name']}:{base + local}", cl.namespace, "metrics"
+                )
+            except client.ApiException:
+                continue
+            point = metrics.rank_snapshot(metrics.parse_text(str(text)), rank=node * procs + local, now=0.0)
+            if point is not None:
+                rows.append(views.TopRow.from_progress(node, point))
+    return rows
+
+
+def _query_prometheus(url: str, job: str, namespace: str) -> list[views.TopRow]:
+    results: dict[str, list[dict[str, Any]]] = {}
+    for field, query in views.prometheus_queries(job, namespace).items():
+        full = f"{url.rstrip('/')}/api/v1/query?{urllib.parse.urlencode({'query': query})}"
+        doc = json.loads(metrics.fetch(full))
+        results[field] = doc.get("data", {}).get("result", [])
+    return views.rows_from_prometheus(results)
+
+
+def top(cl: Cluster, args: argparse.Namespace, console: Console) -> int:
+    job = cl.get_job(args.name)
+
+    def rows() -> list[views.TopRow]:
+        if args.prometheus:
+            return _query_prometheus(args.prometheus, args.name, cl.namespace)
+        return _scrape_pods(cl, job)
+
+    if args.once:
+        console.print(views.top_table(args.name, rows()))
+        return 0
+    with Live(views.top_table(args.name, rows()), console=console, auto_refresh=False) as live:
+        try:
+            while True:
+                time.sleep(args.interval)
+                live.update(views.top_table(args.name, rows()), refresh=True)
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+def delete(cl: Cluster, args: argparse.Namespace, console: Console) -> int:
+    cl.custom.delete_namespaced_custom_object(
+        constants.GROUP, constants.VERSION, cl.namespace, constants.PLURAL, args.name
+    )
+    console.print(f"trainingjob.{constants.GROUP}/{args.name} deleted", markup=False, highlight=False)
+    if args.wait:
+        while True:
+            try:
+                cl.get_job(args.name)
+            except client.ApiException as exc:
+                if exc.status == 404:
+                    break
+                raise
+            time.sleep(0.5)
+    return 0

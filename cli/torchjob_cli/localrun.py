@@ -1,0 +1,244 @@
+"""Run the planned nodes as local process sessions: stream output, watch exits, restart per policy.
+
+One attempt starts every node's agent, pumps their output lines through a queue to the caller's
+sink, and ends when all nodes succeed, one fails, or the user interrupts. A failure stops the other
+nodes (SIGTERM to each session, SIGKILL after the grace), then the gang restarts if the run policy
+says the exit code is retryable and the backoff limit allows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import queue
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import FrameType
+from typing import IO
+
+from torchjob_operator.failure_policy import Verdict, backoff_seconds, classify_exit
+
+from torchjob_cli import procs
+
+POLL_SECONDS = 0.1
+
+
+@dataclasses.dataclass(frozen=True)
+class NodePlan:
+    """Everything needed to start one node's agent."""
+
+    node_rank: int
+    argv: list[str]
+    env: dict[str, str]
+    cwd: Path
+    log_file: Path
+
+
+@dataclasses.dataclass(frozen=True)
+class RestartPolicy:
+    backoff_limit: int = 0
+    backoff_seconds: float = 0.0
+    retryable_exit_codes: tuple[int, ...] = (137, 143)
+    permanent_exit_codes: tuple[int, ...] = ()
+
+
+class Outcome(enum.Enum):
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    INTERRUPTED = "Interrupted"
+
+
+@dataclasses.dataclass(frozen=True)
+class RunResult:
+    outcome: Outcome
+    exit_code: int  # what the CLI exits with
+    restarts: int
+    failed_node: int | None = None
+    message: str = ""
+
+
+# Sinks the caller provides: every output line, and notable run events ("restarting ...").
+LineSink = Callable[[int, str], None]
+EventSink = Callable[[str], None]
+
+
+class _Interrupt:
+    """Counts SIGINT/SIGTERM while installed; the run loop polls it."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.count = 0
+        self._old: dict[int, object] = {}
+
+    def __enter__(self) -> _Interrupt:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)  # type: ignore[arg-type]
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.signum = signum
+        self.count += 1
+
+
+def _pump(node: int, stream: IO[bytes], log: IO[bytes], lines: queue.Queue[tuple[int, str]]) -> None:
+    for raw in iter(stream.readline, b""):
+        log.write(raw)
+        log.flush()
+        lines.put((node, raw.decode("utf-8", "replace").rstrip("\r\n")))
+    stream.close()
+
+
+class _Attempt:
+    """The processes of one gang attempt."""
+
+    def __init__(self, plans: Sequence[NodePlan], attempt: int) -> None:
+        self.lines: queue.Queue[tuple[int, str]] = queue.Queue()
+        self.procs: dict[int, subprocess.Popen[bytes]] = {}
+        self.threads: list[threading.Thread] = []
+        self._logs: list[IO[bytes]] = []
+        try:
+            for plan in plans:
+                plan.log_file.parent.mkdir(parents=True, exist_ok=True)
+                log = plan.log_file.open("ab")
+                self._logs.append(log)
+                log.write(f"--- attempt {attempt}\n".encode())
+                proc = subprocess.Popen(
+                    plan.argv,
+                    env=plan.env,
+                    cwd=plan.cwd,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,  # own session: Ctrl-C reaches us only; we stop it
+                )
+                self.procs[plan.node_rank] = proc
+                assert proc.stdout is not None
+                t = threading.Thread(
+                    target=_pump, args=(plan.node_rank, proc.stdout, log, self.lines), daemon=True
+                )
+                t.start()
+                self.threads.append(t)
+        except BaseException:
+            self.stop(grace=0)
+            raise
+
+    def drain(self, sink: LineSink) -> None:
+        while True:
+            try:
+                node, line = self.lines.get_nowait()
+            except queue.Empty:
+                return
+            sink(node, line)
+
+    def stop(self, *, grace: float) -> None:
+        procs.stop_sessions(self.procs.values(), grace=grace)
+
+    def close(self, sink: LineSink) -> None:
+        """After every session is gone: flush the remaining output, close the logs."""
+        for t in self.threads:
+            t.join(timeout=5)
+        self.drain(sink)
+        for log in self._logs:
+            log.close()
+
+
+def run_gang(
+    plans_for_attempt: Callable[[int], Sequence[NodePlan]],
+    policy: RestartPolicy,
+    *,
+    on_line: LineSink,
+    on_event: EventSink,
+    grace: float = procs.GRACE_SECONDS,
+    sleep: Callable[[float], None] = time.sleep,
+) -> RunResult:
+    """Run attempts until success, a permanent failure, the backoff limit, or an interrupt.
+
+    `plans_for_attempt(attempt)` renders the nodes afresh for each attempt (new rendezvous ports, so a
+    restarted gang never meets a half-closed store of the last one).
+    """
+    restarts = 0
+    with _Interrupt() as interrupt:
+        while True:
+            attempt = _Attempt(plans_for_attempt(restarts), restarts)
+            failed: tuple[int, int] | None = None
+            try:
+                while True:
+                    attempt.drain(on_line)
+                    if interrupt.signum is not None:
+                        break
+                    codes = {n: p.poll() for n, p in attempt.procs.items()}
+                    bad = [(n, c) for n, c in codes.items() if c not in (None, 0)]
+                    if bad:
+                        failed = bad[0]
+                        break
+                    if all(c == 0 for c in codes.values()):
+                        break
+                    time.sleep(POLL_SECONDS)
+                if interrupt.signum is not None:
+                    on_event("interrupted: stopping every node (Ctrl-C again to kill at once)")
+                    _stop_interruptible(attempt, interrupt, grace)
+                else:
+                    attempt.stop(grace=grace)
+            finally:
+                attempt.stop(grace=0)
+                attempt.close(on_line)
+            if interrupt.signum is not None:
+                return RunResult(Outcome.INTERRUPTED, 128 + interrupt.signum, restarts, message="interrupted")
+            if failed is None:
+                return RunResult(Outcome.SUCCEEDED, 0, restarts)
+            node, code = failed
+            exit_code = code if code > 0 else 128 - code  # Popen's -N: killed by signal N
+            # The operator's own rules, so a local run restarts exactly when the cluster would.
+            verdict = classify_exit(
+                exit_code, retryable=policy.retryable_exit_codes, permanent=policy.permanent_exit_codes
+            )
+            what = f"node {node} exited with code {exit_code} ({verdict.value})"
+            if verdict is Verdict.PERMANENT:
+                return RunResult(
+                    Outcome.FAILED, exit_code, restarts, node, f"{what}: not restarting (permanent)"
+                )
+            if restarts >= policy.backoff_limit:
+                return RunResult(
+                    Outcome.FAILED,
+                    exit_code,
+                    restarts,
+                    node,
+                    f"{what}: backoffLimit {policy.backoff_limit} reached after {restarts} restart(s)",
+                )
+            restarts += 1
+            delay = backoff_seconds(restarts, policy.backoff_seconds)
+            on_event(
+                f"{what}: restarting the gang in {delay:g}s "
+                f"(restart {restarts} of backoffLimit {policy.backoff_limit})"
+            )
+            _sleep_unless_interrupted(delay, interrupt, sleep)
+            if interrupt.signum is not None:
+                return RunResult(Outcome.INTERRUPTED, 128 + interrupt.signum, restarts, message="interrupted")
+
+
+def _stop_interruptible(attempt: _Attempt, interrupt: _Interrupt, grace: float) -> None:
+    """SIGTERM now; SIGKILL after the grace or at the next Ctrl-C, whichever comes first."""
+    seen = interrupt.count
+    for p in attempt.procs.values():
+        procs.signal_session(p.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and interrupt.count == seen:
+        if not any(procs.session_members(p.pid) for p in attempt.procs.values()):
+            break
+        time.sleep(POLL_SECONDS)
+    procs.kill_sessions(attempt.procs.values())
+
+
+def _sleep_unless_interrupted(delay: float, interrupt: _Interrupt, sleep: Callable[[float], None]) -> None:
+    end = time.monotonic() + delay
+    while interrupt.signum is None and (left := end - time.monotonic()) > 0:
+        sleep(min(left, POLL_SECONDS))

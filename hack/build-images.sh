@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Builds the two images from the repo root: torchjob-operator (no torch) and torchjob-trainer (no kopf).
+#
+#   hack/build-images.sh                   # BASE_IMAGE from a registry, packages from PIP_INDEX_URL
+#   hack/build-images.sh --offline         # packages from a host-side wheelhouse (build/wheelhouse/<image>)
+#   hack/build-images.sh --local-base      # also make the base image locally (debootstrap + docker import):
+#                                          # for machines that reach Debian and PyPI but no container registry
+#
+# Environment: TAG (default: the version in pyproject.toml), BASE_IMAGE, PIP_INDEX_URL, PIP_EXTRA_INDEX_URL,
+# IMAGES ("operator trainer"), DOCKER (docker). Prints the built image names, one a line, on stdout.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+offline=0
+local_base=0
+for arg in "$@"; do
+  case "$arg" in
+    --offline) offline=1 ;;
+    --local-base) local_base=1; offline=1 ;;
+    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    *) echo "build-images.sh: unknown argument $arg (see --help)" >&2; exit 2 ;;
+  esac
+done
+
+DOCKER=${DOCKER:-docker}
+TAG=${TAG:-$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml | head -n1)}
+IMAGES=${IMAGES:-operator trainer}
+PIP_INDEX_URL=${PIP_INDEX_URL:-https://pypi.org/simple}
+LOCAL_BASE=torchjob-localbase/bookworm-python:3.11
+log() { echo "[build-images] $*" >&2; }
+
+make_local_base() {
+  if $DOCKER image inspect "$LOCAL_BASE" >/dev/null 2>&1; then
+    return
+  fi
+  command -v debootstrap >/dev/null || { log "--local-base needs debootstrap (apt-get install debootstrap)"; exit 1; }
+  local root
+  root=$(mktemp -d)
+  trap 'rm -rf "$root"' RETURN
+  log "debootstrap bookworm (minbase + python3) into $root"
+  debootstrap --variant=minbase --include=python3,python3-venv,python3-pip,ca-certificates \
+    bookworm "$root" "${DEBIAN_MIRROR:-http://deb.debian.org/debian}" >/dev/null
+  tar -C "$root" -c . | $DOCKER import - "$LOCAL_BASE" >/dev/null
+}
+
+# The host downloads every wheel the image installs (plus hatchling, the build backend), so that
+# `docker build` needs no network: containers may not trust the host's TLS chain.
+fill_wheelhouse() {
+  local image=$1 dir=build/wheelhouse/$1
+  local pip=(python3 -m pip)
+  "${pip[@]}" --version >/dev/null 2>&1 || pip=(uvx --from "pip==24.3.1" pip)
+  mkdir -p "$dir"
+  log "pip download .[$image] into $dir"
+  local extra=()
+  [ -z "${PIP_EXTRA_INDEX_URL:-}" ] || extra=(--extra-index-url "$PIP_EXTRA_INDEX_URL")
+  "${pip[@]}" download --quiet --disable-pip-version-check --only-binary=:all: --dest "$dir" \
+    --index-url "$PIP_INDEX_URL" "${extra[@]}" "hatchling>=1.27" ".[$image]"
+}
+
+if [ "$local_base" = 1 ]; then
+  make_local_base
+  BASE_IMAGE=${BASE_IMAGE:-$LOCAL_BASE}
+fi
+
+for image in $IMAGES; do
+  args=(--build-arg "PIP_INDEX_URL=$PIP_INDEX_URL")
+  [ -z "${BASE_IMAGE:-}" ] || args+=(--build-arg "BASE_IMAGE=$BASE_IMAGE")
+  [ -z "${PIP_EXTRA_INDEX_URL:-}" ] || args+=(--build-arg "PIP_EXTRA_INDEX_URL=$PIP_EXTRA_INDEX_URL")
+  if [ "$offline" = 1 ]; then
+    fill_wheelhouse "$image"
+  else
+    # A wheelhouse path that does not exist means "install from the index".
+    args+=(--build-arg "WHEELHOUSE=build/wheelhouse/none")
+  fi
+  log "building torchjob-$image:$TAG"
+  $DOCKER build --quiet -f "$image/Dockerfile" -t "torchjob-$image:$TAG" "${args[@]}" . >/dev/null
+  echo "torchjob-$image:$TAG"
+done

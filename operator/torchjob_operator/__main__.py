@@ -1,0 +1,7 @@
+"""`python -m torchjob_operator`."""
+
+import sys
+
+from torchjob_operator.main import main
+
+sys.exit(main())

@@ -1,0 +1,113 @@
+"""Carry out a reconcile Plan through an `Api` (k8s.KubeApi in production, a fake in tests).
+
+Order: PodGroup and Service first (a gang must exist before its pods), then deletes, then creates,
+then ONE status write, and Events only after that write succeeded. Creates and deletes the operator made
+recently but the watch does not show yet are not repeated (`InFlight`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from torchjob_operator import reconcile
+from torchjob_operator.render.podgroup import render_podgroup
+from torchjob_operator.render.pods import render_pod
+from torchjob_operator.render.service import render_service
+from torchjob_operator.spec import TrainingJob
+
+JobKey = tuple[str, str]
+
+
+class Api(Protocol):
+    async def create_pod(self, job: JobKey, body: Mapping[str, Any]) -> bool: ...
+    async def delete_pod(self, job: JobKey, name: str) -> None: ...
+    async def ensure_service(self, job: JobKey, body: Mapping[str, Any]) -> None: ...
+    async def ensure_podgroup(self, job: JobKey, body: Mapping[str, Any]) -> None: ...
+    async def patch_status(
+        self, job: JobKey, status: Mapping[str, Any], resource_version: str | None
+    ) -> dict[str, Any]: ...
+    async def delete_job(self, job: JobKey) -> None: ...
+    async def post_event(self, job: JobKey, uid: str, kind: str, reason: str, message: str) -> None: ...
+
+
+@dataclasses.dataclass
+class InFlight:
+    """Pod names this operator created or deleted, until the watch catches up (or `ttl` passes)."""
+
+    ttl: float = 30.0
+    created: dict[str, float] = dataclasses.field(default_factory=dict)
+    deleted: dict[str, float] = dataclasses.field(default_factory=dict)
+
+    def settle(self, visible: set[str], now: float) -> None:
+        """Forget creates the watch has shown and deletes it has confirmed, and anything too old."""
+        self.created = {n: t for n, t in self.created.items() if n not in visible and now - t < self.ttl}
+        self.deleted = {n: t for n, t in self.deleted.items() if n in visible and now - t < self.ttl}
+
+
+@dataclasses.dataclass
+class Outcome:
+    created: int = 0
+    deleted: int = 0
+    status: dict[str, Any] | None = None  # the job body returned by the status write
+    job_deleted: bool = False
+
+
+def cost(plan: reconcile.Plan, status_changed: bool) -> int:
+    """Upper bound of the API requests a plan makes (for the per-job budget)."""
+    ensures = int(plan.ensure_service) + int(plan.ensure_podgroup)
+    return (
+        ensures
+        + len(plan.create)
+        + len(plan.delete)
+        + int(status_changed)
+        + len(plan.events)
+        + int(plan.delete_job)
+    )
+
+
+async def execute(
+    job: TrainingJob,
+    plan: reconcile.Plan,
+    api: Api,
+    *,
+    observed_status: Mapping[str, Any],
+    resource_version: str | None,
+    inflight: InFlight,
+    now: float,
+) -> Outcome:
+    key = (job.namespace, job.name)
+    out = Outcome()
+    if plan.delete_job:
+        await api.delete_job(key)
+        out.job_deleted = True
+        return out
+
+    if plan.ensure_podgroup:
+        podgroup = render_podgroup(job)
+        if podgroup is not None:
+            await api.ensure_podgroup(key, podgroup)
+    if plan.ensure_service:
+        await api.ensure_service(key, render_service(job))
+
+    deletes = [name for name in plan.delete if name not in inflight.deleted]
+    await asyncio.gather(*(api.delete_pod(key, name) for name in deletes))
+    for name in deletes:
+        inflight.deleted[name] = now
+    out.deleted = len(deletes)
+
+    bodies = [render_pod(job, index, attempt) for index, attempt in plan.create]
+    bodies = [b for b in bodies if b["metadata"]["name"] not in inflight.created]
+    results = await asyncio.gather(*(api.create_pod(key, body) for body in bodies))
+    for body in bodies:
+        inflight.created[body["metadata"]["name"]] = now
+    out.created = sum(results)
+
+    if plan.status != dict(observed_status):
+        out.status = await api.patch_status(key, plan.status, resource_version)
+        # Events only after the write: a failed write repeats the transition, and its Event, next pass.
+        for event in plan.events:
+            await api.post_event(key, job.metadata.uid, event.type, event.reason, event.message)
+    return out

@@ -1,0 +1,121 @@
+"""Names shared by the CRD, the renderers, the operator and the CLI (see docs/contracts.md)."""
+
+from __future__ import annotations
+
+from typing import Final
+
+# API identity.
+GROUP: Final = "torchjob.dev"
+VERSION: Final = "v1alpha1"
+API_VERSION: Final = f"{GROUP}/{VERSION}"
+KIND: Final = "TrainingJob"
+LIST_KIND: Final = "TrainingJobList"
+PLURAL: Final = "trainingjobs"
+SINGULAR: Final = "trainingjob"
+SHORT_NAME: Final = "tj"
+CATEGORY: Final = "torchjob"
+CRD_NAME: Final = f"{PLURAL}.{GROUP}"
+
+# Kopf's finalizer and progress annotations live under our own prefix, never kopf.zalando.org.
+OPERATOR_PREFIX: Final = f"operator.{GROUP}"
+FINALIZER: Final = f"{OPERATOR_PREFIX}/finalizer"
+
+# Labels on every child object.
+LABEL_JOB_NAME: Final = f"{GROUP}/job-name"
+LABEL_NODE_INDEX: Final = f"{GROUP}/node-index"
+LABEL_ATTEMPT: Final = f"{GROUP}/attempt"
+LABEL_APP_NAME: Final = "app.kubernetes.io/name"
+LABEL_APP_COMPONENT: Final = "app.kubernetes.io/component"
+LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
+APP_NAME: Final = "torchjob"
+COMPONENT_TRAINER: Final = "trainer"
+MANAGED_BY: Final = "torchjob-operator"
+
+# Third-party scheduling integrations.
+LABEL_KUEUE_QUEUE: Final = "kueue.x-k8s.io/queue-name"
+ANNOTATION_VOLCANO_GROUP: Final = "scheduling.k8s.io/group-name"
+LABEL_COSCHEDULING_GROUP: Final = "scheduling.x-k8s.io/pod-group"
+VOLCANO_SCHEDULER_NAME: Final = "volcano"
+VOLCANO_PODGROUP_API_VERSION: Final = "scheduling.volcano.sh/v1beta1"
+COSCHEDULING_PODGROUP_API_VERSION: Final = "scheduling.x-k8s.io/v1alpha1"
+GANG_SCHEDULERS: Final = ("volcano", "coscheduling")
+
+# Framework annotations that must not be copied from a template onto pods.
+IGNORED_ANNOTATION_PREFIXES: Final = (
+    "kopf.zalando.org",
+    OPERATOR_PREFIX,
+    "kubectl.kubernetes.io",
+)
+
+# Pod shape.
+CONTAINER_NAME: Final = "trainer"
+LAUNCHER_COMMAND: Final = "torchjob-launch"
+TORCHRUN_COMMAND: Final = "torchrun"
+LAUNCHERS: Final = ("torchjob", "torchrun")
+DEFAULT_COMMAND: Final = ("torchjob-train",)
+SHM_VOLUME_NAME: Final = "dshm"
+SHM_MOUNT_PATH: Final = "/dev/shm"
+# An emptyDir at checkpoint.dir when no volumeMount covers it: always writable, survives in-pod restarts.
+CHECKPOINT_VOLUME_NAME: Final = "torchjob-checkpoints"
+RESERVED_VOLUME_NAMES: Final = (SHM_VOLUME_NAME, CHECKPOINT_VOLUME_NAME)
+# Time for the trainer to write its SIGTERM checkpoint; a template may set another value.
+DEFAULT_TERMINATION_GRACE_SECONDS: Final = 60
+# The trainer image runs as this non-root user; a template securityContext may override it.
+RUN_AS_USER: Final = 1000
+RUN_AS_GROUP: Final = 1000
+
+# Ports.
+STATIC_RDZV_PORT: Final = 29500
+ELASTIC_RDZV_PORT: Final = 29400
+RDZV_PORT_NAME: Final = "rendezvous"
+DEFAULT_METRICS_PORT: Final = 9400
+METRICS_PORT_NAME_PREFIX: Final = "metrics-"
+
+# Env the operator owns; a user env that sets one is rejected at admission.
+RESERVED_ENV_PREFIXES: Final = ("PET_", "TORCHJOB_")
+RESERVED_ENV_NAMES: Final = (
+    "MASTER_ADDR",
+    "MASTER_PORT",
+    "RANK",
+    "WORLD_SIZE",
+    "LOCAL_RANK",
+    "LOCAL_WORLD_SIZE",
+    "GROUP_RANK",
+)
+
+# Spec defaults and bounds (the CRD and spec.load share these).
+DEFAULT_NODES: Final = 1
+MAX_NODES: Final = 1000
+MAX_PROCS_PER_NODE: Final = 128
+MAX_GPUS_PER_NODE: Final = 128
+DEFAULT_GPU_RESOURCE: Final = "nvidia.com/gpu"
+BACKENDS: Final = ("auto", "nccl", "gloo")
+PIN_MEMORY_VALUES: Final = ("auto", "true", "false")
+IMAGE_PULL_POLICIES: Final = ("Always", "IfNotPresent", "Never")
+DEFAULT_PREFETCH_FACTOR: Final = 2
+MAX_PREFETCH_FACTOR: Final = 64
+MAX_NUM_WORKERS: Final = 256
+DEFAULT_BATCH_BYTES_HINT: Final = "64Mi"
+DEFAULT_CHECKPOINT_DIR: Final = "/checkpoints"
+DEFAULT_BACKOFF_LIMIT: Final = 3
+MAX_BACKOFF_LIMIT: Final = 1000
+DEFAULT_BACKOFF_SECONDS: Final = 10
+MAX_BACKOFF_SECONDS: Final = 300
+DEFAULT_RETRYABLE_EXIT_CODES: Final = (137, 143)
+CLEAN_POD_POLICIES: Final = ("None", "Running", "All")
+DEFAULT_CLEAN_POD_POLICY: Final = "Running"
+DEFAULT_ELASTIC_MIN_NODES: Final = 1
+DEFAULT_ELASTIC_MAX_RESTARTS: Final = 3
+MAX_ELASTIC_RESTARTS: Final = 1000
+
+# /dev/shm sizing (see torchjob_operator.sizing).
+SHM_MIN_BYTES: Final = 256 * 1024 * 1024
+# Workers assumed per process when numWorkers is auto and no CPU request or limit is set.
+DEFAULT_WORKER_ESTIMATE: Final = 4
+
+# Name lengths: hostname `<job>-node-<index>` must fit a 63-character DNS label with index <= 999.
+MAX_JOB_NAME_LENGTH: Final = 50
+DNS_LABEL_PATTERN: Final = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+
+# Pod phase vocabulary (status.phase).
+PHASES: Final = ("Created", "Pending", "Running", "Restarting", "Succeeded", "Failed", "Suspended")

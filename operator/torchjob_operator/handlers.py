@@ -1,0 +1,110 @@
+"""Kopf registration: thin wiring from watch events to `jobloop`.
+
+- an index of pods by (namespace, job), built from pod watch events (Kopf fills indexes before any
+  handler runs, so a restarted operator sees every existing pod before it decides anything);
+- pod and job events poke the job's loop;
+- one daemon per TrainingJob runs the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from typing import Any
+
+import kopf
+
+from torchjob_operator import constants, jobloop, k8s
+from torchjob_operator.observe import PodObs, observe_pod
+from torchjob_operator.settings import Settings
+
+POD_LABELS = {constants.LABEL_JOB_NAME: kopf.PRESENT}
+
+
+@dataclasses.dataclass
+class Runtime:
+    settings: Settings = dataclasses.field(default_factory=Settings)
+    ledger: k8s.RequestLedger = dataclasses.field(default_factory=k8s.RequestLedger)
+    api: k8s.KubeApi | None = None
+
+
+RUNTIME = Runtime()
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    """Our own prefix for Kopf's finalizer and annotations; quiet event posting; bounded watches."""
+    settings.persistence.finalizer = constants.FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=constants.OPERATOR_PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=constants.OPERATOR_PREFIX, key="last-handled-configuration"
+    )
+    # Our Events come from jobloop; Kopf posts only its own warnings and errors.
+    settings.posting.level = logging.WARNING
+    settings.watching.server_timeout = RUNTIME.settings.watch_server_timeout
+    settings.watching.client_timeout = RUNTIME.settings.watch_server_timeout + 30
+    # Resources are discovered once at startup: no need to watch CRDs (and no RBAC for them).
+    settings.scanning.disabled = True
+    if RUNTIME.api is None:
+        RUNTIME.api = k8s.KubeApi(k8s.load_client(), RUNTIME.ledger)
+
+
+@kopf.index("pods", labels=POD_LABELS)
+def pods_by_job(body: kopf.Body, namespace: str | None, **_: Any) -> dict[tuple[str, str], PodObs]:
+    """Every pod of every TrainingJob, reduced to what decide() reads."""
+    obs = observe_pod(body)
+    return {(str(namespace), obs.job): obs}
+
+
+@kopf.on.event("pods", labels=POD_LABELS)
+def pod_changed(labels: kopf.Labels, namespace: str | None, **_: Any) -> None:
+    jobloop.wake((str(namespace), str(labels.get(constants.LABEL_JOB_NAME))))
+
+
+@kopf.on.event(constants.GROUP, constants.VERSION, constants.PLURAL)
+def job_changed(name: str, namespace: str | None, **_: Any) -> None:
+    jobloop.wake((str(namespace), name))
+
+
+# A grace period to exit on the stop flag before Kopf resorts to cancelling the task.
+@kopf.daemon(
+    constants.GROUP, constants.VERSION, constants.PLURAL, cancellation_backoff=5.0, cancellation_timeout=10.0
+)
+async def run_job(
+    body: kopf.Body,
+    name: str,
+    namespace: str | None,
+    logger: kopf.Logger,
+    stopped: kopf.DaemonStopped,
+    **kwargs: Any,
+) -> None:
+    """One serialized reconcile loop per TrainingJob, until it is deleted."""
+    assert RUNTIME.api is not None, "startup handler sets the API client"
+    key = (str(namespace), name)
+
+    index: kopf.Index[tuple[str, str], PodObs] = kwargs["pods_by_job"]  # live: Kopf keeps it current
+
+    def pods() -> list[PodObs]:
+        return list(index.get(key, []))
+
+    async def wake_on_stop() -> None:
+        # Ends the loop's wait at once, so Kopf never has to cancel (and warn about) the daemon.
+        await stopped.wait()
+        jobloop.wake(key)
+
+    watcher = asyncio.create_task(wake_on_stop())
+    try:
+        await jobloop.run(
+            key,
+            body,
+            pods,
+            RUNTIME.api,
+            RUNTIME.settings,
+            logger=logger,
+            conflict=k8s.is_conflict,
+            stopped=stopped.is_set,
+        )
+    finally:
+        watcher.cancel()
+        RUNTIME.ledger.forget(key)

@@ -1,0 +1,196 @@
+"""One serialized reconcile loop per TrainingJob.
+
+Kopf runs `run()` as a daemon per job. A pass reads the job body and the pods index, asks
+`reconcile.decide` for a plan, carries it out, and then waits until a pod or job event pokes the job
+(`wake`) or the plan's requeue time (or the resync interval) passes. Only one pass of a job runs at a
+time, so the status it writes is never raced by itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from torchjob_operator import actuate, constants, metrics, reconcile, spec, status
+from torchjob_operator.budget import TokenBucket
+from torchjob_operator.observe import PodObs
+from torchjob_operator.settings import Settings
+
+JobKey = tuple[str, str]
+
+_wakers: dict[JobKey, asyncio.Event] = {}
+_phases: dict[JobKey, str] = {}
+
+
+def wake(key: JobKey) -> None:
+    """Poke a job's loop (called from watch-event handlers)."""
+    event = _wakers.get(key)
+    if event is not None:
+        event.set()
+
+
+def _rv(value: object) -> int:
+    try:
+        return int(str(value))
+    except ValueError:
+        return -1
+
+
+@dataclasses.dataclass
+class JobState:
+    """What a job's loop remembers between passes (lost on restart; the API has the truth)."""
+
+    inflight: actuate.InFlight
+    bucket: TokenBucket
+    #: The job body our last status write returned: newer than the watch until the watch catches up.
+    written: dict[str, Any] | None = None
+
+
+def _freshest(body: Mapping[str, Any], state: JobState) -> Mapping[str, Any]:
+    # resourceVersions are opaque by contract, but etcd's are increasing integers; if they ever are not,
+    # _rv returns -1 and the watch body wins.
+    if state.written is not None:
+        written_rv = _rv(state.written.get("metadata", {}).get("resourceVersion"))
+        body_rv = _rv(body.get("metadata", {}).get("resourceVersion"))
+        if written_rv > body_rv >= 0:
+            merged = dict(body)
+            merged["status"] = state.written.get("status") or {}
+            merged["metadata"] = state.written.get("metadata") or {}
+            return merged
+        state.written = None
+    return body
+
+
+async def one_pass(
+    body: Mapping[str, Any],
+    pods: Iterable[PodObs],
+    api: actuate.Api,
+    state: JobState,
+    *,
+    now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+    clock: Callable[[], float] = time.monotonic,
+    logger: logging.Logger | logging.LoggerAdapter[logging.Logger] | None = None,
+) -> float | None:
+    """Run one pass; return the seconds until the next one is due (None: only on an event)."""
+    body = _freshest(body, state)
+    observed: dict[str, Any] = dict(body.get("status") or {})
+    meta = body.get("metadata") or {}
+    key = (str(meta.get("namespace")), str(meta.get("name")))
+    if constants.FINALIZER not in (meta.get("finalizers") or []):
+        # Kopf adds its finalizer concurrently with the daemon's start; a write before it lands would
+        # conflict. Its watch event wakes us.
+        return 1.0
+    pod_list = list(pods)
+    state.inflight.settle({p.name for p in pod_list}, clock())
+    try:
+        job = spec.load(body)
+    except spec.SpecError as exc:
+        plan = reconcile.invalid(observed, str(exc), generation=int(meta.get("generation") or 0), now=now())
+        if plan.status != observed:
+            api_key = key
+            state.written = await api.patch_status(
+                api_key, plan.status, str(meta.get("resourceVersion") or "")
+            )
+            for event in plan.events:
+                await api.post_event(
+                    api_key, str(meta.get("uid") or ""), event.type, event.reason, event.message
+                )
+        return None
+
+    plan = reconcile.decide(job, pod_list, observed, now())
+    changed = plan.status != observed
+    wait = state.bucket.wait_time(actuate.cost(plan, changed), clock())
+    if wait > 0:
+        return wait
+    state.bucket.take(actuate.cost(plan, changed), clock())
+    outcome = await actuate.execute(
+        job,
+        plan,
+        api,
+        observed_status=observed,
+        resource_version=str(meta.get("resourceVersion") or "") or None,
+        inflight=state.inflight,
+        now=clock(),
+    )
+    metrics.PODS_CREATED.inc(outcome.created)
+    if outcome.status is not None:
+        state.written = outcome.status
+        _record(key, body, observed, plan.status, now())
+    if logger is not None and (outcome.created or outcome.deleted or changed):
+        logger.info(
+            "phase=%s attempt=%s created=%d deleted=%d",
+            plan.status.get("phase"),
+            plan.status.get("attempt"),
+            outcome.created,
+            outcome.deleted,
+        )
+    if outcome.job_deleted:
+        return None
+    return plan.requeue_after
+
+
+def _record(
+    key: JobKey, body: Mapping[str, Any], old: Mapping[str, Any], new: Mapping[str, Any], now: dt.datetime
+) -> None:
+    if int(new.get("restartCount") or 0) > int(old.get("restartCount") or 0):
+        metrics.RESTARTS.inc()
+    if new.get("runningTime") and not old.get("runningTime"):
+        created = status.parse_time((body.get("metadata") or {}).get("creationTimestamp"))
+        if created is not None:
+            metrics.SUBMIT_TO_RUNNING.observe(max((now - created).total_seconds(), 0.0))
+    _phases[key] = str(new.get("phase") or "")
+    metrics.set_phases(_phases)
+
+
+async def run(
+    key: JobKey,
+    body: Mapping[str, Any],
+    pods: Callable[[], Iterable[PodObs]],
+    api: actuate.Api,
+    settings: Settings,
+    *,
+    logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
+    conflict: Callable[[BaseException], bool],
+    stopped: Callable[[], bool] = lambda: False,
+) -> None:
+    """The daemon body: passes until `stopped()` (job deleted or operator stopping; `wake` it then)."""
+    nodes = int((body.get("spec") or {}).get("nodes") or 1)
+    state = JobState(
+        inflight=actuate.InFlight(ttl=settings.inflight_seconds),
+        bucket=TokenBucket(capacity=settings.budget.burst(nodes), rate=settings.budget.per_second),
+    )
+    event = _wakers.setdefault(key, asyncio.Event())
+    failures = 0
+    try:
+        while not stopped():
+            event.clear()
+            started = time.monotonic()
+            try:
+                due = await one_pass(body, pods(), api, state, logger=logger)
+                failures = 0
+            except Exception as exc:
+                if conflict(exc):
+                    # Our view was stale: the watch brings the newer job shortly.
+                    state.written = None
+                    due = 0.5
+                else:
+                    failures += 1
+                    due = min(2.0**failures, 60.0)
+                    logger.warning("reconcile failed (retry in %.0fs): %s", due, exc)
+            finally:
+                metrics.RECONCILE.observe(time.monotonic() - started)
+            timeout = settings.resync_seconds if due is None else min(due, settings.resync_seconds)
+            try:
+                await asyncio.wait_for(event.wait(), timeout=timeout)
+                await asyncio.sleep(settings.coalesce_seconds)  # let a burst of pod events land first
+            except TimeoutError:
+                pass
+    finally:
+        _wakers.pop(key, None)
+        _phases.pop(key, None)
+        metrics.set_phases(_phases)

@@ -1,0 +1,42 @@
+"""The operator's Prometheus metrics, in their own registry (served by main on --metrics-port)."""
+
+from __future__ import annotations
+
+from collections import Counter as Tally
+from collections.abc import Mapping
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from torchjob_operator import constants
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+JOBS = Gauge("torchjob_operator_jobs", "TrainingJobs by phase.", ["phase"], registry=REGISTRY)
+PODS_CREATED = Counter("torchjob_operator_pods_created_total", "Pods created.", registry=REGISTRY)
+RESTARTS = Counter("torchjob_operator_restarts_total", "Gang restarts started.", registry=REGISTRY)
+RECONCILE = Histogram(
+    "torchjob_operator_reconcile_duration_seconds",
+    "Duration of one reconcile pass of one job.",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+    registry=REGISTRY,
+)
+SUBMIT_TO_RUNNING = Histogram(
+    "torchjob_operator_submit_to_running_seconds",
+    "From TrainingJob creation to all ranks of its first attempt running.",
+    buckets=(0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800, 3600),
+    registry=REGISTRY,
+)
+API_REQUESTS = Counter(
+    "torchjob_operator_api_requests_total",
+    "Kubernetes API requests made by the operator.",
+    ["verb"],
+    registry=REGISTRY,
+)
+
+
+def set_phases(phases: Mapping[Any, str]) -> None:
+    """Set the jobs gauge from every known job's phase (phases with no job read 0)."""
+    tally = Tally(phases.values())
+    for phase in (*constants.PHASES, ""):
+        JOBS.labels(phase=phase or "Unknown").set(tally.get(phase, 0))

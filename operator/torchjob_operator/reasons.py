@@ -1,0 +1,48 @@
+"""Condition/Event reasons paired with their message templates, in one place.
+
+`Reason.X.format(...)` returns `(reason, message)`; the reason is the CamelCase constant that appears in
+conditions, `status.reason`, Events and the printer column.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+
+@dataclasses.dataclass(frozen=True)
+class Reason:
+    reason: str
+    template: str
+
+    def format(self, **fields: Any) -> tuple[str, str]:
+        return self.reason, self.template.format(**fields)
+
+
+PODS_CREATED = Reason("PodsCreated", "Created {count} pods for attempt {attempt}.")
+PODS_PENDING = Reason("PodsPending", "{pending}/{total} pods are not running yet.")
+POD_BLOCKED = Reason("", "Pod {pod}: {message}")  # reason comes from the pod (Unschedulable, ...)
+ALL_RUNNING = Reason("AllRanksRunning", "All {total} nodes are running.")
+RETRYABLE_EXIT = Reason(
+    "RetryableExitCode",
+    "Pod {pod} exited with retryable code {code}; gang restart {count}/{limit} in {delay:g}s.",
+)
+DISRUPTED = Reason(
+    "PodDisrupted", "Pod {pod} was disrupted ({why}); gang restart {count}/{limit} in {delay:g}s."
+)
+SUCCEEDED = Reason("JobSucceeded", "All {total} nodes succeeded.")
+ELASTIC_SUCCEEDED = Reason(
+    "JobSucceeded", "Pod {pod} succeeded (elastic: the first node to finish ends the job)."
+)
+PERMANENT_EXIT = Reason("PermanentExitCode", "Pod {pod} exited with permanent code {code}.")
+BACKOFF_LIMIT = Reason(
+    "BackoffLimitExceeded", "Pod {pod} failed ({why}) after {count} gang restarts (backoffLimit {limit})."
+)
+DEADLINE = Reason("DeadlineExceeded", "The job ran longer than activeDeadlineSeconds ({seconds}s).")
+STARTUP_DEADLINE = Reason(
+    "StartupDeadlineExceeded",
+    "Not all ranks were running within startupDeadlineSeconds ({seconds}s); last: {detail}",
+)
+SUSPENDED = Reason("JobSuspended", "spec.runPolicy.suspend is true: pods deleted, status kept.")
+RESUMED = Reason("JobResumed", "spec.runPolicy.suspend is false: created {count} pods for attempt {attempt}.")
+INVALID_SPEC = Reason("InvalidSpec", "{error}")

@@ -1,0 +1,386 @@
+"""The operator's decision core: what to create, delete and report for one TrainingJob.
+
+`decide(job, pods, status, now) -> Plan` is pure (no client, no clock): everything the job's policy
+says lives here and is unit-tested table by table. `torchjob_operator.actuate` carries a Plan out.
+
+Rules, in the order a pass applies them:
+1. A finished job (Succeeded/Failed) only applies cleanPodPolicy (Failed pods are always kept for their
+   logs) and, once `ttlSecondsAfterFinished` has passed since completionTime, deletes the TrainingJob.
+2. `suspend: true` deletes every active pod and sets Suspended; deadlines do not count while suspended.
+3. activeDeadlineSeconds counts from startTime (first pods created); startupDeadlineSeconds counts from
+   the moment the current attempt's pods could first be created (startTime, or lastRestartTime plus
+   its backoff) until every rank runs.
+4. A failed pod of the current attempt decides the attempt: a permanent exit code fails the job at once;
+   a retryable one (or a disruption: DisruptionTarget condition, eviction, node loss, or a pod that
+   vanished while the job was Running) restarts the whole gang unless backoffLimit restarts were used.
+   A restart only bumps `status.attempt`; pods of the new attempt are created by a later pass, after the
+   status write succeeded, after the backoff, and after the old attempt's pods are gone.
+5. Success: every node Succeeded (elastic jobs: the first node to succeed, as torchrun ends every agent
+   once the worker group finishes).
+6. Otherwise create missing pods of the current attempt and report Pending (with the blocking pod's
+   reason) or Running (every rank running).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from torchjob_operator import failure_policy, reasons, status
+from torchjob_operator.observe import PodObs
+from torchjob_operator.spec import TrainingJob
+
+
+@dataclasses.dataclass(frozen=True)
+class Event:
+    type: str  # Normal | Warning
+    reason: str
+    message: str
+
+
+@dataclasses.dataclass
+class Plan:
+    """What one pass does, in order: ensure Service/PodGroup, delete, create, write status, emit."""
+
+    status: dict[str, Any]
+    create: list[tuple[int, int]] = dataclasses.field(default_factory=list)  # (index, attempt)
+    delete: list[str] = dataclasses.field(default_factory=list)  # pod names
+    ensure_service: bool = False
+    ensure_podgroup: bool = False
+    delete_job: bool = False
+    events: list[Event] = dataclasses.field(default_factory=list)
+    requeue_after: float | None = None
+
+    def wake_at(self, seconds: float) -> None:
+        if seconds >= 0 and (self.requeue_after is None or seconds < self.requeue_after):
+            self.requeue_after = seconds
+
+
+WARNING_REASONS = frozenset(
+    {
+        reasons.RETRYABLE_EXIT.reason,
+        reasons.DISRUPTED.reason,
+        reasons.PERMANENT_EXIT.reason,
+        reasons.BACKOFF_LIMIT.reason,
+        reasons.DEADLINE.reason,
+        reasons.STARTUP_DEADLINE.reason,
+        reasons.INVALID_SPEC.reason,
+    }
+)
+
+
+QUIET_PENDING_REASONS = frozenset(
+    {reasons.PODS_PENDING.reason, reasons.RESUMED.reason, reasons.PODS_CREATED.reason}
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Attempt:
+    """The current attempt's pods and everything else (stale) the job owns."""
+
+    current: dict[int, PodObs]
+    stale: list[PodObs]
+
+    def counts(self, total: int) -> dict[str, int]:
+        pods = self.current.values()
+        return {
+            "total": total,
+            "pending": sum(p.phase in ("Pending", "Unknown") and not p.deleting for p in pods),
+            "running": sum(p.phase == "Running" and not p.deleting for p in pods),
+            "succeeded": sum(p.phase == "Succeeded" for p in pods),
+            "failed": sum(p.phase == "Failed" for p in pods),
+        }
+
+
+def _split(job: TrainingJob, pods: Sequence[PodObs], attempt: int) -> _Attempt:
+    current: dict[int, PodObs] = {}
+    stale: list[PodObs] = []
+    for pod in sorted(pods, key=lambda p: p.name):
+        if pod.job != job.name:
+            continue
+        if pod.attempt == attempt and 0 <= pod.index < job.spec.nodes and pod.index not in current:
+            current[pod.index] = pod
+        else:
+            stale.append(pod)
+    return _Attempt(current, stale)
+
+
+def _seconds_until(when: dt.datetime, now: dt.datetime) -> float:
+    return max((when - now).total_seconds(), 0.0)
+
+
+def decide(job: TrainingJob, pods: Sequence[PodObs], observed: Mapping[str, Any], now: dt.datetime) -> Plan:
+    """The plan for one pass over `job` given its pods and its last written status."""
+    rp = job.spec.run_policy
+    total = job.spec.nodes
+    gen = job.metadata.generation
+    attempt = int(observed.get("attempt") or 0)
+    restarts = int(observed.get("restartCount") or 0)
+    phase = str(observed.get("phase") or "")
+    pods_by_attempt = _split(job, pods, attempt)
+    counts = pods_by_attempt.counts(total)
+
+    st: dict[str, Any] = dict(observed)
+    st.update(
+        attempt=attempt,
+        restartCount=restarts,
+        nodes=counts,
+        nodesReady=f"{counts['running']}/{total}",
+        observedGeneration=gen,
+    )
+    plan = Plan(status=st)
+
+    def move(phase_to: str, reason_message: tuple[str, str]) -> None:
+        reason, message = reason_message
+        plan.status = status.with_phase(plan.status, phase_to, reason, message, now=now, generation=gen)
+
+    if phase in status.TERMINAL_PHASES:
+        _finish(job, pods_by_attempt, plan, now)
+        return _with_events(plan, observed)
+
+    if rp.suspend:
+        plan.delete = [
+            p.name for p in [*pods_by_attempt.current.values(), *pods_by_attempt.stale] if p.active
+        ]
+        move("Suspended", reasons.SUSPENDED.format())
+        return _with_events(plan, observed)
+
+    start = status.parse_time(observed.get("startTime"))
+    if rp.active_deadline_seconds is not None and start is not None and phase != "Suspended":
+        deadline = start + dt.timedelta(seconds=rp.active_deadline_seconds)
+        if now >= deadline:
+            _fail(
+                job, pods_by_attempt, plan, now, reasons.DEADLINE.format(seconds=rp.active_deadline_seconds)
+            )
+            return _with_events(plan, observed)
+        plan.wake_at(_seconds_until(deadline, now))
+
+    if phase in ("Created", "Pending") and rp.startup_deadline_seconds is not None:
+        since = _attempt_start(observed, rp.backoff_seconds)
+        if since is not None:
+            deadline = since + dt.timedelta(seconds=rp.startup_deadline_seconds)
+            if now >= deadline:
+                detail = str(observed.get("message") or "pods pending")
+                reason_message = reasons.STARTUP_DEADLINE.format(
+                    seconds=rp.startup_deadline_seconds, detail=detail
+                )
+                _fail(job, pods_by_attempt, plan, now, reason_message)
+                return _with_events(plan, observed)
+            plan.wake_at(_seconds_until(deadline, now))
+
+    if phase != "Suspended" and _handle_failures(job, pods_by_attempt, plan, observed, now, move=move):
+        return _with_events(plan, observed)
+
+    succeeded = [p for p in pods_by_attempt.current.values() if p.phase == "Succeeded"]
+    if job.spec.elastic is None and counts["succeeded"] == total:
+        plan.status["completionTime"] = status.timestamp(now)
+        move("Succeeded", reasons.SUCCEEDED.format(total=total))
+        _finish(job, pods_by_attempt, plan, now)
+        return _with_events(plan, observed)
+    if job.spec.elastic is not None and succeeded:
+        plan.status["completionTime"] = status.timestamp(now)
+        move("Succeeded", reasons.ELASTIC_SUCCEEDED.format(pod=succeeded[0].name))
+        _finish(job, pods_by_attempt, plan, now)
+        return _with_events(plan, observed)
+
+    if phase == "Restarting":
+        ready_at = _attempt_start(observed, rp.backoff_seconds)
+        if ready_at is not None and now < ready_at:
+            plan.delete = [p.name for p in pods_by_attempt.stale if p.active]
+            plan.wake_at(_seconds_until(ready_at, now))
+            return _with_events(plan, observed)
+
+    # Pods of another attempt (or a suspended run) must be gone before their hostnames are reused.
+    plan.delete = [p.name for p in pods_by_attempt.stale if p.active]
+    leaving = [p for p in pods_by_attempt.stale if p.active or p.deleting]
+    if phase == "Suspended":
+        leaving += [p for p in pods_by_attempt.current.values() if p.deleting]
+    missing = [i for i in range(total) if i not in pods_by_attempt.current]
+    if missing and leaving:
+        return _with_events(plan, observed)  # their deletion events wake the next pass
+    if missing:
+        plan.create = [(i, attempt) for i in missing]
+        plan.ensure_service = True
+        plan.ensure_podgroup = job.spec.scheduling.gang
+        if start is None:
+            plan.status["startTime"] = status.timestamp(now)
+            if rp.active_deadline_seconds is not None:
+                plan.wake_at(float(rp.active_deadline_seconds))
+        if rp.startup_deadline_seconds is not None and phase in ("", "Created", "Suspended", "Restarting"):
+            plan.wake_at(float(rp.startup_deadline_seconds))
+        if phase == "":
+            move("Created", reasons.PODS_CREATED.format(count=len(missing), attempt=attempt))
+        elif phase == "Suspended":
+            move("Pending", reasons.RESUMED.format(count=len(missing), attempt=attempt))
+        elif phase == "Restarting":
+            move("Pending", reasons.PODS_CREATED.format(count=len(missing), attempt=attempt))
+        return _with_events(plan, observed)
+
+    if start is None:
+        # The write that set startTime was lost (e.g. a conflict): the oldest pod says when it began.
+        created = sorted(p.created for p in pods_by_attempt.current.values() if p.created)
+        plan.status["startTime"] = created[0] if created else status.timestamp(now)
+    if counts["running"] == total or (counts["pending"] == 0 and counts["running"] > 0):
+        if phase != "Running":
+            plan.status["runningTime"] = status.timestamp(now)
+        move("Running", reasons.ALL_RUNNING.format(total=total))
+    else:
+        move("Pending", _pending_reason(pods_by_attempt, counts))
+    return _with_events(plan, observed)
+
+
+def _attempt_start(observed: Mapping[str, Any], backoff_base: int) -> dt.datetime | None:
+    """When the current attempt's pods could first be created."""
+    restarts = int(observed.get("restartCount") or 0)
+    restarted = status.parse_time(observed.get("lastRestartTime"))
+    if restarts > 0 and restarted is not None:
+        return restarted + dt.timedelta(seconds=failure_policy.backoff_seconds(restarts, backoff_base))
+    return status.parse_time(observed.get("startTime"))
+
+
+def _pending_reason(pods: _Attempt, counts: Mapping[str, int]) -> tuple[str, str]:
+    for pod in pods.current.values():
+        if pod.phase == "Pending" and pod.reason:
+            reason, message = (
+                pod.reason,
+                reasons.POD_BLOCKED.template.format(pod=pod.name, message=pod.message),
+            )
+            return reason, message
+    return reasons.PODS_PENDING.format(pending=counts["pending"], total=counts["total"])
+
+
+def _failure_of(pod: PodObs) -> str:
+    if pod.disrupted:
+        return pod.reason or "DisruptionTarget"
+    return f"exit code {pod.exit_code}"
+
+
+def _handle_failures(
+    job: TrainingJob,
+    pods: _Attempt,
+    plan: Plan,
+    observed: Mapping[str, Any],
+    now: dt.datetime,
+    *,
+    move: Any,
+) -> bool:
+    """Fail or gang-restart on a failed (or vanished) pod of the current attempt; True if it did."""
+    rp = job.spec.run_policy
+    phase = str(observed.get("phase") or "")
+    failed = [p for p in pods.current.values() if p.phase == "Failed"]
+    # Someone else deleting a pod of the running attempt (drain, eviction API, pod GC) is a disruption.
+    gone = [p for p in pods.current.values() if p.deleting and p.phase != "Failed"]
+    vanished = [i for i in range(job.spec.nodes) if i not in pods.current] if phase == "Running" else []
+    if not (failed or gone or vanished):
+        return False
+
+    permanent = [
+        p
+        for p in failed
+        if not p.disrupted
+        and p.exit_code is not None
+        and failure_policy.classify_exit(
+            p.exit_code, retryable=rp.retryable_exit_codes, permanent=rp.permanent_exit_codes
+        )
+        is failure_policy.Verdict.PERMANENT
+    ]
+    codes = [p.exit_code for p in failed if p.exit_code is not None]
+    if codes:
+        plan.status["lastExitCode"] = permanent[0].exit_code if permanent else codes[0]
+    if permanent:
+        pod = permanent[0]
+        _fail(job, pods, plan, now, reasons.PERMANENT_EXIT.format(pod=pod.name, code=pod.exit_code))
+        return True
+
+    if failed:
+        first_pod, why = failed[0].name, _failure_of(failed[0])
+    elif gone:
+        first_pod, why = gone[0].name, "pod deleted"
+    else:
+        first_pod, why = f"{job.name}-node-{vanished[0]}", "pod deleted"
+    restarts = int(observed.get("restartCount") or 0)
+    if restarts >= rp.backoff_limit:
+        reason_message = reasons.BACKOFF_LIMIT.format(
+            pod=first_pod, why=why, count=restarts, limit=rp.backoff_limit
+        )
+        _fail(job, pods, plan, now, reason_message)
+        return True
+
+    count = restarts + 1
+    delay = failure_policy.backoff_seconds(count, rp.backoff_seconds)
+    plan.status.update(
+        attempt=int(observed.get("attempt") or 0) + 1,
+        restartCount=count,
+        lastRestartTime=status.timestamp(now),
+    )
+    # Keep failed pods (their logs); stop the rest of the gang now.
+    plan.delete = [p.name for p in [*pods.current.values(), *pods.stale] if p.active]
+    retryable_exit = failed and not failed[0].disrupted
+    template = reasons.RETRYABLE_EXIT if retryable_exit else reasons.DISRUPTED
+    fields: dict[str, Any] = {"pod": first_pod, "count": count, "limit": rp.backoff_limit, "delay": delay}
+    if retryable_exit:
+        fields["code"] = failed[0].exit_code
+    else:
+        fields["why"] = why
+    move("Restarting", template.format(**fields))
+    plan.wake_at(delay)
+    return True
+
+
+def _fail(
+    job: TrainingJob, pods: _Attempt, plan: Plan, now: dt.datetime, reason_message: tuple[str, str]
+) -> None:
+    reason, message = reason_message
+    plan.status["completionTime"] = status.timestamp(now)
+    plan.status = status.with_phase(
+        plan.status, "Failed", reason, message, now=now, generation=job.metadata.generation
+    )
+    _finish(job, pods, plan, now)
+
+
+def _finish(job: TrainingJob, pods: _Attempt, plan: Plan, now: dt.datetime) -> None:
+    """cleanPodPolicy and TTL for a finished job. Failed pods stay until the TTL deletes the job."""
+    rp = job.spec.run_policy
+    everything = [*pods.current.values(), *pods.stale]
+    if rp.clean_pod_policy == "Running":
+        plan.delete = [p.name for p in everything if p.active]
+    elif rp.clean_pod_policy == "All":
+        plan.delete = [p.name for p in everything if p.phase != "Failed" and not p.deleting]
+    else:
+        plan.delete = []
+    plan.create = []
+    if rp.ttl_seconds_after_finished is None:
+        return
+    done = status.parse_time(plan.status.get("completionTime")) or now
+    expires = done + dt.timedelta(seconds=rp.ttl_seconds_after_finished)
+    if now >= expires:
+        plan.delete_job = True
+    else:
+        plan.wake_at(_seconds_until(expires, now))
+
+
+def _with_events(plan: Plan, observed: Mapping[str, Any]) -> Plan:
+    """One Event per transition: a new phase or reason, or a new gang restart."""
+    new = plan.status
+    changed = (new.get("phase"), new.get("reason")) != (observed.get("phase"), observed.get("reason"))
+    restarted = int(new.get("restartCount") or 0) != int(observed.get("restartCount") or 0)
+    if (changed or restarted) and new.get("reason"):
+        reason = str(new["reason"])
+        # Pending for a pod-level reason (Unschedulable, ImagePullBackOff, ...) needs attention too.
+        blocked = new.get("phase") == "Pending" and reason not in QUIET_PENDING_REASONS
+        kind = "Warning" if reason in WARNING_REASONS or blocked else "Normal"
+        plan.events.append(Event(kind, reason, str(new.get("message") or "")))
+    return plan
+
+
+def invalid(job_status: Mapping[str, Any], error: str, *, generation: int, now: dt.datetime) -> Plan:
+    """A manifest that admission let through but `spec.load` rejects: Failed, nothing created."""
+    if job_status.get("phase") == "Failed":
+        return Plan(status=dict(job_status))
+    reason, message = reasons.INVALID_SPEC.format(error=error)
+    st = status.with_phase(job_status, "Failed", reason, message, now=now, generation=generation)
+    st["completionTime"] = status.timestamp(now)
+    st["observedGeneration"] = generation
+    return _with_events(Plan(status=st), job_status)

@@ -1,0 +1,1 @@
+"""Pure renderers: TrainingJob -> the Kubernetes objects and env it needs. No client, clock or randomness."""

@@ -1,0 +1,120 @@
+"""The env a node's trainer container gets: torchrun's PET_* and the trainer's TORCHJOB_* (see contracts)."""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from torchjob_operator import constants
+from torchjob_operator.spec import TrainingJob
+
+EnvVar = dict[str, Any]
+
+TORCHJOB_JOB_NAME: Final = "TORCHJOB_JOB_NAME"
+TORCHJOB_NAMESPACE: Final = "TORCHJOB_NAMESPACE"
+TORCHJOB_BACKEND: Final = "TORCHJOB_BACKEND"
+TORCHJOB_NUM_WORKERS: Final = "TORCHJOB_NUM_WORKERS"
+TORCHJOB_PIN_MEMORY: Final = "TORCHJOB_PIN_MEMORY"
+TORCHJOB_PERSISTENT_WORKERS: Final = "TORCHJOB_PERSISTENT_WORKERS"
+TORCHJOB_PREFETCH_FACTOR: Final = "TORCHJOB_PREFETCH_FACTOR"
+TORCHJOB_CPU_LIMIT: Final = "TORCHJOB_CPU_LIMIT"
+TORCHJOB_METRICS_PORT: Final = "TORCHJOB_METRICS_PORT"
+TORCHJOB_CHECKPOINT_DIR: Final = "TORCHJOB_CHECKPOINT_DIR"
+
+# Every TORCHJOB_* trainer_env can emit; tests/unit/test_env_contract.py checks each is a trainer flag.
+TRAINER_ENV_NAMES: Final = (
+    TORCHJOB_JOB_NAME,
+    TORCHJOB_NAMESPACE,
+    TORCHJOB_BACKEND,
+    TORCHJOB_NUM_WORKERS,
+    TORCHJOB_PIN_MEMORY,
+    TORCHJOB_PERSISTENT_WORKERS,
+    TORCHJOB_PREFETCH_FACTOR,
+    TORCHJOB_CPU_LIMIT,
+    TORCHJOB_METRICS_PORT,
+    TORCHJOB_CHECKPOINT_DIR,
+)
+
+
+def _var(name: str, value: object) -> EnvVar:
+    return {"name": name, "value": str(value)}
+
+
+def rdzv_port(job: TrainingJob) -> int:
+    """29500 for static rendezvous (master), 29400 for c10d (elastic)."""
+    return constants.ELASTIC_RDZV_PORT if job.spec.elastic is not None else constants.STATIC_RDZV_PORT
+
+
+def nnodes(job: TrainingJob) -> str:
+    """torchrun --nnodes: `N` for a fixed size (no 30 s last call), `MIN:MAX` when elastic."""
+    elastic = job.spec.elastic
+    if elastic is None:
+        return str(job.spec.nodes)
+    return f"{elastic.min_nodes}:{elastic.max_nodes}"
+
+
+def torchrun_env(
+    job: TrainingJob,
+    node_rank: int,
+    *,
+    master_addr: str,
+    master_port: int | None = None,
+    rdzv_port: int | None = None,
+) -> list[EnvVar]:
+    """torchrun's own configuration (it reads PET_<FLAG> as the default of each flag).
+
+    Static jobs rendezvous at node 0's master port with a fixed node rank; elastic jobs use the c10d
+    rendezvous hosted by node 0, and torchrun assigns ranks.
+    """
+    env = [_var("PET_NNODES", nnodes(job)), _var("PET_NPROC_PER_NODE", job.nproc_per_node)]
+    elastic = job.spec.elastic
+    if elastic is None:
+        port = master_port if master_port is not None else constants.STATIC_RDZV_PORT
+        env += [
+            _var("PET_NODE_RANK", node_rank),
+            _var("PET_MASTER_ADDR", master_addr),
+            _var("PET_MASTER_PORT", port),
+        ]
+    else:
+        port = rdzv_port if rdzv_port is not None else constants.ELASTIC_RDZV_PORT
+        env += [
+            _var("PET_RDZV_BACKEND", "c10d"),
+            _var("PET_RDZV_ENDPOINT", f"{master_addr}:{port}"),
+            _var("PET_RDZV_ID", job.name),
+            _var("PET_MAX_RESTARTS", elastic.max_restarts),
+        ]
+    return env
+
+
+def trainer_env(job: TrainingJob, *, cpu_limit: str | None = None) -> list[EnvVar]:
+    """The trainer's TORCHJOB_* settings.
+
+    In pods TORCHJOB_CPU_LIMIT comes from the downward API (whole cores, rounded up); a local run passes
+    `cpu_limit` as a plain value instead.
+    """
+    dl = job.spec.data_loader
+    cpu: EnvVar
+    if cpu_limit is None:
+        cpu = {
+            "name": TORCHJOB_CPU_LIMIT,
+            "valueFrom": {
+                "resourceFieldRef": {
+                    "containerName": constants.CONTAINER_NAME,
+                    "resource": "limits.cpu",
+                    "divisor": "1",
+                }
+            },
+        }
+    else:
+        cpu = _var(TORCHJOB_CPU_LIMIT, cpu_limit)
+    return [
+        _var(TORCHJOB_JOB_NAME, job.name),
+        _var(TORCHJOB_NAMESPACE, job.namespace),
+        _var(TORCHJOB_BACKEND, job.backend),
+        _var(TORCHJOB_NUM_WORKERS, dl.num_workers),
+        _var(TORCHJOB_PIN_MEMORY, dl.pin_memory),
+        _var(TORCHJOB_PERSISTENT_WORKERS, "true" if dl.persistent_workers else "false"),
+        _var(TORCHJOB_PREFETCH_FACTOR, dl.prefetch_factor),
+        cpu,
+        _var(TORCHJOB_METRICS_PORT, job.spec.metrics.port),
+        _var(TORCHJOB_CHECKPOINT_DIR, job.spec.checkpoint.dir),
+    ]

@@ -1,0 +1,75 @@
+"""Typed operator settings: command-line flags and the knobs Kopf gets at startup."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from collections.abc import Sequence
+
+
+@dataclasses.dataclass(frozen=True)
+class RequestBudget:
+    """A token bucket per TrainingJob so one job cannot monopolise the API server."""
+
+    #: Tokens a job may spend at once: this many plus two per node (create + delete of each pod).
+    burst_base: int = 20
+    #: Steady refill, requests per second per job.
+    per_second: float = 20.0
+
+    def burst(self, nodes: int) -> int:
+        return self.burst_base + 2 * nodes
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    #: Namespaces to watch; empty means the whole cluster.
+    namespaces: tuple[str, ...] = ()
+    #: Prometheus /metrics port; 0 disables it.
+    metrics_port: int = 8080
+    #: Liveness /healthz port; 0 disables it.
+    health_port: int = 8081
+    #: Kopf peering name for active/standby replicas; None with standalone=True.
+    peering: str | None = None
+    standalone: bool = False
+    #: A job's loop runs at least this often even when nothing changes (a safety net, not the driver).
+    resync_seconds: float = 60.0
+    #: Quiet time after a wake-up to coalesce a burst of pod events into one pass.
+    coalesce_seconds: float = 0.05
+    #: Kopf watch server-side timeout: long enough to be cheap, short enough to recover from stuck watches.
+    watch_server_timeout: int = 300
+    #: How long the operator remembers its own creates/deletes before the watch reflects them.
+    inflight_seconds: float = 30.0
+    budget: RequestBudget = dataclasses.field(default_factory=RequestBudget)
+    verbose: bool = False
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="torchjob-operator", description="Run the TrainingJob operator.")
+    p.add_argument("--namespace", action="append", default=[], help="watch this namespace (repeatable)")
+    p.add_argument("--metrics-port", type=int, default=8080, help="Prometheus /metrics port (0 disables)")
+    p.add_argument("--health-port", type=int, default=8081, help="liveness /healthz port (0 disables)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--peering", default=None, help="Kopf peering name (for two replicas)")
+    mode.add_argument("--standalone", action="store_true", help="no peering: the only replica")
+    p.add_argument("--resync-seconds", type=float, default=60.0, help="longest wait between passes of a job")
+    p.add_argument("--request-budget", type=float, default=20.0, help="API requests per second per job")
+    p.add_argument("--verbose", action="store_true")
+    return p
+
+
+def from_args(argv: Sequence[str] | None = None) -> Settings:
+    args = parser().parse_args(argv)
+    if args.resync_seconds <= 0:
+        parser().error("--resync-seconds must be > 0")
+    if args.request_budget <= 0:
+        parser().error("--request-budget must be > 0")
+    return Settings(
+        namespaces=tuple(args.namespace),
+        metrics_port=args.metrics_port,
+        health_port=args.health_port,
+        peering=args.peering,
+        standalone=args.standalone or args.peering is None,
+        resync_seconds=args.resync_seconds,
+        budget=RequestBudget(per_second=args.request_budget),
+        verbose=args.verbose,
+    )

@@ -1,0 +1,195 @@
+"""The operator as a real subprocess (`python -m torchjob_operator --namespace NS --standalone`) against
+the session's control plane, so tests can SIGKILL it; plus small helpers to drive and read jobs."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from harness.controlplane import ControlPlane, free_ports
+from harness.polling import eventually
+from kubernetes import client
+
+GROUP, VERSION, PLURAL = "torchjob.dev", "v1alpha1", "trainingjobs"
+EXIT_ANNOTATION = "kwok.torchjob.dev/exit-code"
+REPO_ROOT = Path(__file__).resolve().parents[3]
+
+
+class OperatorProcess:
+    def __init__(self, namespace: str, kubeconfig: Path, log: Path) -> None:
+        self.namespace, self.kubeconfig, self.log = namespace, kubeconfig, log
+        self.metrics_port, self.health_port = free_ports(2)
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> OperatorProcess:
+        env = dict(os.environ, KUBECONFIG=str(self.kubeconfig), PYTHONUNBUFFERED="1")
+        cmd = [sys.executable, "-m", "torchjob_operator", "--namespace", self.namespace, "--standalone"]
+        cmd += ["--metrics-port", str(self.metrics_port), "--health-port", str(self.health_port), "--verbose"]
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=REPO_ROOT, env=env)
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup, no finalizer removal, exactly like a crashed pod."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=30)
+        self.proc = None
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self.proc = None
+
+    def metrics(self) -> str:
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as resp:
+            return str(resp.read().decode())
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@pytest.fixture
+def start_operator(
+    control_plane: ControlPlane, crd: Any, kube: client.ApiClient, namespace: str, tmp_path: Path
+) -> Iterator[Callable[..., OperatorProcess]]:
+    """start_operator(kubeconfig=None) -> a running operator for the test's namespace."""
+    started: list[OperatorProcess] = []
+
+    def start(kubeconfig: Path | None = None) -> OperatorProcess:
+        op = OperatorProcess(
+            namespace, kubeconfig or control_plane.kubeconfig, tmp_path / f"operator-{len(started)}.log"
+        )
+        started.append(op)
+        return op.start()
+
+    yield start
+    for op in started:
+        op.stop()
+    # With no operator left, nothing removes Kopf's finalizer: strip it so the namespace can go.
+    custom: Any = client.CustomObjectsApi(kube)
+    for item in custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)["items"]:
+        try:
+            custom.patch_namespaced_custom_object(
+                GROUP,
+                VERSION,
+                namespace,
+                PLURAL,
+                item["metadata"]["name"],
+                {"metadata": {"finalizers": None}},
+            )
+        except client.ApiException as exc:
+            if exc.status != 404:
+                raise
+
+
+@pytest.fixture
+def operator(start_operator: Callable[..., OperatorProcess]) -> OperatorProcess:
+    return start_operator()
+
+
+class Jobs:
+    """Create TrainingJobs and read them, their pods and Events in one namespace."""
+
+    def __init__(self, api: client.ApiClient, namespace: str) -> None:
+        self.ns = namespace
+        self.custom: Any = client.CustomObjectsApi(api)
+        self.core: Any = client.CoreV1Api(api)
+
+    def create(self, name: str, nodes: int = 2, *, gpus: int = 0, **spec: Any) -> dict[str, Any]:
+        run_policy = {"backoffSeconds": 1, **spec.pop("runPolicy", {})}
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "TrainingJob",
+            "metadata": {"name": name},
+            "spec": {
+                "image": "torchjob-trainer:test",
+                "nodes": nodes,
+                "resources": {"gpusPerNode": gpus, "requests": {"cpu": "1", "memory": "1Gi"}},
+                "runPolicy": run_policy,
+                **spec,
+            },
+        }
+        return dict(self.custom.create_namespaced_custom_object(GROUP, VERSION, self.ns, PLURAL, body))
+
+    def get(self, name: str) -> dict[str, Any]:
+        return dict(self.custom.get_namespaced_custom_object(GROUP, VERSION, self.ns, PLURAL, name))
+
+    def exists(self, name: str) -> bool:
+        try:
+            self.get(name)
+        except client.ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
+    def patch_spec(self, name: str, spec: dict[str, Any]) -> None:
+        self.custom.patch_namespaced_custom_object(GROUP, VERSION, self.ns, PLURAL, name, {"spec": spec})
+
+    def delete(self, name: str) -> None:
+        self.custom.delete_namespaced_custom_object(GROUP, VERSION, self.ns, PLURAL, name)
+
+    def status(self, name: str) -> dict[str, Any]:
+        return dict(self.get(name).get("status") or {})
+
+    def wait(
+        self, name: str, check: Callable[[dict[str, Any]], bool], what: str, timeout: float = 60
+    ) -> dict[str, Any]:
+        def probe() -> dict[str, Any] | None:
+            st = self.status(name)
+            return st if check(st) else None
+
+        try:
+            return eventually(probe, timeout, f"{name}: {what}", interval_s=0.2)
+        except TimeoutError as exc:
+            raise TimeoutError(f"{exc}; pods: {self.pod_phases(name)}") from None
+
+    def wait_phase(self, name: str, phase: str, timeout: float = 60) -> dict[str, Any]:
+        return self.wait(name, lambda st: st.get("phase") == phase, f"phase {phase}", timeout)
+
+    def pods(self, name: str) -> list[Any]:
+        sel = f"torchjob.dev/job-name={name}"
+        return sorted(
+            self.core.list_namespaced_pod(self.ns, label_selector=sel).items, key=lambda p: p.metadata.name
+        )
+
+    def pod_phases(self, name: str) -> dict[str, str]:
+        return {p.metadata.name: p.status.phase for p in self.pods(name)}
+
+    def wait_pods(self, name: str, expected: dict[str, str], timeout: float = 60) -> None:
+        def probe() -> bool:
+            return self.pod_phases(name) == expected
+
+        try:
+            eventually(probe, timeout, f"{name} pods {expected}", interval_s=0.2)
+        except TimeoutError as exc:
+            raise TimeoutError(f"{exc}; got {self.pod_phases(name)}") from None
+
+    def exit(self, pod: str, code: int) -> None:
+        """Tell KWOK to end this pod with `code` (docs/contracts.md)."""
+        self.core.patch_namespaced_pod(
+            pod, self.ns, {"metadata": {"annotations": {EXIT_ANNOTATION: str(code)}}}
+        )
+
+    def events(self, name: str) -> list[str]:
+        items = self.core.list_namespaced_event(self.ns, field_selector=f"involvedObject.name={name}").items
+        return sorted(str(e.reason) for e in items)
+
+
+@pytest.fixture
+def jobs(kube: client.ApiClient, namespace: str) -> Jobs:
+    return Jobs(kube, namespace)

@@ -1,0 +1,78 @@
+"""Failure policy against the real API: gang restart, permanent failure, backoffLimit, node loss."""
+
+from __future__ import annotations
+
+from harness import nodes
+from harness.polling import eventually
+from kubernetes import client
+
+from .conftest import Jobs, OperatorProcess
+
+
+def test_retryable_exit_restarts_the_gang_then_succeeds(operator: OperatorProcess, jobs: Jobs) -> None:
+    jobs.create("retry", nodes=2)
+    jobs.wait_phase("retry", "Running")
+    jobs.exit("retry-node-0-r0", 137)
+    jobs.wait(
+        "retry",
+        lambda s: s.get("attempt") == 1 and s.get("phase") == "Running",
+        "attempt 1 running",
+        timeout=90,
+    )
+    st = jobs.status("retry")
+    assert st["restartCount"] == 1 and st["lastExitCode"] == 137 and st["lastRestartTime"]
+    # The failed pod stays for its logs; its running peer was deleted; attempt 1 has a full gang.
+    assert jobs.pod_phases("retry") == {
+        "retry-node-0-r0": "Failed",
+        "retry-node-0-r1": "Running",
+        "retry-node-1-r1": "Running",
+    }
+    for name in ("retry-node-0-r1", "retry-node-1-r1"):
+        jobs.exit(name, 0)
+    st = jobs.wait_phase("retry", "Succeeded")
+    assert st["restartCount"] == 1
+    assert "RetryableExitCode" in jobs.events("retry")
+
+
+def test_permanent_exit_fails_at_once(operator: OperatorProcess, jobs: Jobs) -> None:
+    jobs.create("perm", nodes=2)
+    jobs.wait_phase("perm", "Running")
+    jobs.exit("perm-node-1-r0", 1)
+    st = jobs.wait_phase("perm", "Failed")
+    assert (st["reason"], st["restartCount"], st["lastExitCode"]) == ("PermanentExitCode", 0, 1)
+    # cleanPodPolicy Running (default): the running peer goes, the failed pod and its logs stay.
+    jobs.wait_pods("perm", {"perm-node-1-r0": "Failed"})
+    eventually(lambda: "PermanentExitCode" in jobs.events("perm"), 20, "Failed event")
+
+
+def test_backoff_limit_exhausted_fails(operator: OperatorProcess, jobs: Jobs) -> None:
+    jobs.create("limit", nodes=1, runPolicy={"backoffLimit": 1})
+    jobs.wait_phase("limit", "Running")
+    jobs.exit("limit-node-0-r0", 143)
+    jobs.wait(
+        "limit",
+        lambda s: s.get("attempt") == 1 and s.get("phase") == "Running",
+        "attempt 1 running",
+        timeout=90,
+    )
+    jobs.exit("limit-node-0-r1", 143)
+    st = jobs.wait_phase("limit", "Failed")
+    assert (st["reason"], st["restartCount"]) == ("BackoffLimitExceeded", 1)
+    assert jobs.pod_phases("limit") == {"limit-node-0-r0": "Failed", "limit-node-0-r1": "Failed"}
+
+
+def test_deleting_a_node_restarts_the_job(
+    operator: OperatorProcess, jobs: Jobs, kube: client.ApiClient
+) -> None:
+    node = f"lost-{jobs.ns[-6:]}"
+    nodes.create_node(kube, node, gpus=8, labels={"torchjob.dev/test-node": node}, wait_ready_s=60)
+    try:
+        jobs.create("lost", nodes=1, gpus=8, nodeSelector={"torchjob.dev/test-node": node})
+        jobs.wait_phase("lost", "Running")
+        assert jobs.pods("lost")[0].spec.node_name == node
+    finally:
+        nodes.delete_node(kube, node)
+    # The pod GC controller removes pods of a vanished node; that is a disruption: gang restart.
+    st = jobs.wait("lost", lambda s: s.get("restartCount") == 1, "gang restart", timeout=180)
+    assert st["attempt"] == 1
+    jobs.wait_pods("lost", {"lost-node-0-r1": "Pending"}, timeout=60)

@@ -1,0 +1,78 @@
+"""Apply -> pods + Service -> KWOK runs them -> Succeeded, and the scheduling/Pending paths."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from harness.polling import eventually
+
+from .conftest import Jobs, OperatorProcess
+
+
+def conditions(st: dict[str, Any]) -> dict[str, str]:
+    return {c["type"]: c["status"] for c in st.get("conditions", [])}
+
+
+def test_apply_then_success(operator: OperatorProcess, jobs: Jobs) -> None:
+    jobs.create("ok", nodes=2, gpus=4)
+    st = jobs.wait_phase("ok", "Running")
+    assert st["nodes"] == {"total": 2, "pending": 0, "running": 2, "succeeded": 0, "failed": 0}
+    assert st["nodesReady"] == "2/2" and st["attempt"] == 0 and st["observedGeneration"] == 1
+    assert st["startTime"] and st["runningTime"]
+
+    pods = jobs.pods("ok")
+    assert [p.metadata.name for p in pods] == ["ok-node-0-r0", "ok-node-1-r0"]
+    for pod in pods:
+        assert pod.spec.node_name.startswith("gpu-node-")
+        assert pod.spec.hostname.startswith("ok-node-") and pod.spec.subdomain == "ok"
+        trainer = pod.spec.containers[0]
+        assert trainer.name == "trainer"
+        assert trainer.resources.limits["nvidia.com/gpu"] == "4"
+        shm = next(v for v in pod.spec.volumes if v.name == "dshm")
+        assert shm.empty_dir.medium == "Memory"
+        assert any(m.mount_path == "/dev/shm" for m in trainer.volume_mounts)
+        assert pod.metadata.owner_references[0].kind == "TrainingJob"
+    svc = jobs.core.read_namespaced_service("ok", jobs.ns)
+    assert svc.spec.cluster_ip == "None" and svc.spec.publish_not_ready_addresses
+
+    for pod in pods:
+        jobs.exit(pod.metadata.name, 0)
+    st = jobs.wait_phase("ok", "Succeeded")
+    assert conditions(st) == {
+        "Created": "True",
+        "Pending": "False",
+        "Running": "False",
+        "Succeeded": "True",
+    } or (conditions(st) == {"Created": "True", "Running": "False", "Succeeded": "True"})
+    assert st["nodes"]["succeeded"] == 2 and st["completionTime"]
+    assert st["reason"] == "JobSucceeded"
+    events = eventually(lambda: (e := jobs.events("ok")) and "JobSucceeded" in e and e, 20, "events")
+    assert {"PodsCreated", "AllRanksRunning", "JobSucceeded"} <= set(events)
+    text = operator.metrics()
+    assert "torchjob_operator_pods_created_total 2.0" in text
+    assert 'torchjob_operator_jobs{phase="Succeeded"} 1.0' in text
+    assert "torchjob_operator_submit_to_running_seconds_count 1.0" in text
+
+
+def test_not_enough_gpus_is_pending_unschedulable(operator: OperatorProcess, jobs: Jobs) -> None:
+    jobs.create("big", nodes=2, gpus=16)
+    st = jobs.wait(
+        "big",
+        lambda s: s.get("phase") == "Pending" and s.get("reason") == "Unschedulable",
+        "Pending/Unschedulable",
+    )
+    assert "Insufficient nvidia.com/gpu" in st["message"]
+    assert conditions(st)["Pending"] == "True"
+
+
+def test_deleting_the_job_garbage_collects_children(operator: OperatorProcess, jobs: Jobs) -> None:
+    jobs.create("gc", nodes=2)
+    jobs.wait_phase("gc", "Running")
+    jobs.delete("gc")
+    eventually(lambda: not jobs.exists("gc"), 60, "job gone")
+    eventually(lambda: not jobs.pods("gc"), 60, "pods garbage-collected")
+
+    def service_gone() -> bool:
+        return not [s for s in jobs.core.list_namespaced_service(jobs.ns).items if s.metadata.name == "gc"]
+
+    eventually(service_gone, 60, "service garbage-collected")

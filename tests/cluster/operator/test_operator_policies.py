@@ -1,0 +1,71 @@
+"""Deadlines, TTL, cleanPodPolicy and suspend/resume against the real API."""
+
+from __future__ import annotations
+
+from harness.polling import eventually
+
+from .conftest import Jobs, OperatorProcess
+
+
+def test_active_deadline_fails_the_running_job(operator: OperatorProcess, jobs: Jobs) -> None:
+    jobs.create("slow", nodes=1, runPolicy={"activeDeadlineSeconds": 3})
+    st = jobs.wait_phase("slow", "Failed", timeout=60)
+    assert st["reason"] == "DeadlineExceeded"
+    eventually(lambda: not jobs.pods("slow"), 30, "running pod cleaned up")
+
+
+def test_startup_deadline_fails_a_job_that_never_runs(operator: OperatorProcess, jobs: Jobs) -> None:
+    jobs.create("stuck", nodes=1, gpus=64, runPolicy={"startupDeadlineSeconds": 2})
+    st = jobs.wait_phase("stuck", "Failed", timeout=60)
+    assert st["reason"] == "StartupDeadlineExceeded"
+    assert "Unschedulable" in st["message"] or "Insufficient" in st["message"] or "pending" in st["message"]
+
+
+def test_ttl_deletes_the_finished_job(operator: OperatorProcess, jobs: Jobs) -> None:
+    jobs.create("brief", nodes=1, runPolicy={"ttlSecondsAfterFinished": 2})
+    jobs.wait_phase("brief", "Running")
+    jobs.exit("brief-node-0-r0", 0)
+    jobs.wait_phase("brief", "Succeeded")
+    eventually(lambda: not jobs.exists("brief"), 60, "job deleted by TTL")
+    eventually(lambda: not jobs.pods("brief"), 60, "pods garbage-collected")
+
+
+def test_clean_pod_policy_none_keeps_every_pod(operator: OperatorProcess, jobs: Jobs) -> None:
+    jobs.create("keep", nodes=2, runPolicy={"cleanPodPolicy": "None"})
+    jobs.wait_phase("keep", "Running")
+    jobs.exit("keep-node-0-r0", 2)
+    jobs.wait_phase("keep", "Failed")
+    assert jobs.pod_phases("keep") == {"keep-node-0-r0": "Failed", "keep-node-1-r0": "Running"}
+
+
+def test_clean_pod_policy_all_keeps_only_failed_pods(operator: OperatorProcess, jobs: Jobs) -> None:
+    jobs.create("tidy", nodes=3, runPolicy={"cleanPodPolicy": "All"})
+    jobs.wait_phase("tidy", "Running")
+    jobs.exit("tidy-node-2-r0", 0)
+    jobs.wait_pods(
+        "tidy", {"tidy-node-0-r0": "Running", "tidy-node-1-r0": "Running", "tidy-node-2-r0": "Succeeded"}
+    )
+    jobs.exit("tidy-node-0-r0", 3)
+    jobs.wait_phase("tidy", "Failed")
+    jobs.wait_pods("tidy", {"tidy-node-0-r0": "Failed"})
+
+
+def test_suspend_deletes_pods_and_resume_recreates_them(operator: OperatorProcess, jobs: Jobs) -> None:
+    jobs.create("pause", nodes=2)
+    jobs.wait_phase("pause", "Running")
+    jobs.patch_spec("pause", {"runPolicy": {"suspend": True}})
+    st = jobs.wait_phase("pause", "Suspended")
+    assert st["reason"] == "JobSuspended"
+    eventually(lambda: not jobs.pods("pause"), 60, "pods deleted while suspended")
+    jobs.patch_spec("pause", {"runPolicy": {"suspend": False}})
+    st = jobs.wait_phase("pause", "Running")
+    assert st["attempt"] == 0 and st["restartCount"] == 0
+    assert {"JobSuspended", "JobResumed"} <= set(jobs.events("pause"))
+
+
+def test_job_created_suspended_starts_on_resume(operator: OperatorProcess, jobs: Jobs) -> None:
+    jobs.create("queued", nodes=1, runPolicy={"suspend": True})
+    jobs.wait_phase("queued", "Suspended")
+    assert jobs.pods("queued") == []
+    jobs.patch_spec("queued", {"runPolicy": {"suspend": False}})
+    jobs.wait_phase("queued", "Running")

@@ -1,0 +1,49 @@
+"""kubectl and polling helpers of the e2e tier (imported as `e2e.support`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+TIMEOUT = float(os.environ.get("TORCHJOB_E2E_TIMEOUT", "900"))
+
+
+class Kubectl:
+    def __init__(self, binary: str) -> None:
+        self.binary = binary
+
+    def __call__(
+        self, *args: str, input: str | None = None, check: bool = True, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            [self.binary, *args], input=input, capture_output=True, text=True, check=False, timeout=timeout
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(
+                f"kubectl {' '.join(args)} failed ({proc.returncode}): {proc.stderr.strip()}"
+            )
+        return proc
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self(*args, "-o", "json").stdout)
+
+
+def progress(message: str) -> None:
+    """Printed at once (run with -s, as hack/kind-e2e.sh does) so a long wait shows where it is."""
+    print(f"[e2e {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def eventually(check: Callable[[], Any], what: str, timeout: float = TIMEOUT, every: float = 3) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(every)

@@ -1,0 +1,136 @@
+"""Starting and stopping the control-plane processes by process group, never by name.
+
+Each component runs in its own session (hence its own process group) with stdout and stderr in a log
+file. A reaper process (see `reaper.py`) kills the groups if this Python process dies first, and an
+atexit hook stops them on a normal interpreter exit.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+STOP_GRACE_S = 10.0
+
+
+@dataclass
+class Component:
+    name: str
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+
+class ComponentFailedError(RuntimeError):
+    """A component exited or never became ready; the message ends with the tail of its log."""
+
+    def __init__(self, component: Component, what: str) -> None:
+        status = "running" if component.alive() else f"exited with {component.popen.returncode}"
+        super().__init__(
+            f"{component.name} {what} ({status}); log {component.log_path}, last lines:\n"
+            f"{component.log_tail()}"
+        )
+        self.component = component
+
+
+class Supervisor:
+    """Owns the processes of one control plane; `stop_all` ends them in reverse start order."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.components: list[Component] = []
+        self._reaper = subprocess.Popen(
+            [sys.executable, str(Path(__file__).with_name("reaper.py"))],
+            stdin=subprocess.PIPE,
+            start_new_session=True,
+        )
+        atexit.register(self.stop_all)
+
+    def start(self, name: str, argv: Sequence[str | Path], env: dict[str, str] | None = None) -> Component:
+        log_path = self.log_dir / f"{name}.log"
+        with log_path.open("ab") as log:
+            popen = subprocess.Popen(
+                [str(a) for a in argv],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,  # own process group: one killpg reaches any children too
+            )
+        component = Component(name, popen, log_path)
+        self.components.append(component)
+        self._tell_reaper(f"+{popen.pid}")
+        return component
+
+    def stop(self, component: Component, grace_s: float = STOP_GRACE_S) -> None:
+        if component.alive():
+            _signal_group(component.pid, signal.SIGTERM)
+            try:
+                component.popen.wait(grace_s)
+            except subprocess.TimeoutExpired:
+                _signal_group(component.pid, signal.SIGKILL)
+                component.popen.wait()
+        # Kill leftovers in the group (if any) before the pid can be reused.
+        _signal_group(component.pid, signal.SIGKILL)
+        self._tell_reaper(f"-{component.pid}")
+
+    def stop_all(self) -> None:
+        while self.components:
+            self.stop(self.components.pop())
+        stdin = self._reaper.stdin
+        if stdin is not None and not stdin.closed:
+            stdin.close()
+            self._reaper.wait(STOP_GRACE_S)
+        atexit.unregister(self.stop_all)
+
+    def _tell_reaper(self, line: str) -> None:
+        stdin: IO[bytes] | None = self._reaper.stdin
+        if stdin is not None and not stdin.closed:
+            stdin.write(line.encode() + b"\n")
+            stdin.flush()
+
+
+def wait_until(
+    check: Callable[[], bool],
+    component: Component,
+    what: str,
+    timeout_s: float,
+    interval_s: float = 0.2,
+) -> None:
+    """Polls `check` until true; fails fast with the component's log when it exits or time runs out."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if not component.alive():
+            raise ComponentFailedError(component, f"exited before {what}")
+        if check():
+            return
+        if time.monotonic() > deadline:
+            raise ComponentFailedError(component, f"not {what} after {timeout_s:.0f}s")
+        time.sleep(interval_s)
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)

@@ -1,0 +1,244 @@
+"""Fixtures for the tools tier: the real helm, promtool and prometheus binaries.
+
+hack/tools.sh installs them (helm into a cache outside the repo). A missing binary skips the tests
+that need it, with the command that installs it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import subprocess
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "torchjob"
+
+
+def load_gen_manifests() -> ModuleType:
+    """hack/gen-manifests.py as a module (its file name is not importable)."""
+    spec = importlib.util.spec_from_file_location("gen_manifests", ROOT / "hack" / "gen-manifests.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _binary(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        pytest.skip(f"{name} is not installed: run hack/tools.sh")
+    return path
+
+
+@pytest.fixture(scope="session")
+def gen_manifests() -> ModuleType:
+    return load_gen_manifests()
+
+
+@pytest.fixture(scope="session")
+def helm() -> str:
+    path = load_gen_manifests().find_helm()
+    if path is None or not os.access(path, os.X_OK):
+        pytest.skip("helm is not installed: run hack/tools.sh")
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def promtool() -> str:
+    return _binary("promtool")
+
+
+@pytest.fixture(scope="session")
+def prometheus_bin() -> str:
+    return _binary("prometheus")
+
+
+class Chart:
+    """Runs the real helm against charts/torchjob."""
+
+    def __init__(self, helm: str) -> None:
+        self.helm = helm
+
+    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([self.helm, *args], capture_output=True, text=True, check=check, timeout=120)
+
+    def template_args(self, values: list[Path], sets: list[str], namespace: str) -> list[str]:
+        args = ["template", "tj", str(CHART), "--namespace", namespace]
+        for path in values:
+            args += ["-f", str(path)]
+        for item in sets:
+            args += ["--set", item]
+        return args
+
+    def render(
+        self, *values: Path, sets: list[str] | None = None, namespace: str = "torchjob-system"
+    ) -> list[dict[str, Any]]:
+        out = self.run(*self.template_args(list(values), sets or [], namespace)).stdout
+        return [doc for doc in yaml.safe_load_all(out) if doc]
+
+    def render_error(self, sets: list[str]) -> str:
+        """stderr of a render that must fail."""
+        proc = self.run(*self.template_args([], sets, "torchjob-system"), check=False)
+        assert proc.returncode != 0, f"helm template accepted {sets}"
+        return proc.stderr
+
+
+@pytest.fixture(scope="session")
+def chart(helm: str) -> Chart:
+    return Chart(helm)
+
+
+TRAINER_JOB = "prom-e2e"
+
+
+def process_tree(root: int) -> list[int]:
+    """root and every descendant, from /proc (torchrun starts workers in their own sessions)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    tree, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo += children.get(pid, [])
+    return tree
+
+
+def kill_tree(root: int) -> None:
+    """SIGSTOP the whole tree first (no new children), then SIGKILL every process in it."""
+    for sig in (signal.SIGSTOP, signal.SIGKILL):
+        for pid in process_tree(root):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+
+
+@contextlib.contextmanager
+def running_tree(cmd: list[str], env: dict[str, str], log: Path) -> Iterator[Any]:
+    """trainer_procs.running, but also killing workers that left the launcher's process group."""
+    from torchrun.trainer_procs import Proc
+
+    proc = Proc(cmd, env, log)
+    try:
+        yield proc
+    finally:
+        kill_tree(proc.popen.pid)
+        proc.stop()
+
+
+@dataclass(frozen=True)
+class TrainerRun:
+    """A local 2-rank run (`torchjob-launch --standalone --nproc-per-node 2`) serving per-rank metrics."""
+
+    job: str
+    ports: tuple[int, int]
+    proc: Any
+
+
+@pytest.fixture(scope="session")
+def trainer_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrainerRun]:
+    from torchrun.trainer_procs import LAUNCH, free_port, scrape_while_training, trainer_env
+
+    tmp = tmp_path_factory.mktemp("trainer")
+    port = free_port(span=2)
+    env = trainer_env(
+        TORCHJOB_METRICS_PORT=str(port), TORCHJOB_JOB_NAME=TRAINER_JOB, TORCHJOB_NUM_WORKERS="1"
+    )
+    # Long enough never to finish while the tests look at it; the fixture kills the process group.
+    cmd = [LAUNCH, "--standalone", "--nproc-per-node", "2", "--", "torchjob-train", "--epochs", "1000"]
+    cmd += [
+        "--steps-per-epoch",
+        "1000",
+        "--batch-size",
+        "16",
+        "--sample-cost-us",
+        "200",
+        "--log-every",
+        "500",
+    ]
+    with running_tree(cmd, env, tmp / "trainer.log") as proc:
+        for rank in (0, 1):
+            scrape_while_training(port + rank, proc)
+        yield TrainerRun(TRAINER_JOB, (port, port + 1), proc)
+
+
+class Prometheus:
+    """A real Prometheus server started for the test session."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def api(self, path: str, **params: str) -> Any:
+        query = urllib.parse.urlencode(params)
+        try:
+            with urllib.request.urlopen(f"{self.url}/api/v1/{path}?{query}", timeout=10) as resp:
+                body = json.loads(resp.read())
+        except urllib.error.HTTPError as err:
+            body = json.loads(err.read())
+        if body["status"] != "success":
+            raise AssertionError(f"{path} {params}: {body.get('errorType')}: {body.get('error')}")
+        return body["data"]
+
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        data = self.api("query", query=expr)
+        assert data["resultType"] == "vector", data
+        return list(data["result"])
+
+
+@pytest.fixture(scope="session")
+def prometheus(
+    prometheus_bin: str, trainer_run: TrainerRun, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Prometheus]:
+    from torchrun.trainer_procs import free_port, running, wait_for
+
+    tmp = tmp_path_factory.mktemp("prometheus")
+    # honor_labels as in the chart's PodMonitor: the trainer's `job` label (TrainingJob name) wins.
+    config = {
+        "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
+        "scrape_configs": [
+            {
+                "job_name": "torchjob-trainers",
+                "honor_labels": True,
+                "static_configs": [{"targets": [f"127.0.0.1:{p}" for p in trainer_run.ports]}],
+            }
+        ],
+    }
+    (tmp / "prometheus.yml").write_text(yaml.safe_dump(config))
+    port = free_port()
+    cmd = [
+        prometheus_bin,
+        f"--config.file={tmp / 'prometheus.yml'}",
+        f"--storage.tsdb.path={tmp / 'data'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--log.level=warn",
+    ]
+    with running(cmd, dict(os.environ), tmp / "prometheus.log") as proc:
+        server = Prometheus(f"http://127.0.0.1:{port}")
+
+        def ready() -> bool:
+            try:
+                with urllib.request.urlopen(f"{server.url}/-/ready", timeout=2) as resp:
+                    return bool(resp.status == 200)
+            except OSError:
+                return False
+
+        wait_for(ready, 60, "prometheus /-/ready", proc)
+        yield server

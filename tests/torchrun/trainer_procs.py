@@ -1,0 +1,153 @@
+"""Helpers for tests that start real torchrun/trainer processes: own process groups, always cleaned up."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+
+BIN = Path(sys.executable).parent
+LAUNCH = str(BIN / "torchjob-launch")
+TRAIN = str(BIN / "torchjob-train")
+
+
+def free_port(span: int = 1) -> int:
+    """A port p with p..p+span-1 free right now."""
+    for _ in range(50):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port + span > 65535:
+            continue
+        try:
+            for offset in range(1, span):
+                with socket.socket() as s2:
+                    s2.bind(("127.0.0.1", port + offset))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port range")
+
+
+def trainer_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TORCHJOB_", "PET_"))}
+    env.update(OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", **extra)
+    return env
+
+
+class Proc:
+    """A process in its own session; output goes to a file the test can read while it runs."""
+
+    def __init__(self, cmd: Sequence[str], env: dict[str, str], log: Path) -> None:
+        self.log = log
+        self._fh = open(log, "wb")  # noqa: SIM115  (closed in stop)
+        self.popen = subprocess.Popen(
+            list(cmd), env=env, stdout=self._fh, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait(self, timeout: float) -> int:
+        try:
+            return self.popen.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            raise AssertionError(f"timed out after {timeout} s; output:\n{self.output()[-4000:]}") from None
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.popen.pid, signal.SIGKILL)
+            self.popen.wait(timeout=30)
+        # Workers live in the same session; make sure none outlive the test.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        self._fh.close()
+
+
+@contextlib.contextmanager
+def running(cmd: Sequence[str], env: dict[str, str], log: Path) -> Iterator[Proc]:
+    proc = Proc(cmd, env, log)
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str, proc: Proc | None = None) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        if proc is not None and proc.popen.poll() is not None:
+            raise AssertionError(
+                f"process exited ({proc.popen.returncode}) before {what}:\n{proc.output()[-4000:]}"
+            )
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}" + (f":\n{proc.output()[-4000:]}" if proc else ""))
+
+
+def scrape(port: int) -> str | None:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
+            return str(resp.read().decode())
+    except OSError:
+        return None
+
+
+def samples(text: str) -> dict[str, tuple[dict[str, str], float]]:
+    """name -> (labels, value) of the last sample with that name."""
+    out: dict[str, tuple[dict[str, str], float]] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[s.name] = (dict(s.labels), float(s.value))
+    return out
+
+
+def scrape_while_training(port: int, proc: Proc, timeout: float = 120) -> str:
+    """A scrape taken after the rank has finished at least one step."""
+    return scrape_all_while_training({port: proc}, timeout)[port]
+
+
+def scrape_all_while_training(targets: dict[int, Proc], timeout: float = 120) -> dict[int, str]:
+    """One scrape per port, each taken after that rank trained a step; all ports are polled together."""
+    got: dict[int, str] = {}
+
+    def trained() -> bool:
+        for port, proc in targets.items():
+            if port in got:
+                continue
+            text = scrape(port)
+            if text and samples(text).get("torchjob_trainer_samples_total", ({}, 0.0))[1] > 0:
+                got[port] = text
+            elif proc.popen.poll() is not None:
+                raise AssertionError(
+                    f"exited ({proc.popen.returncode}) before :{port} was scraped:\n{proc.output()[-4000:]}"
+                )
+        return len(got) == len(targets)
+
+    wait_for(trained, timeout, f"scrapes with samples on {sorted(targets)}")
+    return got
+
+
+def progress_lines(output: str) -> list[dict[str, Any]]:
+    from torchjob_trainer.logs import parse_progress
+
+    return [p for line in output.splitlines() if (p := parse_progress(line)) is not None]
+
+
+def read_summary(path: Path) -> dict[str, Any]:
+    return dict(json.loads(path.read_text()))

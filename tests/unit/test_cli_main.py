@@ -1,0 +1,70 @@
+"""The CLI's front door: bad manifests fail with admission's field-naming errors, before anything runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from torchjob_cli.main import main
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "cpu-gloo-2node.yaml"
+
+
+def write(tmp_path: Path, doc: object) -> Path:
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def test_invalid_spec_names_every_field(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    doc = yaml.safe_load(EXAMPLE.read_text())
+    doc["spec"]["nodes"] = 0
+    del doc["spec"]["image"]
+    code = main(["run", str(write(tmp_path, doc)), "--workdir", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "spec.nodes:" in err and "spec.image:" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_wrong_kind_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    doc = yaml.safe_load(EXAMPLE.read_text())
+    doc["kind"] = "Job"
+    assert main(["run", str(write(tmp_path, doc))]) == 2
+    assert "kind: Unsupported value" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text", ["a: [", "- 1\n- 2\n"])
+def test_unreadable_manifests(tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str) -> None:
+    path = tmp_path / "x.yaml"
+    path.write_text(text)
+    assert main(["run", str(path)]) == 2
+    assert "error:" in capsys.readouterr().err
+
+
+def test_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", str(tmp_path / "nope.yaml")]) == 2
+    assert "nope.yaml" in capsys.readouterr().err
+
+
+def test_submit_dry_run_validates_without_a_cluster(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:1"}}],
+                "users": [{"name": "u", "user": {"token": "t"}}],
+                "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u", "namespace": "team"}}],
+                "current-context": "x",
+            }
+        )
+    )
+    code = main(["submit", str(EXAMPLE), "--dry-run", "--kubeconfig", str(kubeconfig)])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "namespace: team" in out and "trainingjob.torchjob.dev/cpu-gloo valid (dry run)" in out

@@ -1,0 +1,190 @@
+"""jobloop.one_pass + actuate against a hand-written fake API: request counts, ordering, idempotence."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import datetime as dt
+from collections.abc import Mapping
+from typing import Any
+
+from torchjob_operator import actuate, jobloop
+from torchjob_operator.budget import TokenBucket
+from torchjob_operator.observe import PodObs, observe_pod
+
+T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+Key = tuple[str, str]
+
+
+class FakeApi:
+    """Stores pods and the job; records every call like the real one counts requests."""
+
+    def __init__(self, job: dict[str, Any]) -> None:
+        self.job = job
+        self.pods: dict[str, dict[str, Any]] = {}
+        self.calls: list[tuple[str, str]] = []
+        self.events: list[tuple[str, str]] = []
+        self.rv = 10
+
+    async def create_pod(self, job: Key, body: Mapping[str, Any]) -> bool:
+        self.calls.append(("create", "pod"))
+        name = body["metadata"]["name"]
+        if name in self.pods:
+            return False
+        self.pods[name] = copy.deepcopy(dict(body)) | {"status": {"phase": "Pending"}}
+        return True
+
+    async def delete_pod(self, job: Key, name: str) -> None:
+        self.calls.append(("delete", "pod"))
+        self.pods.pop(name, None)
+
+    async def ensure_service(self, job: Key, body: Mapping[str, Any]) -> None:
+        self.calls.append(("create", "service"))
+
+    async def ensure_podgroup(self, job: Key, body: Mapping[str, Any]) -> None:
+        self.calls.append(("create", "podgroup"))
+
+    async def patch_status(
+        self, job: Key, status: Mapping[str, Any], resource_version: str | None
+    ) -> dict[str, Any]:
+        self.calls.append(("patch", "status"))
+        assert resource_version == self.job["metadata"]["resourceVersion"]
+        self.rv += 1
+        self.job["status"] = copy.deepcopy(dict(status))
+        self.job["metadata"]["resourceVersion"] = str(self.rv)
+        return copy.deepcopy(self.job)
+
+    async def delete_job(self, job: Key) -> None:
+        self.calls.append(("delete", "job"))
+
+    async def post_event(self, job: Key, uid: str, kind: str, reason: str, message: str) -> None:
+        self.calls.append(("create", "event"))
+        self.events.append((kind, reason))
+
+    def observed(self) -> list[PodObs]:
+        return [observe_pod(p) for p in self.pods.values()]
+
+    def set_all(self, phase: str, exit_code: int | None = None) -> None:
+        for pod in self.pods.values():
+            pod["status"] = {"phase": phase}
+            if exit_code is not None:
+                pod["status"]["containerStatuses"] = [
+                    {"name": "trainer", "state": {"terminated": {"exitCode": exit_code}}}
+                ]
+
+
+def job_body(nodes: int, **run_policy: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "torchjob.dev/v1alpha1",
+        "kind": "TrainingJob",
+        "metadata": {
+            "name": "j",
+            "namespace": "ns",
+            "uid": "u",
+            "generation": 1,
+            "resourceVersion": "10",
+            "finalizers": ["operator.torchjob.dev/finalizer"],
+        },
+        "spec": {"image": "img", "nodes": nodes, "runPolicy": {"backoffSeconds": 1, **run_policy}},
+    }
+
+
+def new_state() -> jobloop.JobState:
+    return jobloop.JobState(inflight=actuate.InFlight(), bucket=TokenBucket(capacity=1000, rate=1000))
+
+
+def run_pass(
+    api: FakeApi, state: jobloop.JobState, at: float, pods: list[PodObs] | None = None
+) -> float | None:
+    body = copy.deepcopy(api.job)
+    return asyncio.run(
+        jobloop.one_pass(
+            body,
+            api.observed() if pods is None else pods,
+            api,
+            state,
+            now=lambda: T0 + dt.timedelta(seconds=at),
+            clock=lambda: at,
+        )
+    )
+
+
+def test_normal_job_stays_within_its_request_budget() -> None:
+    nodes = 4
+    api, state = FakeApi(job_body(nodes)), new_state()
+    transitions = 0
+    run_pass(api, state, 1)  # Created
+    transitions += 1
+    api.set_all("Running")
+    run_pass(api, state, 2)  # Running
+    transitions += 1
+    run_pass(api, state, 3)  # nothing changed: no requests
+    api.set_all("Succeeded", 0)
+    run_pass(api, state, 4)  # Succeeded
+    transitions += 1
+    run_pass(api, state, 5)
+    assert api.job["status"]["phase"] == "Succeeded"
+    assert [r for _, r in api.events] == ["PodsCreated", "AllRanksRunning", "JobSucceeded"]
+    # Pods once, one Service, one status write and one Event per transition.
+    assert len(api.calls) == nodes + 1 + 2 * transitions
+    assert len(api.calls) <= nodes + 6 * transitions
+
+
+def test_stale_index_does_not_duplicate_creates() -> None:
+    api, state = FakeApi(job_body(3)), new_state()
+    run_pass(api, state, 1)
+    run_pass(api, state, 1.5, pods=[])  # the watch has not shown the new pods yet
+    assert [c for c in api.calls if c == ("create", "pod")] == [("create", "pod")] * 3
+
+
+def test_restart_persists_the_attempt_before_new_pods_and_uses_the_written_status() -> None:
+    api, state = FakeApi(job_body(2)), new_state()
+    run_pass(api, state, 1)
+    stale_body = copy.deepcopy(api.job)
+    api.set_all("Running")
+    run_pass(api, state, 2)
+    next(iter(api.pods.values()))["status"] = {
+        "phase": "Failed",
+        "containerStatuses": [{"name": "trainer", "state": {"terminated": {"exitCode": 137}}}],
+    }
+    run_pass(api, state, 3)
+    assert api.job["status"]["attempt"] == 1
+    assert sorted(api.pods) == ["j-node-0-r0"]  # the failed pod is kept; no r1 pods yet
+    # A lagging watch body (older resourceVersion) must not undo the restart.
+    asyncio.run(
+        jobloop.one_pass(
+            stale_body,
+            api.observed(),
+            api,
+            state,
+            now=lambda: T0 + dt.timedelta(seconds=10),
+            clock=lambda: 10,
+        )
+    )
+    assert sorted(api.pods) == ["j-node-0-r0", "j-node-0-r1", "j-node-1-r1"]
+    assert api.job["status"]["restartCount"] == 1
+
+
+def test_budget_defers_a_pass_instead_of_splitting_it() -> None:
+    api = FakeApi(job_body(4))
+    state = jobloop.JobState(inflight=actuate.InFlight(), bucket=TokenBucket(capacity=8, rate=1, tokens=2))
+    due = run_pass(api, state, 1)
+    assert api.calls == [] and due is not None and due > 0
+    run_pass(api, state, 1 + due)
+    assert len(api.pods) == 4
+
+
+def test_invalid_spec_reports_failed_without_children() -> None:
+    body = job_body(1)
+    body["spec"]["nodes"] = 0
+    api, state = FakeApi(body), new_state()
+    run_pass(api, state, 1)
+    assert api.job["status"]["phase"] == "Failed" and api.job["status"]["reason"] == "InvalidSpec"
+    assert api.pods == {}
+
+
+def test_waits_for_kopfs_finalizer_before_writing() -> None:
+    api, state = FakeApi(job_body(1)), new_state()
+    api.job["metadata"]["finalizers"] = []
+    assert run_pass(api, state, 1) == 1.0
+    assert api.calls == []

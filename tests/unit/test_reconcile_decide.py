@@ -1,0 +1,320 @@
+"""decide(): every policy path, one table row each."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+from torchjob_operator import reconcile, spec
+from torchjob_operator.observe import PodObs
+
+T0 = dt.datetime(2026, 1, 1, 12, 0, 0, tzinfo=dt.UTC)
+
+
+def ts(seconds: float) -> str:
+    return (T0 + dt.timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def make_job(
+    nodes: int = 2, *, elastic: bool = False, gang: bool = False, **run_policy: Any
+) -> spec.TrainingJob:
+    body: dict[str, Any] = {
+        "apiVersion": "torchjob.dev/v1alpha1",
+        "kind": "TrainingJob",
+        "metadata": {"name": "j", "namespace": "ns", "uid": "u", "generation": 3},
+        "spec": {"image": "img", "nodes": nodes, "runPolicy": {"backoffSeconds": 10, **run_policy}},
+    }
+    if elastic:
+        body["spec"]["elastic"] = {"minNodes": 1, "maxNodes": nodes}
+    if gang:
+        body["spec"]["scheduling"] = {"gang": True}
+    return spec.load(body)
+
+
+def pod(index: int, phase: str = "Running", attempt: int = 0, **kw: Any) -> PodObs:
+    return PodObs(name=f"j-node-{index}-r{attempt}", job="j", index=index, attempt=attempt, phase=phase, **kw)
+
+
+def status(phase: str, **kw: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "phase": phase,
+        "reason": "X",
+        "attempt": 0,
+        "restartCount": 0,
+        "startTime": ts(0),
+    }
+    base.update(kw)
+    return base
+
+
+def decide(job: spec.TrainingJob, pods: list[PodObs], st: dict[str, Any], at: float = 1) -> reconcile.Plan:
+    return reconcile.decide(job, pods, st, T0 + dt.timedelta(seconds=at))
+
+
+def test_fresh_job_creates_every_pod_and_reports_created() -> None:
+    plan = decide(make_job(3), [], {})
+    assert plan.create == [(0, 0), (1, 0), (2, 0)]
+    assert plan.ensure_service and not plan.ensure_podgroup
+    assert plan.status["phase"] == "Created"
+    assert plan.status["startTime"] == ts(1)
+    assert plan.status["observedGeneration"] == 3
+    assert [c["type"] for c in plan.status["conditions"]] == ["Created"]
+    assert [(e.type, e.reason) for e in plan.events] == [("Normal", "PodsCreated")]
+
+
+def test_gang_job_ensures_the_podgroup() -> None:
+    assert decide(make_job(2, gang=True), [], {}).ensure_podgroup
+
+
+def test_created_pods_not_seen_yet_are_created_again_idempotently() -> None:
+    plan = decide(make_job(2), [pod(0, "Pending")], status("Created"))
+    assert plan.create == [(1, 0)]
+    assert plan.status["phase"] == "Created"  # unchanged: no new event
+    assert plan.events == []
+
+
+@pytest.mark.parametrize(
+    ("pods", "phase", "reason"),
+    [
+        ([pod(0, "Pending"), pod(1, "Running")], "Pending", "PodsPending"),
+        (
+            [pod(0, "Pending", reason="Unschedulable", message="0/4 nodes"), pod(1)],
+            "Pending",
+            "Unschedulable",
+        ),
+        ([pod(0, "Pending", reason="ImagePullBackOff"), pod(1, "Pending")], "Pending", "ImagePullBackOff"),
+        ([pod(0), pod(1)], "Running", "AllRanksRunning"),
+        ([pod(0), pod(1, "Succeeded")], "Running", "AllRanksRunning"),
+        ([pod(0, "Succeeded"), pod(1, "Succeeded")], "Succeeded", "JobSucceeded"),
+    ],
+)
+def test_phase_follows_the_pods(pods: list[PodObs], phase: str, reason: str) -> None:
+    plan = decide(make_job(2), pods, status("Created"))
+    assert (plan.status["phase"], plan.status["reason"]) == (phase, reason)
+    assert plan.create == []
+
+
+def test_unschedulable_is_a_warning_event_with_the_pod_message() -> None:
+    plan = decide(
+        make_job(2),
+        [pod(0, "Pending", reason="Unschedulable", message="0/4 nodes"), pod(1)],
+        status("Created"),
+    )
+    assert plan.events == [reconcile.Event("Warning", "Unschedulable", "Pod j-node-0-r0: 0/4 nodes")]
+
+
+def test_running_sets_running_time_and_counts() -> None:
+    plan = decide(make_job(2), [pod(0), pod(1)], status("Pending"), at=5)
+    assert plan.status["runningTime"] == ts(5)
+    assert plan.status["nodes"] == {"total": 2, "pending": 0, "running": 2, "succeeded": 0, "failed": 0}
+    assert plan.status["nodesReady"] == "2/2"
+    again = decide(make_job(2), [pod(0), pod(1)], plan.status, at=9)
+    assert again.status == plan.status and again.events == []
+
+
+def test_success_sets_completion_and_cleans_running_pods() -> None:
+    plan = decide(
+        make_job(2),
+        [pod(0, "Succeeded"), pod(1, "Succeeded"), pod(0, "Failed", attempt=-1)],
+        status("Running"),
+    )
+    assert plan.status["completionTime"] == ts(1)
+    conds = {c["type"]: c["status"] for c in plan.status["conditions"]}
+    assert conds == {"Created": "True", "Succeeded": "True"}
+    assert plan.delete == []
+
+
+def test_elastic_succeeds_when_the_first_node_succeeds() -> None:
+    plan = decide(make_job(3, elastic=True), [pod(0, "Succeeded"), pod(1), pod(2)], status("Running"))
+    assert plan.status["phase"] == "Succeeded"
+    assert plan.delete == ["j-node-1-r0", "j-node-2-r0"]  # cleanPodPolicy Running
+
+
+def test_retryable_exit_restarts_the_gang_without_creating() -> None:
+    pods = [pod(0, "Failed", exit_code=137), pod(1)]
+    plan = decide(make_job(2), pods, status("Running"), at=100)
+    assert plan.status["phase"] == "Restarting"
+    assert (plan.status["attempt"], plan.status["restartCount"]) == (1, 1)
+    assert plan.status["lastExitCode"] == 137
+    assert plan.status["lastRestartTime"] == ts(100)
+    assert plan.create == []
+    assert plan.delete == ["j-node-1-r0"]  # the failed pod stays for its logs
+    assert plan.requeue_after == 10
+    assert plan.events[0].type == "Warning" and plan.events[0].reason == "RetryableExitCode"
+
+
+def test_restart_waits_for_backoff_then_old_pods_then_creates() -> None:
+    st = status("Restarting", attempt=1, restartCount=2, lastRestartTime=ts(100))
+    old = [pod(0, "Failed", exit_code=137), pod(1)]
+    waiting = decide(make_job(2), old, st, at=110)
+    assert waiting.create == [] and waiting.requeue_after == 10  # backoff 10 * 2**(2-1)
+    assert waiting.delete == ["j-node-1-r0"]
+    leaving = decide(make_job(2), [old[0], pod(1, deleting=True)], st, at=121)
+    assert leaving.create == [] and leaving.delete == []
+    ready = decide(make_job(2), [old[0]], st, at=121)
+    assert ready.create == [(0, 1), (1, 1)]
+    assert ready.status["phase"] == "Pending" and ready.status["reason"] == "PodsCreated"
+
+
+def test_stale_running_pods_are_deleted_even_when_not_restarting() -> None:
+    plan = decide(
+        make_job(1), [pod(0, attempt=0), pod(0, "Pending", attempt=1)], status("Pending", attempt=1)
+    )
+    assert plan.delete == ["j-node-0-r0"]
+
+
+@pytest.mark.parametrize(
+    ("failed", "reason"),
+    [
+        (pod(0, "Failed", exit_code=1), "PermanentExitCode"),
+        (pod(0, "Failed", exit_code=2), "PermanentExitCode"),
+    ],
+)
+def test_permanent_exit_fails_at_once(failed: PodObs, reason: str) -> None:
+    plan = decide(make_job(2), [failed, pod(1)], status("Running"))
+    assert (plan.status["phase"], plan.status["reason"]) == ("Failed", reason)
+    assert plan.status["restartCount"] == 0
+    assert plan.delete == ["j-node-1-r0"]
+    assert plan.events[0].type == "Warning"
+
+
+@pytest.mark.parametrize(
+    ("code", "run_policy", "phase"),
+    [
+        (143, {}, "Restarting"),
+        (200, {}, "Restarting"),
+        (42, {"retryableExitCodes": [42]}, "Restarting"),
+        (137, {"retryableExitCodes": [143], "permanentExitCodes": [137]}, "Failed"),
+        (130, {"permanentExitCodes": [130]}, "Failed"),
+    ],
+)
+def test_exit_code_policy(code: int, run_policy: dict[str, Any], phase: str) -> None:
+    plan = decide(make_job(1, **run_policy), [pod(0, "Failed", exit_code=code)], status("Running"))
+    assert plan.status["phase"] == phase
+
+
+@pytest.mark.parametrize(
+    "disrupted",
+    [
+        pod(0, "Failed", exit_code=1, disrupted=True, reason="DisruptionTarget"),
+        pod(0, "Failed", disrupted=True, reason="Evicted"),
+        pod(0, "Running", deleting=True),
+    ],
+)
+def test_disruptions_are_retryable(disrupted: PodObs) -> None:
+    plan = decide(make_job(2), [disrupted, pod(1)], status("Running"))
+    assert (plan.status["phase"], plan.status["reason"]) == ("Restarting", "PodDisrupted")
+
+
+def test_a_pod_vanishing_while_running_restarts() -> None:
+    plan = decide(make_job(2), [pod(1)], status("Running"))
+    assert plan.status["phase"] == "Restarting"
+    assert plan.create == []
+
+
+def test_a_pod_missing_before_running_is_just_created() -> None:
+    plan = decide(make_job(2), [pod(1)], status("Pending"))
+    assert plan.create == [(0, 0)]
+
+
+def test_backoff_limit_exhausted_fails() -> None:
+    st = status("Running", attempt=2, restartCount=2)
+    plan = decide(make_job(1, backoffLimit=2), [pod(0, "Failed", attempt=2, exit_code=137)], st)
+    assert (plan.status["phase"], plan.status["reason"]) == ("Failed", "BackoffLimitExceeded")
+
+
+def test_active_deadline_fails_and_requeues_before() -> None:
+    job = make_job(1, activeDeadlineSeconds=60)
+    before = decide(job, [pod(0)], status("Running"), at=30)
+    assert before.status["phase"] == "Running" and before.requeue_after == 30
+    after = decide(job, [pod(0)], status("Running"), at=60)
+    assert (after.status["phase"], after.status["reason"]) == ("Failed", "DeadlineExceeded")
+    assert after.delete == ["j-node-0-r0"]
+
+
+def test_startup_deadline_only_counts_until_running() -> None:
+    job = make_job(1, startupDeadlineSeconds=20)
+    pending = decide(job, [pod(0, "Pending")], status("Pending"), at=25)
+    assert (pending.status["phase"], pending.status["reason"]) == ("Failed", "StartupDeadlineExceeded")
+    running = decide(job, [pod(0)], status("Running"), at=25)
+    assert running.status["phase"] == "Running"
+
+
+def test_startup_deadline_after_restart_counts_from_after_the_backoff() -> None:
+    job = make_job(1, startupDeadlineSeconds=20)
+    st = status("Pending", attempt=1, restartCount=1, lastRestartTime=ts(100))
+    assert decide(job, [pod(0, "Pending", attempt=1)], st, at=125).status["phase"] == "Pending"
+    assert decide(job, [pod(0, "Pending", attempt=1)], st, at=130).status["phase"] == "Failed"
+
+
+@pytest.mark.parametrize(
+    ("policy", "deleted"),
+    [
+        ("None", []),
+        ("Running", ["j-node-1-r0"]),
+        ("All", ["j-node-1-r0", "j-node-2-r0"]),
+    ],
+)
+def test_clean_pod_policy_never_deletes_failed_pods(policy: str, deleted: list[str]) -> None:
+    pods = [pod(0, "Failed", exit_code=1), pod(1), pod(2, "Succeeded")]
+    plan = decide(make_job(3, cleanPodPolicy=policy), pods, status("Failed", completionTime=ts(0)))
+    assert plan.delete == deleted
+    assert not plan.delete_job
+
+
+def test_ttl_deletes_the_job_after_completion() -> None:
+    job = make_job(1, ttlSecondsAfterFinished=30)
+    st = status("Succeeded", completionTime=ts(10))
+    early = decide(job, [pod(0, "Succeeded")], st, at=20)
+    assert not early.delete_job and early.requeue_after == 20
+    assert decide(job, [pod(0, "Succeeded")], st, at=40).delete_job
+
+
+def test_suspend_deletes_active_pods_and_keeps_status() -> None:
+    pods = [pod(0), pod(1, "Pending"), pod(0, "Failed", attempt=-1)]
+    plan = decide(make_job(2, suspend=True), pods, status("Running", restartCount=1))
+    assert plan.status["phase"] == "Suspended"
+    assert plan.status["restartCount"] == 1
+    assert sorted(plan.delete) == ["j-node-0-r0", "j-node-1-r0"]
+    assert plan.create == []
+
+
+def test_suspended_from_the_start_creates_nothing() -> None:
+    plan = decide(make_job(2, suspend=True), [], {})
+    assert plan.status["phase"] == "Suspended" and plan.create == []
+    assert "startTime" not in plan.status
+
+
+def test_resume_waits_for_terminating_pods_then_recreates() -> None:
+    st = status("Suspended")
+    waiting = decide(make_job(2), [pod(0, deleting=True)], st)
+    assert waiting.create == [] and waiting.status["phase"] == "Suspended"
+    resumed = decide(make_job(2), [], st)
+    assert resumed.create == [(0, 0), (1, 0)]
+    assert (resumed.status["phase"], resumed.status["reason"]) == ("Pending", "JobResumed")
+
+
+def test_finished_job_is_stable() -> None:
+    done = decide(make_job(1), [pod(0, "Succeeded")], status("Running"))
+    again = decide(make_job(1), [pod(0, "Succeeded")], done.status, at=50)
+    assert again.status == done.status and again.events == [] and again.delete == []
+
+
+def test_pods_of_other_jobs_are_ignored() -> None:
+    other = PodObs(name="k-node-0-r0", job="k", index=0, attempt=0, phase="Running")
+    plan = decide(make_job(1), [other], {})
+    assert plan.create == [(0, 0)] and plan.delete == []
+
+
+def test_invalid_spec_fails_once() -> None:
+    plan = reconcile.invalid({}, "spec.nodes: bad", generation=2, now=T0)
+    assert (plan.status["phase"], plan.status["reason"]) == ("Failed", "InvalidSpec")
+    assert reconcile.invalid(plan.status, "spec.nodes: bad", generation=2, now=T0).events == []
+
+
+def test_lost_start_time_is_recovered_from_the_oldest_pod() -> None:
+    st = status("Created")
+    del st["startTime"]
+    plan = decide(make_job(1), [pod(0, "Pending", created=ts(-5))], st)
+    assert plan.status["startTime"] == ts(-5)

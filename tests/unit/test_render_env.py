@@ -1,0 +1,148 @@
+"""torchrun_env and trainer_env: the env contract of docs/contracts.md."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from torchjob_operator import spec
+from torchjob_operator.render import env
+
+
+def job_of(**spec_fields: Any) -> spec.TrainingJob:
+    return spec.load(
+        {
+            "apiVersion": "torchjob.dev/v1alpha1",
+            "kind": "TrainingJob",
+            "metadata": {"name": "mnist", "namespace": "ml"},
+            "spec": {"image": "img:1", **spec_fields},
+        }
+    )
+
+
+def as_dict(items: list[dict[str, Any]]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in items}
+
+
+@pytest.mark.parametrize(
+    ("fields", "rank", "kwargs", "expected"),
+    [
+        (
+            {"nodes": 3},
+            2,
+            {"master_addr": "m.svc"},
+            {
+                "PET_NNODES": "3",
+                "PET_NPROC_PER_NODE": "1",
+                "PET_NODE_RANK": "2",
+                "PET_MASTER_ADDR": "m.svc",
+                "PET_MASTER_PORT": "29500",
+            },
+        ),
+        (
+            {"nodes": 1, "procsPerNode": 4},
+            0,
+            {"master_addr": "127.0.0.1", "master_port": 31000},
+            {
+                "PET_NNODES": "1",
+                "PET_NPROC_PER_NODE": "4",
+                "PET_NODE_RANK": "0",
+                "PET_MASTER_ADDR": "127.0.0.1",
+                "PET_MASTER_PORT": "31000",
+            },
+        ),
+        (
+            {"nodes": 2, "resources": {"gpusPerNode": 8}},
+            1,
+            {"master_addr": "m"},
+            {
+                "PET_NNODES": "2",
+                "PET_NPROC_PER_NODE": "8",
+                "PET_NODE_RANK": "1",
+                "PET_MASTER_ADDR": "m",
+                "PET_MASTER_PORT": "29500",
+            },
+        ),
+        (
+            {"nodes": 2, "elastic": {"minNodes": 1, "maxNodes": 4, "maxRestarts": 5}},
+            1,
+            {"master_addr": "m.svc"},
+            {
+                "PET_NNODES": "1:4",
+                "PET_NPROC_PER_NODE": "1",
+                "PET_RDZV_BACKEND": "c10d",
+                "PET_RDZV_ENDPOINT": "m.svc:29400",
+                "PET_RDZV_ID": "mnist",
+                "PET_MAX_RESTARTS": "5",
+            },
+        ),
+        (
+            {"nodes": 2, "elastic": {"maxNodes": 2}},
+            0,
+            {"master_addr": "localhost", "rdzv_port": 30000},
+            {
+                "PET_NNODES": "1:2",
+                "PET_NPROC_PER_NODE": "1",
+                "PET_RDZV_BACKEND": "c10d",
+                "PET_RDZV_ENDPOINT": "localhost:30000",
+                "PET_RDZV_ID": "mnist",
+                "PET_MAX_RESTARTS": "3",
+            },
+        ),
+    ],
+    ids=["static", "local-port", "gpus-auto-procs", "elastic", "elastic-port"],
+)
+def test_torchrun_env(
+    fields: dict[str, Any], rank: int, kwargs: dict[str, Any], expected: dict[str, str]
+) -> None:
+    rendered = env.torchrun_env(job_of(**fields), rank, **kwargs)
+    assert as_dict(rendered) == expected
+    assert all(e["name"].startswith("PET_") for e in rendered)
+
+
+def test_trainer_env_defaults_with_downward_api_cpu() -> None:
+    assert env.trainer_env(job_of()) == [
+        {"name": "TORCHJOB_JOB_NAME", "value": "mnist"},
+        {"name": "TORCHJOB_NAMESPACE", "value": "ml"},
+        {"name": "TORCHJOB_BACKEND", "value": "gloo"},
+        {"name": "TORCHJOB_NUM_WORKERS", "value": "auto"},
+        {"name": "TORCHJOB_PIN_MEMORY", "value": "auto"},
+        {"name": "TORCHJOB_PERSISTENT_WORKERS", "value": "true"},
+        {"name": "TORCHJOB_PREFETCH_FACTOR", "value": "2"},
+        {
+            "name": "TORCHJOB_CPU_LIMIT",
+            "valueFrom": {
+                "resourceFieldRef": {"containerName": "trainer", "resource": "limits.cpu", "divisor": "1"}
+            },
+        },
+        {"name": "TORCHJOB_METRICS_PORT", "value": "9400"},
+        {"name": "TORCHJOB_CHECKPOINT_DIR", "value": "/checkpoints"},
+    ]
+
+
+def test_trainer_env_settings_and_plain_cpu_limit() -> None:
+    job = job_of(
+        resources={"gpusPerNode": 1},
+        dataLoader={"numWorkers": 6, "pinMemory": "false", "persistentWorkers": False, "prefetchFactor": 4},
+        metrics={"port": 0},
+        checkpoint={"dir": "/ckpt"},
+    )
+    assert as_dict(env.trainer_env(job, cpu_limit="3")) == {
+        "TORCHJOB_JOB_NAME": "mnist",
+        "TORCHJOB_NAMESPACE": "ml",
+        "TORCHJOB_BACKEND": "nccl",
+        "TORCHJOB_NUM_WORKERS": "6",
+        "TORCHJOB_PIN_MEMORY": "false",
+        "TORCHJOB_PERSISTENT_WORKERS": "false",
+        "TORCHJOB_PREFETCH_FACTOR": "4",
+        "TORCHJOB_CPU_LIMIT": "3",
+        "TORCHJOB_METRICS_PORT": "0",
+        "TORCHJOB_CHECKPOINT_DIR": "/ckpt",
+    }
+
+
+def test_every_rendered_name_is_reserved_for_users() -> None:
+    job = job_of(elastic={"maxNodes": 2}, nodes=2)
+    names = [e["name"] for e in env.torchrun_env(job, 0, master_addr="m") + env.trainer_env(job)]
+    assert all(spec.is_reserved_env(n) for n in names)
+    assert {e["name"] for e in env.trainer_env(job)} == set(env.TRAINER_ENV_NAMES)

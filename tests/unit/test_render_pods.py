@@ -1,0 +1,456 @@
+"""render_pod: whole-object comparison for the CPU and GPU examples, then one behaviour per case."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from torchjob_operator import spec
+from torchjob_operator.render import pods
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def load_example(name: str, **meta: Any) -> spec.TrainingJob:
+    manifest = yaml.safe_load((EXAMPLES / name).read_text())
+    manifest["metadata"].update(meta)
+    return spec.load(manifest)
+
+
+def job_of(**spec_fields: Any) -> spec.TrainingJob:
+    return spec.load(
+        {
+            "apiVersion": "torchjob.dev/v1alpha1",
+            "kind": "TrainingJob",
+            "metadata": {"name": "j", "namespace": "ns", "uid": "u"},
+            "spec": {"image": "img:1", **spec_fields},
+        }
+    )
+
+
+def env_of(pod: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in pod["spec"]["containers"][0]["env"]}
+
+
+OWNER = {
+    "apiVersion": "torchjob.dev/v1alpha1",
+    "kind": "TrainingJob",
+    "controller": True,
+    "blockOwnerDeletion": True,
+}
+POD_SECURITY = {
+    "runAsNonRoot": True,
+    "runAsUser": 1000,
+    "runAsGroup": 1000,
+    "fsGroup": 1000,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+CONTAINER_SECURITY = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+CPU_LIMIT_FROM_DOWNWARD_API = {
+    "name": "TORCHJOB_CPU_LIMIT",
+    "valueFrom": {"resourceFieldRef": {"containerName": "trainer", "resource": "limits.cpu", "divisor": "1"}},
+}
+
+
+def test_cpu_example_node_1() -> None:
+    job = load_example("cpu-gloo-2node.yaml", namespace="team", uid="uid-1")
+    assert pods.render_pod(job, 1, 0) == {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": "cpu-gloo-node-1-r0",
+            "namespace": "team",
+            "labels": {
+                "app.kubernetes.io/name": "torchjob",
+                "app.kubernetes.io/component": "trainer",
+                "app.kubernetes.io/managed-by": "torchjob-operator",
+                "torchjob.dev/job-name": "cpu-gloo",
+                "torchjob.dev/node-index": "1",
+                "torchjob.dev/attempt": "0",
+            },
+            "annotations": {"kubectl.kubernetes.io/default-container": "trainer"},
+            "ownerReferences": [{**OWNER, "name": "cpu-gloo", "uid": "uid-1"}],
+        },
+        "spec": {
+            "hostname": "cpu-gloo-node-1",
+            "subdomain": "cpu-gloo",
+            "restartPolicy": "Never",
+            "terminationGracePeriodSeconds": 60,
+            "enableServiceLinks": False,
+            "automountServiceAccountToken": False,
+            "securityContext": POD_SECURITY,
+            "containers": [
+                {
+                    "name": "trainer",
+                    "image": "torchjob-trainer:0.1.0",
+                    "command": ["torchjob-launch", "--", "torchjob-train"],
+                    "args": [
+                        "--model",
+                        "mlp",
+                        "--dataset",
+                        "synthetic",
+                        "--epochs",
+                        "1",
+                        "--steps-per-epoch",
+                        "20",
+                        "--batch-size",
+                        "32",
+                    ],
+                    "env": [
+                        {"name": "PET_NNODES", "value": "2"},
+                        {"name": "PET_NPROC_PER_NODE", "value": "2"},
+                        {"name": "PET_NODE_RANK", "value": "1"},
+                        {"name": "PET_MASTER_ADDR", "value": "cpu-gloo-node-0.cpu-gloo.team.svc"},
+                        {"name": "PET_MASTER_PORT", "value": "29500"},
+                        {"name": "TORCHJOB_JOB_NAME", "value": "cpu-gloo"},
+                        {"name": "TORCHJOB_NAMESPACE", "value": "team"},
+                        {"name": "TORCHJOB_BACKEND", "value": "gloo"},
+                        {"name": "TORCHJOB_NUM_WORKERS", "value": "1"},
+                        {"name": "TORCHJOB_PIN_MEMORY", "value": "auto"},
+                        {"name": "TORCHJOB_PERSISTENT_WORKERS", "value": "true"},
+                        {"name": "TORCHJOB_PREFETCH_FACTOR", "value": "2"},
+                        CPU_LIMIT_FROM_DOWNWARD_API,
+                        {"name": "TORCHJOB_METRICS_PORT", "value": "9400"},
+                        {"name": "TORCHJOB_CHECKPOINT_DIR", "value": "/checkpoints"},
+                    ],
+                    "resources": {
+                        "requests": {"cpu": "2", "memory": "2Gi"},
+                        "limits": {"cpu": "2", "memory": "4Gi"},
+                    },
+                    "ports": [
+                        {"name": "rendezvous", "containerPort": 29500, "protocol": "TCP"},
+                        {"name": "metrics-0", "containerPort": 9400, "protocol": "TCP"},
+                        {"name": "metrics-1", "containerPort": 9401, "protocol": "TCP"},
+                    ],
+                    "volumeMounts": [
+                        {"name": "dshm", "mountPath": "/dev/shm"},
+                        {"name": "torchjob-checkpoints", "mountPath": "/checkpoints"},
+                    ],
+                    "securityContext": CONTAINER_SECURITY,
+                }
+            ],
+            "volumes": [
+                # 2 x 2 procs x 1 worker x prefetch 2 x 1Mi = 8Mi, so the 256Mi floor applies.
+                {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "256Mi"}},
+                {"name": "torchjob-checkpoints", "emptyDir": {}},
+            ],
+        },
+    }
+
+
+def test_gpu_example_node_0_third_attempt() -> None:
+    job = load_example("gpu-nccl.yaml", namespace="ml", uid="uid-2")
+    assert pods.render_pod(job, 0, 2) == {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": "resnet18-nccl-node-0-r2",
+            "namespace": "ml",
+            "labels": {
+                "app.kubernetes.io/name": "torchjob",
+                "app.kubernetes.io/component": "trainer",
+                "app.kubernetes.io/managed-by": "torchjob-operator",
+                "torchjob.dev/job-name": "resnet18-nccl",
+                "torchjob.dev/node-index": "0",
+                "torchjob.dev/attempt": "2",
+            },
+            "annotations": {"kubectl.kubernetes.io/default-container": "trainer"},
+            "ownerReferences": [{**OWNER, "name": "resnet18-nccl", "uid": "uid-2"}],
+        },
+        "spec": {
+            "hostname": "resnet18-nccl-node-0",
+            "subdomain": "resnet18-nccl",
+            "restartPolicy": "Never",
+            "terminationGracePeriodSeconds": 60,
+            "enableServiceLinks": False,
+            "automountServiceAccountToken": False,
+            "securityContext": POD_SECURITY,
+            "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+            "containers": [
+                {
+                    "name": "trainer",
+                    "image": "torchjob-trainer:0.1.0",
+                    "command": ["torchjob-launch", "--", "torchjob-train"],
+                    "args": [
+                        "--model",
+                        "resnet18",
+                        "--dataset",
+                        "fakedata",
+                        "--image-size",
+                        "224",
+                        "--batch-size",
+                        "64",
+                        "--epochs",
+                        "1",
+                    ],
+                    "env": [
+                        {"name": "PET_NNODES", "value": "2"},
+                        {"name": "PET_NPROC_PER_NODE", "value": "8"},
+                        {"name": "PET_NODE_RANK", "value": "0"},
+                        {"name": "PET_MASTER_ADDR", "value": "resnet18-nccl-node-0.resnet18-nccl.ml.svc"},
+                        {"name": "PET_MASTER_PORT", "value": "29500"},
+                        {"name": "TORCHJOB_JOB_NAME", "value": "resnet18-nccl"},
+                        {"name": "TORCHJOB_NAMESPACE", "value": "ml"},
+                        {"name": "TORCHJOB_BACKEND", "value": "nccl"},
+                        {"name": "TORCHJOB_NUM_WORKERS", "value": "auto"},
+                        {"name": "TORCHJOB_PIN_MEMORY", "value": "auto"},
+                        {"name": "TORCHJOB_PERSISTENT_WORKERS", "value": "true"},
+                        {"name": "TORCHJOB_PREFETCH_FACTOR", "value": "2"},
+                        CPU_LIMIT_FROM_DOWNWARD_API,
+                        {"name": "TORCHJOB_METRICS_PORT", "value": "9400"},
+                        {"name": "TORCHJOB_CHECKPOINT_DIR", "value": "/checkpoints"},
+                    ],
+                    "resources": {
+                        "requests": {"cpu": "32", "memory": "128Gi", "nvidia.com/gpu": "8"},
+                        "limits": {"cpu": "32", "memory": "192Gi", "nvidia.com/gpu": "8"},
+                    },
+                    "ports": [
+                        {"name": "rendezvous", "containerPort": 29500, "protocol": "TCP"},
+                        *(
+                            {"name": f"metrics-{r}", "containerPort": 9400 + r, "protocol": "TCP"}
+                            for r in range(8)
+                        ),
+                    ],
+                    "volumeMounts": [
+                        {"name": "dshm", "mountPath": "/dev/shm"},
+                        {"name": "torchjob-checkpoints", "mountPath": "/checkpoints"},
+                    ],
+                    "securityContext": CONTAINER_SECURITY,
+                }
+            ],
+            "volumes": [
+                # 2 x 8 procs x (32 CPUs / 8 = 4 workers) x prefetch 2 x 37Mi = 4736Mi.
+                {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "4736Mi"}},
+                {"name": "torchjob-checkpoints", "emptyDir": {}},
+            ],
+        },
+    }
+
+
+def test_elastic_example_uses_c10d_and_its_checkpoint_volume() -> None:
+    pod = pods.render_pod(load_example("elastic.yaml", namespace="ns"), 1, 0)
+    env = env_of(pod)
+    assert env["PET_NNODES"] == "1:4"
+    assert env["PET_RDZV_ENDPOINT"] == "elastic-mlp-node-0.elastic-mlp.ns.svc:29400"
+    assert "PET_NODE_RANK" not in env
+    container = pod["spec"]["containers"][0]
+    assert container["volumeMounts"] == [
+        {"name": "checkpoints", "mountPath": "/checkpoints"},
+        {"name": "dshm", "mountPath": "/dev/shm"},
+    ]
+    assert [v["name"] for v in pod["spec"]["volumes"]] == ["checkpoints", "dshm"]
+    assert container["ports"][0] == {"name": "rendezvous", "containerPort": 29400, "protocol": "TCP"}
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected_command"),
+    [
+        ({}, ["torchjob-launch", "--", "torchjob-train"]),
+        ({"launcher": "torchrun"}, ["torchrun", "--no-python", "torchjob-train"]),
+        ({"command": ["python", "-m", "train"]}, ["torchjob-launch", "--", "python", "-m", "train"]),
+        ({"launcher": "torchrun", "command": ["my-train"]}, ["torchrun", "--no-python", "my-train"]),
+    ],
+)
+def test_launcher_command(fields: dict[str, Any], expected_command: list[str]) -> None:
+    assert pods.render_pod(job_of(**fields), 0, 0)["spec"]["containers"][0]["command"] == expected_command
+
+
+@pytest.mark.parametrize(
+    ("scheduling", "labels", "annotations", "scheduler_name"),
+    [
+        ({}, {}, {}, None),
+        ({"queue": "team-a"}, {"kueue.x-k8s.io/queue-name": "team-a"}, {}, None),
+        ({"gang": True}, {}, {"scheduling.k8s.io/group-name": "j"}, "volcano"),
+        ({"gang": True, "gangScheduler": "coscheduling"}, {"scheduling.x-k8s.io/pod-group": "j"}, {}, None),
+    ],
+)
+def test_scheduling_labels_and_annotations(
+    scheduling: dict[str, Any],
+    labels: dict[str, str],
+    annotations: dict[str, str],
+    scheduler_name: str | None,
+) -> None:
+    pod = pods.render_pod(job_of(scheduling=scheduling), 0, 0)
+    base = pods.render_pod(job_of(), 0, 0)
+    assert pod["metadata"]["labels"] == {**base["metadata"]["labels"], **labels}
+    assert pod["metadata"]["annotations"] == {**base["metadata"]["annotations"], **annotations}
+    assert pod["spec"].get("schedulerName") == scheduler_name
+
+
+def test_explicit_scheduler_name_wins_over_volcano() -> None:
+    pod = pods.render_pod(job_of(schedulerName="my-sched", scheduling={"gang": True}), 0, 0)
+    assert pod["spec"]["schedulerName"] == "my-sched"
+
+
+def test_user_pod_fields_are_copied() -> None:
+    terms: dict[str, Any] = {"nodeSelectorTerms": []}
+    affinity = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": terms}}
+    job = job_of(
+        env=[
+            {"name": "A", "value": "1"},
+            {"name": "B", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        ],
+        envFrom=[{"configMapRef": {"name": "cfg"}}],
+        volumes=[{"name": "data", "persistentVolumeClaim": {"claimName": "data"}}],
+        volumeMounts=[{"name": "data", "mountPath": "/data", "readOnly": True}],
+        nodeSelector={"pool": "train"},
+        tolerations=[{"key": "k", "operator": "Exists"}],
+        affinity=affinity,
+        priorityClassName="high",
+        serviceAccountName="trainer",
+        automountServiceAccountToken=True,
+        imagePullPolicy="Always",
+    )
+    pod = pods.render_pod(job, 0, 0)
+    spec_, container = pod["spec"], pod["spec"]["containers"][0]
+    assert container["env"][-2:] == [
+        {"name": "A", "value": "1"},
+        {"name": "B", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+    ]
+    assert container["env"][0]["name"] == "PET_NNODES"  # operator env first: user values may use $(VAR)
+    assert container["envFrom"] == [{"configMapRef": {"name": "cfg"}}]
+    assert container["imagePullPolicy"] == "Always"
+    assert {"name": "data", "mountPath": "/data", "readOnly": True} in container["volumeMounts"]
+    assert spec_["volumes"][0] == {"name": "data", "persistentVolumeClaim": {"claimName": "data"}}
+    assert spec_["nodeSelector"] == {"pool": "train"}
+    assert spec_["tolerations"] == [{"key": "k", "operator": "Exists"}]
+    assert spec_["affinity"] == affinity
+    assert spec_["priorityClassName"] == "high"
+    assert spec_["serviceAccountName"] == "trainer"
+    assert spec_["automountServiceAccountToken"] is True
+
+
+def test_template_is_merged_under_our_fields() -> None:
+    template = {
+        "metadata": {
+            "labels": {"team": "vision", "torchjob.dev/job-name": "spoofed"},
+            "annotations": {
+                "note": "kept",
+                "kubectl.kubernetes.io/last-applied-configuration": "{}",
+                "kopf.zalando.org/last-handled-configuration": "{}",
+                "operator.torchjob.dev/progress": "{}",
+            },
+        },
+        "spec": {
+            "restartPolicy": "Always",
+            "hostname": "other",
+            "terminationGracePeriodSeconds": 300,
+            "securityContext": {"runAsUser": 0, "runAsNonRoot": False},
+            "nodeSelector": {"zone": "a"},
+            "runtimeClassName": "nvidia",
+            "volumes": [{"name": "cache", "emptyDir": {}}, {"name": "dshm", "emptyDir": {}}],
+            "containers": [
+                {"name": "sidecar", "image": "busybox"},
+                {
+                    "name": "trainer",
+                    "image": "ignored:1",
+                    "command": ["ignored"],
+                    "args": ["ignored"],
+                    "workingDir": "/work",
+                    "env": [{"name": "KEEP", "value": "1"}, {"name": "PET_NNODES", "value": "99"}],
+                    "resources": {"limits": {"example.com/fpga": "1"}},
+                    "volumeMounts": [{"name": "cache", "mountPath": "/cache"}],
+                    "securityContext": {"readOnlyRootFilesystem": True},
+                },
+            ],
+        },
+    }
+    pod = pods.render_pod(job_of(template=template, nodeSelector={"pool": "p"}), 0, 0)
+    meta, spec_ = pod["metadata"], pod["spec"]
+    assert meta["labels"]["team"] == "vision"
+    assert meta["labels"]["torchjob.dev/job-name"] == "j"
+    assert meta["annotations"] == {"note": "kept", "kubectl.kubernetes.io/default-container": "trainer"}
+    assert spec_["restartPolicy"] == "Never"
+    assert spec_["hostname"] == "j-node-0"
+    assert spec_["terminationGracePeriodSeconds"] == 300
+    assert spec_["runtimeClassName"] == "nvidia"
+    assert spec_["securityContext"] == {**POD_SECURITY, "runAsUser": 0, "runAsNonRoot": False}
+    assert spec_["nodeSelector"] == {"zone": "a", "pool": "p"}
+    assert [v["name"] for v in spec_["volumes"]] == ["cache", "dshm", "torchjob-checkpoints"]
+    assert spec_["volumes"][1]["emptyDir"]["medium"] == "Memory"
+    sidecar, trainer = spec_["containers"]
+    assert sidecar == {"name": "sidecar", "image": "busybox"}
+    assert trainer["image"] == "img:1"
+    assert trainer["command"] == ["torchjob-launch", "--", "torchjob-train"]
+    assert "args" not in trainer
+    assert trainer["workingDir"] == "/work"
+    env = env_of(pod | {"spec": {"containers": [trainer]}})
+    assert env["KEEP"] == "1"
+    assert env["PET_NNODES"] == "1"
+    assert [e["name"] for e in trainer["env"]].count("PET_NNODES") == 1
+    assert trainer["resources"] == {"limits": {"example.com/fpga": "1"}}
+    assert trainer["volumeMounts"][0] == {"name": "cache", "mountPath": "/cache"}
+    assert trainer["securityContext"] == {**CONTAINER_SECURITY, "readOnlyRootFilesystem": True}
+
+
+def test_template_image_is_used_without_spec_image() -> None:
+    manifest = {
+        "apiVersion": "torchjob.dev/v1alpha1",
+        "kind": "TrainingJob",
+        "metadata": {"name": "j"},
+        "spec": {"template": {"spec": {"containers": [{"name": "trainer", "image": "custom:2"}]}}},
+    }
+    pod = pods.render_pod(spec.load(manifest), 0, 0)
+    assert pod["spec"]["containers"][0]["image"] == "custom:2"
+
+
+def test_metrics_port_zero_renders_no_metrics_ports() -> None:
+    pod = pods.render_pod(job_of(metrics={"port": 0}, procsPerNode=4), 0, 0)
+    assert [p["name"] for p in pod["spec"]["containers"][0]["ports"]] == ["rendezvous"]
+
+
+def test_checkpoint_volume_is_skipped_when_template_mounts_the_dir() -> None:
+    template = {
+        "spec": {
+            "volumes": [{"name": "ckpt", "persistentVolumeClaim": {"claimName": "c"}}],
+            "containers": [{"name": "trainer", "volumeMounts": [{"name": "ckpt", "mountPath": "/ckpt"}]}],
+        }
+    }
+    pod = pods.render_pod(job_of(template=template, checkpoint={"dir": "/ckpt"}), 0, 0)
+    assert [v["name"] for v in pod["spec"]["volumes"]] == ["ckpt", "dshm"]
+
+
+def test_render_is_pure_and_does_not_share_user_objects() -> None:
+    job = job_of(
+        env=[{"name": "A", "value": "1"}],
+        volumes=[{"name": "data", "emptyDir": {}}],
+        volumeMounts=[{"name": "data", "mountPath": "/data"}],
+        template={
+            "metadata": {"labels": {"x": "y"}},
+            "spec": {"containers": [{"name": "side", "image": "i"}]},
+        },
+    )
+    before = copy.deepcopy(job)
+    first = pods.render_pod(job, 3, 1)
+    first["spec"]["containers"][0]["env"][-1]["value"] = "mutated"
+    first["spec"]["volumes"][0]["emptyDir"]["medium"] = "mutated"
+    first["spec"]["containers"][1]["image"] = "mutated"
+    first["metadata"]["labels"]["x"] = "mutated"
+    assert job == before
+    assert pods.render_pod(job, 3, 1) == pods.render_pod(job, 3, 1)
+    assert pods.render_pod(job, 3, 1)["spec"]["containers"][0]["env"][-1]["value"] == "1"
+
+
+def test_longest_name_and_index_fit_dns_limits() -> None:
+    name = "a" * 50
+    job = spec.load(
+        {
+            "apiVersion": "torchjob.dev/v1alpha1",
+            "kind": "TrainingJob",
+            "metadata": {"name": name},
+            "spec": {"image": "i", "nodes": 1000, "procsPerNode": 128},
+        }
+    )
+    pod = pods.render_pod(job, 999, 10_000)
+    assert len(pod["spec"]["hostname"]) <= 63
+    assert len(pod["metadata"]["name"]) <= 253
+    assert all(len(p["name"]) <= 15 for p in pod["spec"]["containers"][0]["ports"])  # IANA_SVC_NAME
+
+
+def test_trainer_comes_first_when_the_template_has_only_sidecars() -> None:
+    template = {"spec": {"containers": [{"name": "proxy", "image": "envoy"}]}}
+    pod = pods.render_pod(job_of(template=template), 0, 0)
+    assert [c["name"] for c in pod["spec"]["containers"]] == ["trainer", "proxy"]

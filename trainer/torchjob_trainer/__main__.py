@@ -1,0 +1,3 @@
+from torchjob_trainer.main import main
+
+main()

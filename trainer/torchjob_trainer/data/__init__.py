@@ -1,0 +1,1 @@
+"""Datasets and DataLoader tuning: CPU budget, shared-memory safety, autotune."""

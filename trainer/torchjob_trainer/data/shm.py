@@ -1,0 +1,97 @@
+"""Keep DataLoader workers inside /dev/shm so that they never die with "Bus error".
+
+Worker outputs travel to the main process through shared memory. At most
+`workers x prefetch_factor` batches per process are in flight, plus the one the training step holds,
+and every process on the node shares the same mount, so the need is
+`(workers x prefetch + 1) x batch_bytes x local_world_size`.
+If that does not fit, lower the prefetch first (cheapest), then the workers, and as a last resort load
+in-process (`num_workers=0`), which uses no shared memory. Switching torch's sharing strategy to
+`file_system` would not help: both strategies allocate from /dev/shm.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+# Keep a margin for other users of the mount (semaphores, pinned-memory staging, other tools).
+SHM_HEADROOM = 0.8
+
+
+@dataclass(frozen=True)
+class ShmPlan:
+    num_workers: int
+    prefetch_factor: int
+    need_bytes: int
+    available_bytes: int
+    adapted: bool
+    reason: str
+
+
+def shm_available_bytes(path: str) -> int | None:
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
+
+
+def shm_need_bytes(num_workers: int, prefetch_factor: int, batch_bytes: int, local_world_size: int) -> int:
+    if num_workers == 0:
+        return 0  # in-process loading passes tensors by reference, not through shm
+    return (num_workers * prefetch_factor + 1) * batch_bytes * max(1, local_world_size)
+
+
+def plan_shm(
+    *,
+    num_workers: int,
+    prefetch_factor: int,
+    batch_bytes: int,
+    local_world_size: int,
+    available_bytes: int | None,
+) -> ShmPlan:
+    """Pick the largest loader config (prefetch first, then workers) whose batches fit in the mount."""
+    need = shm_need_bytes(num_workers, prefetch_factor, batch_bytes, local_world_size)
+    if available_bytes is None or num_workers == 0:
+        why = "no workers" if num_workers == 0 else "shm size unknown"
+        return ShmPlan(num_workers, prefetch_factor, need, available_bytes or 0, False, why)
+    budget = int(available_bytes * SHM_HEADROOM)
+    if need <= budget:
+        return ShmPlan(num_workers, prefetch_factor, need, available_bytes, False, "fits")
+    for prefetch in range(prefetch_factor - 1, 0, -1):
+        need = shm_need_bytes(num_workers, prefetch, batch_bytes, local_world_size)
+        if need <= budget:
+            return ShmPlan(num_workers, prefetch, need, available_bytes, True, "lowered prefetch_factor")
+    for workers in range(num_workers - 1, 0, -1):
+        need = shm_need_bytes(workers, 1, batch_bytes, local_world_size)
+        if need <= budget:
+            return ShmPlan(workers, 1, need, available_bytes, True, "lowered num_workers")
+    return ShmPlan(0, prefetch_factor, 0, available_bytes, True, "loading in-process (num_workers=0)")
+
+
+def log_plan(plan: ShmPlan, requested_workers: int, requested_prefetch: int, shm_path: str) -> None:
+    if not plan.adapted:
+        log.info(
+            "shm %s: need %d bytes of %d available (%s)",
+            shm_path,
+            plan.need_bytes,
+            plan.available_bytes,
+            plan.reason,
+        )
+        return
+    log.warning(
+        "shm %s too small for num_workers=%d prefetch_factor=%d (%d bytes available, headroom %.0f%%): %s -> "
+        "num_workers=%d prefetch_factor=%d needing %d bytes; mount a larger /dev/shm to restore throughput",
+        shm_path,
+        requested_workers,
+        requested_prefetch,
+        plan.available_bytes,
+        SHM_HEADROOM * 100,
+        plan.reason,
+        plan.num_workers,
+        plan.prefetch_factor,
+        plan.need_bytes,
+    )

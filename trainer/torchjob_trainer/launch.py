@@ -1,0 +1,113 @@
+"""`torchjob-launch`: torchrun in-process, exiting with the failing worker's own exit code.
+
+Plain torchrun exits 1 whatever its workers exited with, which hides the difference between a
+preempted worker (143, retryable) and a bug (1, permanent) from the operator. This launcher runs the
+same elastic agent (configured by `PET_*` env and torchrun's flags, then `-- cmd args`) and exits with:
+
+- 0 when every worker succeeded;
+- the first failing worker's exit code (a worker killed by signal N gives 128+N);
+- 128+N when the launcher itself got signal N (SIGTERM/SIGINT are forwarded to the workers by the
+  agent, which waits for them up to its shutdown timeout);
+- 1 for launcher errors (bad flags, rendezvous failures).
+
+The agent's shutdown timeout defaults to `TORCHJOB_PREEMPTION_GRACE_SECONDS` + 10 s, so that workers
+can finish their preemption checkpoint before they are killed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import sys
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import NoReturn
+
+from torch.distributed.elastic.multiprocessing.api import SignalException
+from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, ProcessFailure
+from torch.distributed.launcher.api import elastic_launch
+from torch.distributed.run import config_from_args, parse_args
+
+log = logging.getLogger("torchjob_trainer.launch")
+
+EXIT_LAUNCHER_ERROR = 1
+SHUTDOWN_MARGIN_SECONDS = 10
+
+
+def exit_code_of(failure: ProcessFailure) -> int:
+    """A worker's exit code as a shell would report it: signals become 128+N."""
+    code = failure.exitcode
+    if code < 0:
+        return 128 + (-code)
+    if code == 0:  # a failure record without a code: still a failure
+        return EXIT_LAUNCHER_ERROR
+    return min(code, 255)
+
+
+def first_failure_code(error: ChildFailedError) -> int:
+    _, failure = error.get_first_failure()
+    return exit_code_of(failure)
+
+
+def find_console_script(script: str) -> str | None:
+    """The path of `script` when it is a console script (on PATH or next to this Python), else None.
+
+    `torchjob-train` is then run directly rather than as `python torchjob-train`.
+    """
+    if script.endswith(".py") or os.path.isfile(script):
+        return None
+    search = os.pathsep.join([os.environ.get("PATH", ""), os.path.dirname(sys.executable)])
+    return shutil.which(script, path=search)
+
+
+def shutdown_timeout(env: Mapping[str, str]) -> int | None:
+    if "TORCH_ELASTIC_SHUTDOWN_TIMEOUT" in env:
+        return None  # torch reads it itself
+    grace = env.get("TORCHJOB_PREEMPTION_GRACE_SECONDS")
+    try:
+        return int(float(grace)) + SHUTDOWN_MARGIN_SECONDS if grace else None
+    except ValueError:
+        return None
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s torchjob-launch: %(message)s")
+    args = parse_args(list(sys.argv[1:] if argv is None else argv))  # type: ignore[no-untyped-call]
+    if not args.module and not args.no_python:
+        found = find_console_script(args.training_script)
+        if found is not None:
+            args.no_python, args.training_script = True, found
+    # Same defaults as torchrun's run(): --standalone, or a single static node, means a local c10d store.
+    if args.standalone:
+        args.rdzv_backend, args.rdzv_endpoint, args.rdzv_id = "c10d", "localhost:0", str(uuid.uuid4())
+    elif args.rdzv_backend == "static" and not args.rdzv_endpoint and args.master_port is None:
+        max_nodes = int(str(args.nnodes).split(":")[-1])
+        if max_nodes == 1:
+            args.rdzv_backend, args.rdzv_endpoint, args.rdzv_id = "c10d", "localhost:0", str(uuid.uuid4())
+    if args.master_port is None:
+        args.master_port = 29500
+    try:
+        config, cmd, cmd_args = config_from_args(args)
+        timeout = shutdown_timeout(os.environ)
+        if timeout is not None:
+            config.shutdown_timeout = timeout
+        elastic_launch(config=config, entrypoint=cmd)(*cmd_args)
+    except ChildFailedError as exc:
+        rank, failure = exc.get_first_failure()
+        code = first_failure_code(exc)
+        log.error("worker rank %d failed with exit code %d (%s)", rank, code, failure.message or "no message")
+        sys.exit(code)
+    except SignalException as exc:
+        name = signal.Signals(exc.sigval).name
+        log.warning("got %s; workers were signalled and stopped", name)
+        sys.exit(128 + int(exc.sigval))
+    except Exception as exc:
+        log.error("launcher failed: %s", exc)
+        sys.exit(EXIT_LAUNCHER_ERROR)
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
