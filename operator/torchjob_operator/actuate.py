@@ -9,16 +9,21 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime as dt
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from torchjob_operator import reconcile
+from torchjob_operator import reasons, reconcile, status
 from torchjob_operator.render.podgroup import render_podgroup
 from torchjob_operator.render.pods import render_pod
 from torchjob_operator.render.service import render_service
 from torchjob_operator.spec import TrainingJob
 
 JobKey = tuple[str, str]
+
+
+class PodGroupUnavailableError(RuntimeError):
+    """The chosen gang scheduler's PodGroup API is not served (its CRD is not installed)."""
 
 
 class Api(Protocol):
@@ -49,6 +54,7 @@ class InFlight:
 
 @dataclasses.dataclass
 class Outcome:
+    plan: reconcile.Plan  # what was carried out (differs from the input when the gang scheduler is missing)
     created: int = 0
     deleted: int = 0
     status: dict[str, Any] | None = None  # the job body returned by the status write
@@ -77,9 +83,10 @@ async def execute(
     resource_version: str | None,
     inflight: InFlight,
     now: float,
+    wall_now: dt.datetime,
 ) -> Outcome:
     key = (job.namespace, job.name)
-    out = Outcome()
+    out = Outcome(plan=plan)
     if plan.delete_job:
         await api.delete_job(key)
         out.job_deleted = True
@@ -88,7 +95,12 @@ async def execute(
     if plan.ensure_podgroup:
         podgroup = render_podgroup(job)
         if podgroup is not None:
-            await api.ensure_podgroup(key, podgroup)
+            try:
+                await api.ensure_podgroup(key, podgroup)
+            except PodGroupUnavailableError as exc:
+                # Without its scheduler a gang would start piecemeal: create no pods, say why.
+                plan = _without_gang_scheduler(job, plan, str(exc), observed_status, wall_now)
+                out.plan = plan
     if plan.ensure_service:
         await api.ensure_service(key, render_service(job))
 
@@ -111,3 +123,16 @@ async def execute(
         for event in plan.events:
             await api.post_event(key, job.metadata.uid, event.type, event.reason, event.message)
     return out
+
+
+def _without_gang_scheduler(
+    job: TrainingJob, plan: reconcile.Plan, error: str, observed: Mapping[str, Any], now: dt.datetime
+) -> reconcile.Plan:
+    reason, message = reasons.GANG_SCHEDULER_MISSING.format(error=error)
+    new_status = status.with_phase(
+        plan.status, "Pending", reason, message, now=now, generation=job.metadata.generation
+    )
+    if not observed.get("startTime"):
+        new_status.pop("startTime", None)  # nothing started
+    retry = reconcile.Plan(status=new_status, delete=plan.delete, requeue_after=30.0)
+    return reconcile.with_events(retry, observed)

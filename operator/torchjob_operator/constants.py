@@ -61,8 +61,8 @@ RESERVED_VOLUME_NAMES: Final = (SHM_VOLUME_NAME, CHECKPOINT_VOLUME_NAME)
 # Time for the trainer to write its SIGTERM checkpoint; a template may set another value.
 DEFAULT_TERMINATION_GRACE_SECONDS: Final = 60
 # The trainer image runs as this non-root user; a template securityContext may override it.
-RUN_AS_USER: Final = 1000
-RUN_AS_GROUP: Final = 1000
+RUN_AS_USER: Final = 10001
+RUN_AS_GROUP: Final = 10001
 
 # Ports.
 STATIC_RDZV_PORT: Final = 29500

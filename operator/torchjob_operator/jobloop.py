@@ -116,11 +116,12 @@ async def one_pass(
         resource_version=str(meta.get("resourceVersion") or "") or None,
         inflight=state.inflight,
         now=clock(),
+        wall_now=now(),
     )
     metrics.PODS_CREATED.inc(outcome.created)
     if outcome.status is not None:
         state.written = outcome.status
-        _record(key, body, observed, plan.status, now())
+        _record(key, body, observed, outcome.plan.status, now())
     if logger is not None and (outcome.created or outcome.deleted or changed):
         logger.info(
             "phase=%s attempt=%s created=%d deleted=%d",
@@ -131,7 +132,7 @@ async def one_pass(
         )
     if outcome.job_deleted:
         return None
-    return plan.requeue_after
+    return outcome.plan.requeue_after
 
 
 def _record(

@@ -17,13 +17,10 @@ from typing import Any, TypeVar
 from kubernetes import client, config
 
 from torchjob_operator import constants, metrics
+from torchjob_operator.actuate import PodGroupUnavailableError
 
 JobKey = tuple[str, str]  # (namespace, name)
 T = TypeVar("T")
-
-
-class PodGroupApiMissingError(RuntimeError):
-    """The PodGroup CRD of the chosen gang scheduler is not installed."""
 
 
 class RequestLedger:
@@ -102,7 +99,7 @@ class KubeApi:
             )
         except client.ApiException as exc:
             if exc.status == 404:
-                raise PodGroupApiMissingError(
+                raise PodGroupUnavailableError(
                     f"{body['apiVersion']} podgroups is not served: install the scheduler"
                 ) from exc
             if exc.status != 409:

@@ -45,4 +45,7 @@ STARTUP_DEADLINE = Reason(
 )
 SUSPENDED = Reason("JobSuspended", "spec.runPolicy.suspend is true: pods deleted, status kept.")
 RESUMED = Reason("JobResumed", "spec.runPolicy.suspend is false: created {count} pods for attempt {attempt}.")
+GANG_SCHEDULER_MISSING = Reason(
+    "GangSchedulerMissing", "No pods created: gang scheduling is on but {error}; retrying every 30s."
+)
 INVALID_SPEC = Reason("InvalidSpec", "{error}")

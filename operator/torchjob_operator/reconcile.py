@@ -67,6 +67,7 @@ WARNING_REASONS = frozenset(
         reasons.DEADLINE.reason,
         reasons.STARTUP_DEADLINE.reason,
         reasons.INVALID_SPEC.reason,
+        reasons.GANG_SCHEDULER_MISSING.reason,
     }
 )
 
@@ -138,14 +139,14 @@ def decide(job: TrainingJob, pods: Sequence[PodObs], observed: Mapping[str, Any]
 
     if phase in status.TERMINAL_PHASES:
         _finish(job, pods_by_attempt, plan, now)
-        return _with_events(plan, observed)
+        return with_events(plan, observed)
 
     if rp.suspend:
         plan.delete = [
             p.name for p in [*pods_by_attempt.current.values(), *pods_by_attempt.stale] if p.active
         ]
         move("Suspended", reasons.SUSPENDED.format())
-        return _with_events(plan, observed)
+        return with_events(plan, observed)
 
     start = status.parse_time(observed.get("startTime"))
     if rp.active_deadline_seconds is not None and start is not None and phase != "Suspended":
@@ -154,7 +155,7 @@ def decide(job: TrainingJob, pods: Sequence[PodObs], observed: Mapping[str, Any]
             _fail(
                 job, pods_by_attempt, plan, now, reasons.DEADLINE.format(seconds=rp.active_deadline_seconds)
             )
-            return _with_events(plan, observed)
+            return with_events(plan, observed)
         plan.wake_at(_seconds_until(deadline, now))
 
     if phase in ("Created", "Pending") and rp.startup_deadline_seconds is not None:
@@ -167,30 +168,30 @@ def decide(job: TrainingJob, pods: Sequence[PodObs], observed: Mapping[str, Any]
                     seconds=rp.startup_deadline_seconds, detail=detail
                 )
                 _fail(job, pods_by_attempt, plan, now, reason_message)
-                return _with_events(plan, observed)
+                return with_events(plan, observed)
             plan.wake_at(_seconds_until(deadline, now))
 
     if phase != "Suspended" and _handle_failures(job, pods_by_attempt, plan, observed, now, move=move):
-        return _with_events(plan, observed)
+        return with_events(plan, observed)
 
     succeeded = [p for p in pods_by_attempt.current.values() if p.phase == "Succeeded"]
     if job.spec.elastic is None and counts["succeeded"] == total:
         plan.status["completionTime"] = status.timestamp(now)
         move("Succeeded", reasons.SUCCEEDED.format(total=total))
         _finish(job, pods_by_attempt, plan, now)
-        return _with_events(plan, observed)
+        return with_events(plan, observed)
     if job.spec.elastic is not None and succeeded:
         plan.status["completionTime"] = status.timestamp(now)
         move("Succeeded", reasons.ELASTIC_SUCCEEDED.format(pod=succeeded[0].name))
         _finish(job, pods_by_attempt, plan, now)
-        return _with_events(plan, observed)
+        return with_events(plan, observed)
 
     if phase == "Restarting":
         ready_at = _attempt_start(observed, rp.backoff_seconds)
         if ready_at is not None and now < ready_at:
             plan.delete = [p.name for p in pods_by_attempt.stale if p.active]
             plan.wake_at(_seconds_until(ready_at, now))
-            return _with_events(plan, observed)
+            return with_events(plan, observed)
 
     # Pods of another attempt (or a suspended run) must be gone before their hostnames are reused.
     plan.delete = [p.name for p in pods_by_attempt.stale if p.active]
@@ -199,7 +200,7 @@ def decide(job: TrainingJob, pods: Sequence[PodObs], observed: Mapping[str, Any]
         leaving += [p for p in pods_by_attempt.current.values() if p.deleting]
     missing = [i for i in range(total) if i not in pods_by_attempt.current]
     if missing and leaving:
-        return _with_events(plan, observed)  # their deletion events wake the next pass
+        return with_events(plan, observed)  # their deletion events wake the next pass
     if missing:
         plan.create = [(i, attempt) for i in missing]
         plan.ensure_service = True
@@ -216,7 +217,7 @@ def decide(job: TrainingJob, pods: Sequence[PodObs], observed: Mapping[str, Any]
             move("Pending", reasons.RESUMED.format(count=len(missing), attempt=attempt))
         elif phase == "Restarting":
             move("Pending", reasons.PODS_CREATED.format(count=len(missing), attempt=attempt))
-        return _with_events(plan, observed)
+        return with_events(plan, observed)
 
     if start is None:
         # The write that set startTime was lost (e.g. a conflict): the oldest pod says when it began.
@@ -228,7 +229,7 @@ def decide(job: TrainingJob, pods: Sequence[PodObs], observed: Mapping[str, Any]
         move("Running", reasons.ALL_RUNNING.format(total=total))
     else:
         move("Pending", _pending_reason(pods_by_attempt, counts))
-    return _with_events(plan, observed)
+    return with_events(plan, observed)
 
 
 def _attempt_start(observed: Mapping[str, Any], backoff_base: int) -> dt.datetime | None:
@@ -361,7 +362,7 @@ def _finish(job: TrainingJob, pods: _Attempt, plan: Plan, now: dt.datetime) -> N
         plan.wake_at(_seconds_until(expires, now))
 
 
-def _with_events(plan: Plan, observed: Mapping[str, Any]) -> Plan:
+def with_events(plan: Plan, observed: Mapping[str, Any]) -> Plan:
     """One Event per transition: a new phase or reason, or a new gang restart."""
     new = plan.status
     changed = (new.get("phase"), new.get("reason")) != (observed.get("phase"), observed.get("reason"))
@@ -383,4 +384,4 @@ def invalid(job_status: Mapping[str, Any], error: str, *, generation: int, now: 
     st = status.with_phase(job_status, "Failed", reason, message, now=now, generation=generation)
     st["completionTime"] = status.timestamp(now)
     st["observedGeneration"] = generation
-    return _with_events(Plan(status=st), job_status)
+    return with_events(Plan(status=st), job_status)

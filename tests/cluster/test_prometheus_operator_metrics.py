@@ -15,7 +15,6 @@ import sys
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
@@ -63,7 +62,7 @@ def promtool() -> str:
 
 @pytest.fixture
 def operator(
-    control_plane: ControlPlane, kubectl: Kubectl, helm: str, namespace: str, crd: Any, tmp_path: Path
+    control_plane: ControlPlane, kubectl: Kubectl, helm: str, namespace: str, tmp_path: Path
 ) -> Iterator[tuple[int, int, subprocess.Popen[bytes], Path]]:
     apply_crds(kubectl, ROOT / "manifests" / "kopf-peerings.yaml")
     sets = ["--set", f"watchNamespaces={{{namespace}}}", "--set", "crds.enabled=false"]
@@ -99,6 +98,7 @@ def operator(
                 proc.wait(timeout=30)
 
 
+@pytest.mark.usefixtures("crd")
 def test_operator_with_chart_rbac_serves_metrics_promtool_accepts(
     operator: tuple[int, int, subprocess.Popen[bytes], Path], kubectl: Kubectl, namespace: str, promtool: str
 ) -> None:
