@@ -28,7 +28,7 @@ manifests: setup tools
 # The whole suite: unit, real control plane (etcd, kube-apiserver, scheduler, controller-manager, KWOK),
 # real torchrun processes, real helm/promtool/prometheus. GPU and kind tiers are opt-in.
 test: setup tools k8sbins lint
-	.venv/bin/pytest
+	OMP_NUM_THREADS=1 .venv/bin/pytest
 
 # A local control plane for poking at the operator with kubectl (Ctrl-C stops it).
 cluster: setup k8sbins

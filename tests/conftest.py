@@ -19,7 +19,7 @@ TIER_BY_FOLDER = {
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--kind", action="store_true", help="run the e2e tier (needs a kubeconfig: kind or real)")
+    parser.addoption("--kind", action="store_true", help="run the e2e tier (KUBECONFIG: kind or real)")
     parser.addoption("--gpu", action="store_true", help="run tests that need an NVIDIA GPU")
     parser.addoption("--slow", action="store_true", help="run benchmarks and long tests")
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
+import re
 import shutil
 import signal
 import socket
@@ -125,5 +126,10 @@ def test_operator_with_chart_rbac_serves_metrics_promtool_accepts(
         [promtool, "check", "metrics"], input=text, capture_output=True, text=True, check=False, timeout=60
     )
     assert check.returncode == 0, check.stdout + check.stderr
+    # Every operator metric the Grafana dashboard queries is in this real scrape.
+    dashboard = (ROOT / "charts/torchjob/files/dashboards/torchjob-training.json").read_text()
+    named = set(re.findall(r"torchjob_operator_[a-z0-9_]+", dashboard))
+    exported = {line.split("{")[0].split(" ")[0] for line in text.splitlines() if not line.startswith("#")}
+    assert named and named <= exported, sorted(named - exported)
     # The RBAC the chart grants is enough: the operator logged no authorization failure.
     assert "403" not in log.read_text() and "Forbidden" not in log.read_text(), log.read_text()[-4000:]
