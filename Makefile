@@ -1,5 +1,5 @@
 # The two commands of the README: `make run` and `make test`. Everything else is a step of those.
-.PHONY: run test setup tools k8sbins lint unit manifests cluster
+.PHONY: run test setup tools k8sbins lint unit manifests cluster images kind-e2e
 
 setup:
 	hack/setup.sh
@@ -33,3 +33,11 @@ test: setup tools k8sbins lint
 # A local control plane for poking at the operator with kubectl (Ctrl-C stops it).
 cluster: setup k8sbins
 	hack/cluster.sh up
+
+# Both images (operator without torch, trainer without kopf); needs a Docker engine.
+images: setup
+	hack/build-images.sh
+
+# The kind path for people with Docker and kind: cluster, images, helm install, 2-node CPU job, teardown.
+kind-e2e: setup tools
+	hack/kind-e2e.sh

@@ -60,12 +60,17 @@ class PodWatch:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            for event in self._watch.stream(self._core.list_namespaced_pod, self._ns, timeout_seconds=5):
-                pod = event["object"]
-                self.seen.setdefault(pod.metadata.name, time.monotonic())
-                self.labels[pod.metadata.name] = pod.metadata.labels or {}
+            try:
+                for event in self._watch.stream(self._core.list_namespaced_pod, self._ns, timeout_seconds=5):
+                    pod = event["object"]
+                    self.seen.setdefault(pod.metadata.name, time.monotonic())
+                    self.labels[pod.metadata.name] = pod.metadata.labels or {}
+                    if self._stop.is_set():
+                        break
+            except Exception:
                 if self._stop.is_set():
-                    break
+                    return  # the stream was cut because we are done
+                time.sleep(0.1)  # a dropped watch: start another one
 
     def wait_for(self, count: int, timeout: float) -> None:
         deadline = time.monotonic() + timeout

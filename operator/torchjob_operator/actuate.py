@@ -1,8 +1,8 @@
 """Carry out a reconcile Plan through an `Api` (k8s.KubeApi in production, a fake in tests).
 
-Order: PodGroup and Service first (a gang must exist before its pods), then deletes, then creates,
-then ONE status write, and Events only after that write succeeded. Creates and deletes the operator made
-recently but the watch does not show yet are not repeated (`InFlight`).
+Order: the PodGroup first (a gang must exist before its pods), then deletes, then the Service and the
+creates together, then ONE status write, and Events only after that write succeeded. Creates and
+deletes the operator made recently but the watch does not show yet are not repeated (`InFlight`).
 """
 
 from __future__ import annotations
@@ -101,9 +101,6 @@ async def execute(
                 # Without its scheduler a gang would start piecemeal: create no pods, say why.
                 plan = _without_gang_scheduler(job, plan, str(exc), observed_status, wall_now)
                 out.plan = plan
-    if plan.ensure_service:
-        await api.ensure_service(key, render_service(job))
-
     deletes = [name for name in plan.delete if name not in inflight.deleted]
     await asyncio.gather(*(api.delete_pod(key, name) for name in deletes))
     for name in deletes:
@@ -112,7 +109,12 @@ async def execute(
 
     bodies = [render_pod(job, index, attempt) for index, attempt in plan.create]
     bodies = [b for b in bodies if b["metadata"]["name"] not in inflight.created]
-    results = await asyncio.gather(*(api.create_pod(key, body) for body in bodies))
+    # The Service goes with the pods, not before them: pods do not need it to be created.
+    creates = asyncio.gather(*(api.create_pod(key, body) for body in bodies))
+    if plan.ensure_service:
+        _, results = await asyncio.gather(api.ensure_service(key, render_service(job)), creates)
+    else:
+        results = await creates
     for body in bodies:
         inflight.created[body["metadata"]["name"]] = now
     out.created = sum(results)

@@ -69,7 +69,7 @@ def job_changed(name: str, namespace: str | None, **_: Any) -> None:
 
 # A grace period to exit on the stop flag before Kopf resorts to cancelling the task.
 @kopf.daemon(
-    constants.GROUP, constants.VERSION, constants.PLURAL, cancellation_backoff=5.0, cancellation_timeout=10.0
+    constants.GROUP, constants.VERSION, constants.PLURAL, cancellation_backoff=1.0, cancellation_timeout=10.0
 )
 async def run_job(
     body: kopf.Body,

@@ -121,7 +121,11 @@ async def one_pass(
     metrics.PODS_CREATED.inc(outcome.created)
     if outcome.status is not None:
         state.written = outcome.status
-        _record(key, body, observed, outcome.plan.status, now())
+        _record(body, observed, outcome.plan.status, now())
+    # Every pass, not only on writes: a restarted operator counts jobs whose status did not change.
+    if _phases.get(key) != outcome.plan.status.get("phase"):
+        _phases[key] = str(outcome.plan.status.get("phase") or "")
+        metrics.set_phases(_phases)
     if logger is not None and (outcome.created or outcome.deleted or changed):
         logger.info(
             "phase=%s attempt=%s created=%d deleted=%d",
@@ -136,7 +140,7 @@ async def one_pass(
 
 
 def _record(
-    key: JobKey, body: Mapping[str, Any], old: Mapping[str, Any], new: Mapping[str, Any], now: dt.datetime
+    body: Mapping[str, Any], old: Mapping[str, Any], new: Mapping[str, Any], now: dt.datetime
 ) -> None:
     if int(new.get("restartCount") or 0) > int(old.get("restartCount") or 0):
         metrics.RESTARTS.inc()
@@ -144,8 +148,6 @@ def _record(
         created = status.parse_time((body.get("metadata") or {}).get("creationTimestamp"))
         if created is not None:
             metrics.SUBMIT_TO_RUNNING.observe(max((now - created).total_seconds(), 0.0))
-    _phases[key] = str(new.get("phase") or "")
-    metrics.set_phases(_phases)
 
 
 async def run(

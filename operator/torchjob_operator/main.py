@@ -21,6 +21,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     kopf.run(
         standalone=cfg.standalone,
         peering_name=cfg.peering,
+        priority=cfg.priority,
         namespaces=cfg.namespaces,
         clusterwide=not cfg.namespaces,
         liveness_endpoint=f"http://0.0.0.0:{cfg.health_port}/healthz" if cfg.health_port else None,

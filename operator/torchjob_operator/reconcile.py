@@ -7,9 +7,9 @@ Rules, in the order a pass applies them:
 1. A finished job (Succeeded/Failed) only applies cleanPodPolicy (Failed pods are always kept for their
    logs) and, once `ttlSecondsAfterFinished` has passed since completionTime, deletes the TrainingJob.
 2. `suspend: true` deletes every active pod and sets Suspended; deadlines do not count while suspended.
-3. activeDeadlineSeconds counts from startTime (first pods created); startupDeadlineSeconds counts from
-   the moment the current attempt's pods could first be created (startTime, or lastRestartTime plus
-   its backoff) until every rank runs.
+3. activeDeadlineSeconds counts from startTime (first pods created; set again on resume, as Kubernetes
+   Jobs do); startupDeadlineSeconds counts from the moment the current attempt's pods could first be
+   created (startTime, or lastRestartTime plus its backoff, whichever is later) until every rank runs.
 4. A failed pod of the current attempt decides the attempt: a permanent exit code fails the job at once;
    a retryable one (or a disruption: DisruptionTarget condition, eviction, node loss, or a pod that
    vanished while the job was Running) restarts the whole gang unless backoffLimit restarts were used.
@@ -205,7 +205,8 @@ def decide(job: TrainingJob, pods: Sequence[PodObs], observed: Mapping[str, Any]
         plan.create = [(i, attempt) for i in missing]
         plan.ensure_service = True
         plan.ensure_podgroup = job.spec.scheduling.gang
-        if start is None:
+        if start is None or phase == "Suspended":
+            # Like a Kubernetes Job, a resumed job's clocks (both deadlines) start again.
             plan.status["startTime"] = status.timestamp(now)
             if rp.active_deadline_seconds is not None:
                 plan.wake_at(float(rp.active_deadline_seconds))
@@ -236,9 +237,13 @@ def _attempt_start(observed: Mapping[str, Any], backoff_base: int) -> dt.datetim
     """When the current attempt's pods could first be created."""
     restarts = int(observed.get("restartCount") or 0)
     restarted = status.parse_time(observed.get("lastRestartTime"))
+    started = status.parse_time(observed.get("startTime"))
     if restarts > 0 and restarted is not None:
-        return restarted + dt.timedelta(seconds=failure_policy.backoff_seconds(restarts, backoff_base))
-    return status.parse_time(observed.get("startTime"))
+        after_backoff = restarted + dt.timedelta(
+            seconds=failure_policy.backoff_seconds(restarts, backoff_base)
+        )
+        return max(after_backoff, started) if started is not None else after_backoff
+    return started
 
 
 def _pending_reason(pods: _Attempt, counts: Mapping[str, int]) -> tuple[str, str]:

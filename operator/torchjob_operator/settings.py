@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import secrets
 from collections.abc import Sequence
 
 
@@ -31,6 +32,9 @@ class Settings:
     #: Kopf peering name for active/standby replicas; None with standalone=True.
     peering: str | None = None
     standalone: bool = False
+    #: Peering priority: the highest live replica works, the others wait. Kopf pauses *every* replica
+    #: when two share a priority, so by default each replica draws its own.
+    priority: int = 0
     #: A job's loop runs at least this often even when nothing changes (a safety net, not the driver).
     resync_seconds: float = 60.0
     #: Quiet time after a wake-up to coalesce a burst of pod events into one pass.
@@ -51,6 +55,9 @@ def parser() -> argparse.ArgumentParser:
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--peering", default=None, help="Kopf peering name (for two replicas)")
     mode.add_argument("--standalone", action="store_true", help="no peering: the only replica")
+    p.add_argument(
+        "--priority", type=int, default=None, help="peering priority (default: random, so replicas differ)"
+    )
     p.add_argument("--resync-seconds", type=float, default=60.0, help="longest wait between passes of a job")
     p.add_argument("--request-budget", type=float, default=20.0, help="API requests per second per job")
     p.add_argument("--verbose", action="store_true")
@@ -69,6 +76,7 @@ def from_args(argv: Sequence[str] | None = None) -> Settings:
         health_port=args.health_port,
         peering=args.peering,
         standalone=args.standalone or args.peering is None,
+        priority=args.priority if args.priority is not None else secrets.randbelow(1_000_000) + 1,
         resync_seconds=args.resync_seconds,
         budget=RequestBudget(per_second=args.request_budget),
         verbose=args.verbose,

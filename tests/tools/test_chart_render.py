@@ -59,7 +59,7 @@ def one(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
 
 def operator_container(docs: list[dict[str, Any]]) -> dict[str, Any]:
     (container,) = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
-    return container
+    return dict(container)
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)

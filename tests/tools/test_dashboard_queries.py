@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -100,7 +101,7 @@ def test_every_query_runs_on_real_prometheus_and_trainer_panels_have_data(promet
         if "torchjob_operator_" in expr:
             prometheus.query(query)  # parses and evaluates; no operator is scraped here
             continue
-        wait_for(lambda q=query: prometheus.query(q), 60, f"data for panel {title!r}: {query}")
+        wait_for(partial(prometheus.query, query), 60, f"data for panel {title!r}: {query}")
 
 
 def test_straggler_query_is_one_per_rank_around_one(prometheus: Any) -> None:

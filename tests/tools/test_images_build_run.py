@@ -69,6 +69,14 @@ def test_images_run_as_non_root(docker: str, images: dict[str, str]) -> None:
         assert proc.stdout.strip() == "10001", proc.stderr
 
 
+def test_operator_image_starts_under_the_charts_security_context(docker: str, images: dict[str, str]) -> None:
+    # What charts/torchjob sets: read-only root, no capabilities, no privilege escalation, /tmp an emptyDir.
+    hardened = ["--read-only", "--cap-drop=ALL", "--security-opt=no-new-privileges", "--tmpfs=/tmp"]
+    proc = run(docker, *hardened, "--user=10001:10001", images["operator"], "--help")
+    assert proc.returncode == 0, proc.stderr
+    assert "--peering" in proc.stdout and "--health-port" in proc.stdout
+
+
 def test_operator_image_has_no_torch_and_trainer_image_no_kopf(docker: str, images: dict[str, str]) -> None:
     probe = "import importlib.util as u, sys; sys.exit(0 if u.find_spec(sys.argv[1]) else 3)"
     assert run(docker, "--entrypoint", "python3", images["operator"], "-c", probe, "torch").returncode == 3

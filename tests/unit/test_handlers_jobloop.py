@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from torchjob_operator import actuate, jobloop
+from torchjob_operator.actuate import PodGroupUnavailableError
 from torchjob_operator.budget import TokenBucket
 from torchjob_operator.observe import PodObs, observe_pod
 
@@ -188,3 +189,19 @@ def test_waits_for_kopfs_finalizer_before_writing() -> None:
     api.job["metadata"]["finalizers"] = []
     assert run_pass(api, state, 1) == 1.0
     assert api.calls == []
+
+
+class NoGangScheduler(FakeApi):
+    async def ensure_podgroup(self, job: Key, body: Mapping[str, Any]) -> None:
+        self.calls.append(("create", "podgroup"))
+        raise PodGroupUnavailableError("scheduling.volcano.sh/v1beta1 podgroups is not served")
+
+
+def test_gang_without_its_scheduler_creates_no_pod_and_says_why() -> None:
+    body = job_body(2)
+    body["spec"]["scheduling"] = {"gang": True}
+    api, state = NoGangScheduler(body), new_state()
+    assert run_pass(api, state, 1) == 30.0
+    assert api.pods == {}
+    assert (api.job["status"]["phase"], api.job["status"]["reason"]) == ("Pending", "GangSchedulerMissing")
+    assert api.events == [("Warning", "GangSchedulerMissing")]

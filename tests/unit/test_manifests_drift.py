@@ -36,6 +36,6 @@ def test_drift_reports_a_stale_file(tmp_path: Path) -> None:
     gen = gen_manifests()
     stale = tmp_path / "x.yaml"
     stale.write_text("old\n")
-    gen.ROOT = tmp_path
+    gen.ROOT = tmp_path  # type: ignore[attr-defined]
     (diff,) = gen.drift({stale: "new\n"})
     assert "-old" in diff and "+new" in diff

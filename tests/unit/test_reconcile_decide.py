@@ -318,3 +318,11 @@ def test_lost_start_time_is_recovered_from_the_oldest_pod() -> None:
     del st["startTime"]
     plan = decide(make_job(1), [pod(0, "Pending", created=ts(-5))], st)
     assert plan.status["startTime"] == ts(-5)
+
+
+def test_resume_restarts_the_deadline_clocks() -> None:
+    job = make_job(1, activeDeadlineSeconds=60, startupDeadlineSeconds=30)
+    resumed = decide(job, [], status("Suspended", restartCount=1, lastRestartTime=ts(0)), at=1000)
+    assert resumed.create == [(0, 0)] and resumed.status["startTime"] == ts(1000)
+    later = decide(job, [pod(0, "Pending")], resumed.status, at=1020)
+    assert later.status["phase"] == "Pending"

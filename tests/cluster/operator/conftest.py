@@ -22,14 +22,16 @@ REPO_ROOT = Path(__file__).resolve().parents[3]
 
 
 class OperatorProcess:
-    def __init__(self, namespace: str, kubeconfig: Path, log: Path) -> None:
-        self.namespace, self.kubeconfig, self.log = namespace, kubeconfig, log
+    def __init__(
+        self, namespace: str, kubeconfig: Path, log: Path, args: tuple[str, ...] = ("--standalone",)
+    ) -> None:
+        self.namespace, self.kubeconfig, self.log, self.args = namespace, kubeconfig, log, args
         self.metrics_port, self.health_port = free_ports(2)
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> OperatorProcess:
         env = dict(os.environ, KUBECONFIG=str(self.kubeconfig), PYTHONUNBUFFERED="1")
-        cmd = [sys.executable, "-m", "torchjob_operator", "--namespace", self.namespace, "--standalone"]
+        cmd = [sys.executable, "-m", "torchjob_operator", "--namespace", self.namespace, *self.args]
         cmd += ["--metrics-port", str(self.metrics_port), "--health-port", str(self.health_port), "--verbose"]
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=REPO_ROOT, env=env)
@@ -66,13 +68,12 @@ class OperatorProcess:
 def start_operator(
     control_plane: ControlPlane, crd: Any, kube: client.ApiClient, namespace: str, tmp_path: Path
 ) -> Iterator[Callable[..., OperatorProcess]]:
-    """start_operator(kubeconfig=None) -> a running operator for the test's namespace."""
+    """start_operator(kubeconfig=None, args=("--standalone",)) -> a running operator for the namespace."""
     started: list[OperatorProcess] = []
 
-    def start(kubeconfig: Path | None = None) -> OperatorProcess:
-        op = OperatorProcess(
-            namespace, kubeconfig or control_plane.kubeconfig, tmp_path / f"operator-{len(started)}.log"
-        )
+    def start(kubeconfig: Path | None = None, args: tuple[str, ...] = ("--standalone",)) -> OperatorProcess:
+        log = tmp_path / f"operator-{len(started)}.log"
+        op = OperatorProcess(namespace, kubeconfig or control_plane.kubeconfig, log, args)
         started.append(op)
         return op.start()
 

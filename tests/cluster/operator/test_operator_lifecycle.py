@@ -52,6 +52,7 @@ def test_apply_then_success(operator: OperatorProcess, jobs: Jobs) -> None:
     assert "torchjob_operator_pods_created_total 2.0" in text
     assert 'torchjob_operator_jobs{phase="Succeeded"} 1.0' in text
     assert "torchjob_operator_submit_to_running_seconds_count 1.0" in text
+    assert 'torchjob_operator_api_requests_total{verb="create"}' in text
 
 
 def test_not_enough_gpus_is_pending_unschedulable(operator: OperatorProcess, jobs: Jobs) -> None:
@@ -76,3 +77,24 @@ def test_deleting_the_job_garbage_collects_children(operator: OperatorProcess, j
         return not [s for s in jobs.core.list_namespaced_service(jobs.ns).items if s.metadata.name == "gc"]
 
     eventually(service_gone, 60, "service garbage-collected")
+
+
+def test_gang_without_a_gang_scheduler_starts_no_pod(operator: OperatorProcess, jobs: Jobs) -> None:
+    # This control plane has no Volcano: the PodGroup cannot be created, so no pod may start piecemeal.
+    jobs.create("gang", nodes=3, gpus=8, scheduling={"gang": True})
+    st = jobs.wait(
+        "gang", lambda s: s.get("reason") == "GangSchedulerMissing", "Pending/GangSchedulerMissing"
+    )
+    assert st["phase"] == "Pending" and "podgroups" in st["message"]
+    assert jobs.pods("gang") == []
+
+
+def test_elastic_job_succeeds_with_its_first_node(operator: OperatorProcess, jobs: Jobs) -> None:
+    jobs.create("elastic", nodes=2, elastic={"minNodes": 1, "maxNodes": 2})
+    jobs.wait_phase("elastic", "Running")
+    env = {e.name: e.value for e in jobs.pods("elastic")[0].spec.containers[0].env}
+    assert env["PET_NNODES"] == "1:2"
+    jobs.exit("elastic-node-0-r0", 0)
+    st = jobs.wait_phase("elastic", "Succeeded")
+    assert st["reason"] == "JobSucceeded"
+    jobs.wait_pods("elastic", {"elastic-node-0-r0": "Succeeded"})  # cleanPodPolicy Running
