@@ -7,7 +7,10 @@ are opt-in and skip with a reason.
 
 from __future__ import annotations
 
+from types import ModuleType
+
 import pytest
+from harness import tools
 
 TIER_BY_FOLDER = {
     "unit": "unit",
@@ -39,3 +42,29 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for marker, (enabled, reason) in gates.items():
             if marker in item.keywords and not enabled:
                 item.add_marker(pytest.mark.skip(reason=reason))
+
+
+@pytest.fixture(scope="session")
+def gen_manifests() -> ModuleType:
+    return tools.load_gen_manifests()
+
+
+def _require(path: str | None, name: str) -> str:
+    if path is None:
+        pytest.skip(f"{name} is not installed: run hack/tools.sh")
+    return path
+
+
+@pytest.fixture(scope="session")
+def helm() -> str:
+    return _require(tools.find_helm(), "helm")
+
+
+@pytest.fixture(scope="session")
+def promtool() -> str:
+    return _require(tools.find_binary("promtool"), "promtool")
+
+
+@pytest.fixture(scope="session")
+def prometheus_bin() -> str:
+    return _require(tools.find_binary("prometheus"), "prometheus")

@@ -4,7 +4,6 @@ kube-apiserver and creates a job's pods. Needs a Docker engine; skipped with the
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import subprocess
@@ -38,18 +37,6 @@ def operator_image() -> str:
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-4000:]
     return proc.stdout.strip()
-
-
-@pytest.fixture(scope="module")
-def helm() -> str:
-    spec = importlib.util.spec_from_file_location("gen_manifests", ROOT / "hack" / "gen-manifests.py")
-    assert spec is not None and spec.loader is not None
-    gen = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(gen)
-    path = gen.find_helm()
-    if path is None:
-        pytest.skip("helm is not installed: run hack/tools.sh")
-    return str(path)
 
 
 @pytest.fixture

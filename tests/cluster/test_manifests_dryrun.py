@@ -3,7 +3,6 @@ dry-run), and the chart's RBAC grants the operator exactly what it needs and no 
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,18 +17,6 @@ CHART = ROOT / "charts" / "torchjob"
 MANIFESTS = ROOT / "manifests"
 # prometheus-operator's CRDs are not installed in the test cluster; the tools tier checks those objects.
 NOT_SERVED_HERE = {"ServiceMonitor", "PodMonitor"}
-
-
-@pytest.fixture(scope="module")
-def helm() -> str:
-    spec = importlib.util.spec_from_file_location("gen_manifests", ROOT / "hack" / "gen-manifests.py")
-    assert spec is not None and spec.loader is not None
-    gen = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(gen)
-    path = gen.find_helm()
-    if path is None:
-        pytest.skip("helm is not installed: run hack/tools.sh")
-    return str(path)
 
 
 @pytest.fixture(scope="module")

@@ -5,10 +5,8 @@ endpoint that `promtool check metrics` accepts."""
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -40,26 +38,6 @@ def get(url: str) -> str | None:
             return str(resp.read().decode())
     except OSError:
         return None
-
-
-@pytest.fixture(scope="module")
-def helm() -> str:
-    spec = importlib.util.spec_from_file_location("gen_manifests", ROOT / "hack" / "gen-manifests.py")
-    assert spec is not None and spec.loader is not None
-    gen = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(gen)
-    path = gen.find_helm()
-    if path is None:
-        pytest.skip("helm is not installed: run hack/tools.sh")
-    return str(path)
-
-
-@pytest.fixture(scope="module")
-def promtool() -> str:
-    path = shutil.which("promtool")
-    if path is None:
-        pytest.skip("promtool is not installed: run hack/tools.sh")
-    return path
 
 
 @dataclass

@@ -6,12 +6,8 @@ that need it, with the command that installs it.
 
 from __future__ import annotations
 
-import contextlib
-import importlib.util
 import json
 import os
-import shutil
-import signal
 import subprocess
 import urllib.error
 import urllib.parse
@@ -19,7 +15,6 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -27,45 +22,6 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "torchjob"
-
-
-def load_gen_manifests() -> ModuleType:
-    """hack/gen-manifests.py as a module (its file name is not importable)."""
-    spec = importlib.util.spec_from_file_location("gen_manifests", ROOT / "hack" / "gen-manifests.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def _binary(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        pytest.skip(f"{name} is not installed: run hack/tools.sh")
-    return path
-
-
-@pytest.fixture(scope="session")
-def gen_manifests() -> ModuleType:
-    return load_gen_manifests()
-
-
-@pytest.fixture(scope="session")
-def helm() -> str:
-    path = load_gen_manifests().find_helm()
-    if path is None or not os.access(path, os.X_OK):
-        pytest.skip("helm is not installed: run hack/tools.sh")
-    return str(path)
-
-
-@pytest.fixture(scope="session")
-def promtool() -> str:
-    return _binary("promtool")
-
-
-@pytest.fixture(scope="session")
-def prometheus_bin() -> str:
-    return _binary("prometheus")
 
 
 class Chart:
@@ -106,44 +62,6 @@ def chart(helm: str) -> Chart:
 TRAINER_JOB = "prom-e2e"
 
 
-def process_tree(root: int) -> list[int]:
-    """root and every descendant, from /proc (torchrun starts workers in their own sessions)."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    tree, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        tree.append(pid)
-        todo += children.get(pid, [])
-    return tree
-
-
-def kill_tree(root: int) -> None:
-    """SIGSTOP the whole tree first (no new children), then SIGKILL every process in it."""
-    for sig in (signal.SIGSTOP, signal.SIGKILL):
-        for pid in process_tree(root):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, sig)
-
-
-@contextlib.contextmanager
-def running_tree(cmd: list[str], env: dict[str, str], log: Path) -> Iterator[Any]:
-    """trainer_procs.running, but also killing workers that left the launcher's process group."""
-    from torchrun.trainer_procs import Proc
-
-    proc = Proc(cmd, env, log)
-    try:
-        yield proc
-    finally:
-        kill_tree(proc.popen.pid)
-        proc.stop()
-
-
 @dataclass(frozen=True)
 class TrainerRun:
     """A local 2-rank run (`torchjob-launch --standalone --nproc-per-node 2`) serving per-rank metrics."""
@@ -155,7 +73,7 @@ class TrainerRun:
 
 @pytest.fixture(scope="session")
 def trainer_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrainerRun]:
-    from torchrun.trainer_procs import LAUNCH, free_port, scrape_while_training, trainer_env
+    from torchrun.trainer_procs import LAUNCH, free_port, running, scrape_while_training, trainer_env
 
     tmp = tmp_path_factory.mktemp("trainer")
     port = free_port(span=2)
@@ -174,7 +92,7 @@ def trainer_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrainerRun
         "--log-every",
         "500",
     ]
-    with running_tree(cmd, env, tmp / "trainer.log") as proc:
+    with running(cmd, env, tmp / "trainer.log") as proc:
         for rank in (0, 1):
             scrape_while_training(port + rank, proc)
         yield TrainerRun(TRAINER_JOB, (port, port + 1), proc)

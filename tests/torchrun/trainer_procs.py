@@ -67,14 +67,31 @@ class Proc:
             raise AssertionError(f"timed out after {timeout} s; output:\n{self.output()[-4000:]}") from None
 
     def stop(self) -> None:
-        if self.popen.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.popen.pid, signal.SIGKILL)
-            self.popen.wait(timeout=30)
-        # Workers live in the same session; make sure none outlive the test.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.popen.pid, signal.SIGKILL)
+        # torchrun starts workers in sessions of their own, so killing our process group is not enough:
+        # freeze the whole tree first (no new children), then kill every process in it.
+        for sig in (signal.SIGSTOP, signal.SIGKILL):
+            for pid in process_tree(self.popen.pid):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, sig)
+        self.popen.wait(timeout=30)
         self._fh.close()
+
+
+def process_tree(root: int) -> list[int]:
+    """root and every descendant, from /proc."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    tree, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo += children.get(pid, [])
+    return tree
 
 
 @contextlib.contextmanager

@@ -2,38 +2,29 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
-from types import ModuleType
 
 import yaml
+from harness.tools import load_gen_manifests
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def gen_manifests() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("gen_manifests", ROOT / "hack" / "gen-manifests.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_crd_files_are_regenerated_identically() -> None:
-    gen = gen_manifests()
+    gen = load_gen_manifests()
     diffs = gen.drift(gen.render(crd_only=True))
     assert not diffs, "run hack/gen-manifests.py:\n" + "\n".join(diffs)
 
 
 def test_chart_and_static_crd_are_the_same_bytes() -> None:
-    gen = gen_manifests()
+    gen = load_gen_manifests()
     assert (ROOT / "manifests" / "crd.yaml").read_bytes() == gen.CHART_CRD.read_bytes()
     (crd,) = [d for d in yaml.safe_load_all(gen.CHART_CRD.read_text()) if d]
     assert crd["metadata"]["name"] == "trainingjobs.torchjob.dev"
 
 
 def test_drift_reports_a_stale_file(tmp_path: Path) -> None:
-    gen = gen_manifests()
+    gen = load_gen_manifests()
     stale = tmp_path / "x.yaml"
     stale.write_text("old\n")
     gen.ROOT = tmp_path  # type: ignore[attr-defined]
