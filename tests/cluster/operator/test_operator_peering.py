@@ -31,8 +31,10 @@ def test_two_replicas_one_active(
     )
     low = start_operator(args=("--peering", "torchjob", "--priority", "10"))
     high = start_operator(args=("--peering", "torchjob", "--priority", "20"))
+    # Generous: the low replica pauses only once the high one has started up and announced itself,
+    # which on a loaded 2-core machine can take most of a minute.
     eventually(
-        lambda: "Pausing operations in favour of" in low.output(), 60, "the low-priority replica pauses"
+        lambda: "Pausing operations in favour of" in low.output(), 180, "the low-priority replica pauses"
     )
 
     jobs.create("ha", nodes=2)
