@@ -12,7 +12,7 @@ from torchrun.trainer_procs import (
     progress_lines,
     read_summary,
     running,
-    trainer_env,
+    two_node_env,
     wait_for,
 )
 
@@ -24,12 +24,9 @@ def test_sigterm_on_the_node_without_rank_0(tmp_path: Path) -> None:
     args = ["--steps-per-epoch", "100", "--batch-size", "16", "--sample-cost-us", "1500", "--log-every", "5"]
 
     def env() -> dict[str, str]:
-        return trainer_env(
-            PET_NNODES="2",
-            PET_NPROC_PER_NODE="1",
-            PET_RDZV_BACKEND="c10d",
-            PET_RDZV_ENDPOINT=f"127.0.0.1:{rdzv}",
-            PET_RDZV_ID="preempt-one",
+        return two_node_env(
+            rdzv,
+            "preempt-one",
             TORCHJOB_METRICS_PORT="0",
             TORCHJOB_NUM_WORKERS="1",
             TORCHJOB_CHECKPOINT_DIR=str(ckpt),

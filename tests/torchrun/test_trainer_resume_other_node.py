@@ -8,7 +8,7 @@ from torchjob_trainer import checkpoint
 from torchjob_trainer.config import TrainerConfig
 from torchjob_trainer.train import build_workload
 from torchjob_trainer.userapi import build_optimizer
-from torchrun.trainer_procs import LAUNCH, free_port, read_summary, running, trainer_env
+from torchrun.trainer_procs import LAUNCH, free_port, read_summary, running, two_node_env
 
 SAVED_STEP, STEPS = 7, 30
 
@@ -31,12 +31,9 @@ def test_resume_from_a_checkpoint_only_one_node_has(tmp_path: Path) -> None:
     summary_file = tmp_path / "summary.json"
 
     def env(node: int) -> dict[str, str]:
-        return trainer_env(
-            PET_NNODES="2",
-            PET_NPROC_PER_NODE="1",
-            PET_RDZV_BACKEND="c10d",
-            PET_RDZV_ENDPOINT=f"127.0.0.1:{rdzv}",
-            PET_RDZV_ID="resume-other",
+        return two_node_env(
+            rdzv,
+            "resume-other",
             TORCHJOB_METRICS_PORT="0",
             TORCHJOB_NUM_WORKERS="0",
             TORCHJOB_CHECKPOINT_DIR=str(dirs[node]),

@@ -11,7 +11,7 @@ from torchrun.trainer_procs import (
     running,
     samples,
     scrape_all_while_training,
-    trainer_env,
+    two_node_env,
 )
 
 
@@ -23,12 +23,9 @@ def test_two_agents_rendezvous_and_train(tmp_path: Path) -> None:
 
     def env(node: int) -> dict[str, str]:
         # What the operator renders for each pod (rendezvous port differs from 29400 to stay parallel-safe).
-        return trainer_env(
-            PET_NNODES="2",
-            PET_NPROC_PER_NODE="1",
-            PET_RDZV_BACKEND="c10d",
-            PET_RDZV_ENDPOINT=f"127.0.0.1:{rdzv}",
-            PET_RDZV_ID="two-nodes",
+        return two_node_env(
+            rdzv,
+            "two-nodes",
             TORCHJOB_JOB_NAME="pair",
             TORCHJOB_METRICS_PORT=str(metrics[node]),
             TORCHJOB_NUM_WORKERS="1",

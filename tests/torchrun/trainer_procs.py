@@ -46,6 +46,18 @@ def trainer_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def two_node_env(rdzv_port: int, run_id: str, **extra: str) -> dict[str, str]:
+    """What the operator renders for one of two pods: a c10d rendezvous on 127.0.0.1, one process each."""
+    return trainer_env(
+        PET_NNODES="2",
+        PET_NPROC_PER_NODE="1",
+        PET_RDZV_BACKEND="c10d",
+        PET_RDZV_ENDPOINT=f"127.0.0.1:{rdzv_port}",
+        PET_RDZV_ID=run_id,
+        **extra,
+    )
+
+
 class Proc:
     """A process in its own session; output goes to a file the test can read while it runs."""
 
