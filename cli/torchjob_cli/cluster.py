@@ -7,12 +7,13 @@ API calls go through the kubernetes client; what is shown is built by the pure h
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import queue
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -156,25 +157,69 @@ def describe(cl: Cluster, args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-def _stream_pod(
-    cl: Cluster, pod: Obj, follow: bool, tail: int | None, out: queue.Queue[tuple[int, str] | None]
-) -> None:
-    node = views.node_index(pod)
-    kwargs: dict[str, Any] = {
-        "container": constants.CONTAINER_NAME,
-        "follow": follow,
-        "_preload_content": False,
-    }
-    if tail is not None:
-        kwargs["tail_lines"] = tail
-    try:
-        resp = cl.core.read_namespaced_pod_log(pod["metadata"]["name"], cl.namespace, **kwargs)
-        for line in _lines(resp):
-            out.put((node, line))
-    except client.ApiException as exc:
-        out.put((node, f"(no logs: {views.api_error_message(exc.status, exc.body, exc.reason)})"))
-    finally:
-        out.put(None)
+# How often `logs -f` looks for the pods of a new gang attempt, and how long it keeps reading after the
+# job has finished: a kubelet ends each stream when its container exits, but not every node agent does.
+FOLLOW_POLL_S = 1.0
+FOLLOW_DRAIN_S = 3.0
+
+LogItem = tuple[int, str] | str  # (node index, line), or the pod name when its stream has ended
+
+
+class _LogStream:
+    """One pod's trainer log on a thread; `close()` ends a follow the server would keep open."""
+
+    def __init__(
+        self,
+        cl: Cluster,
+        pod: Mapping[str, Any],
+        *,
+        follow: bool,
+        tail: int | None,
+        out: queue.Queue[LogItem],
+    ) -> None:
+        self.cl, self.follow, self.tail, self.out = cl, follow, tail, out
+        self.name = str(pod["metadata"]["name"])
+        self.node = views.node_index(pod)
+        self.ended = False
+        self._resp: Any = None
+        self._closing = False
+        self._thread = threading.Thread(target=self._run, name=f"logs-{self.name}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        kwargs: dict[str, Any] = {
+            "container": constants.CONTAINER_NAME,
+            "follow": self.follow,
+            "_preload_content": False,
+        }
+        if self.tail is not None:
+            kwargs["tail_lines"] = self.tail
+        try:
+            self._resp = self.cl.core.read_namespaced_pod_log(self.name, self.cl.namespace, **kwargs)
+            if self._closing:  # closed while connecting
+                return
+            for line in _lines(self._resp):
+                self.out.put((self.node, line))
+        except client.ApiException as exc:
+            reason = views.api_error_message(exc.status, exc.body, exc.reason)
+            self.out.put((self.node, f"(no logs: {reason})"))
+        except Exception:  # a connection cut mid-read: expected after close(), else worth saying
+            if not self._closing:
+                self.out.put((self.node, "(log stream broke off)"))
+        finally:
+            if self._resp is not None:
+                with contextlib.suppress(Exception):  # only this thread reads it, so only it closes it
+                    self._resp.close()
+            self.out.put(self.name)
+
+    def close(self) -> None:
+        """Ends the read from outside: shutting the socket down wakes the reading thread, whereas
+        closing the response under it would block on the reader's lock."""
+        self._closing = True
+        shutdown = getattr(self._resp, "shutdown", None)  # urllib3 >= 2.3
+        if shutdown is not None:
+            with contextlib.suppress(Exception):  # already finished
+                shutdown()
 
 
 def _lines(resp: Any) -> Iterator[str]:
@@ -188,25 +233,87 @@ def _lines(resp: Any) -> Iterator[str]:
         yield buf.decode("utf-8", "replace")
 
 
+def _print_log(console: Console, node: int, line: str) -> None:
+    console.print(views.prefixed_log_line(node, line), markup=False, highlight=False, soft_wrap=True)
+
+
+def _drain(console: Console, out: queue.Queue[LogItem], streams: dict[str, _LogStream], until: float) -> bool:
+    """Prints what arrives until `until` (monotonic) or every stream has ended; True if a line came."""
+    printed = False
+    while (left := until - time.monotonic()) > 0:
+        try:
+            item = out.get(timeout=left)
+        except queue.Empty:
+            break
+        if isinstance(item, str):
+            streams[item].ended = True
+            if all(s.ended for s in streams.values()):
+                break
+        else:
+            _print_log(console, *item)
+            printed = True
+    return printed
+
+
 def logs(cl: Cluster, args: argparse.Namespace, console: Console) -> int:
     job = cl.get_job(args.name)
-    pods = views.pods_of_attempt(cl.pods(args.name), views.attempt_of(job, args.attempt))
+    if args.follow and args.attempt is None:
+        return _follow_job(cl, args, console)
+    attempt = views.attempt_of(job, args.attempt)
+    pods = views.pods_of_attempt(cl.pods(args.name), attempt)
     if not pods:
-        console.print(f"no pods for TrainingJob {args.name} (attempt {views.attempt_of(job, args.attempt)})")
+        console.print(f"no pods for TrainingJob {args.name} (attempt {attempt})")
         return 1
-    lines: queue.Queue[tuple[int, str] | None] = queue.Queue()
-    for pod in pods:
-        threading.Thread(
-            target=_stream_pod, args=(cl, pod, args.follow, args.tail, lines), daemon=True
-        ).start()
-    open_streams = len(pods)
-    while open_streams:
-        item = lines.get()
-        if item is None:
-            open_streams -= 1
-            continue
-        console.print(views.prefixed_log_line(*item), markup=False, highlight=False, soft_wrap=True)
+    out: queue.Queue[LogItem] = queue.Queue()
+    streams = {
+        s.name: s for s in (_LogStream(cl, p, follow=args.follow, tail=args.tail, out=out) for p in pods)
+    }
+    try:
+        while not all(s.ended for s in streams.values()):
+            _drain(console, out, streams, time.monotonic() + 3600)
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        for s in streams.values():
+            s.close()
     return 0
+
+
+def _follow_job(cl: Cluster, args: argparse.Namespace, console: Console) -> int:
+    """Follows the job rather than a set of pods: each gang attempt's pods are picked up as their
+    containers start, and the command ends once the job has finished and its streams are drained."""
+    out: queue.Queue[LogItem] = queue.Queue()
+    streams: dict[str, _LogStream] = {}
+    shown_attempt: int | None = None
+    finished_at: float | None = None
+    try:
+        while True:
+            job = cl.get_job(args.name)
+            attempt = views.attempt_of(job, None)
+            for pod in views.pods_of_attempt(cl.pods(args.name), attempt):
+                if pod["metadata"]["name"] in streams or not views.container_started(pod):
+                    continue
+                if shown_attempt is not None and attempt != shown_attempt:
+                    console.print(f"--- gang attempt {attempt} ---", markup=False, highlight=False)
+                shown_attempt = attempt
+                # --tail trims what is already there when following starts, not a later attempt.
+                tail = args.tail if finished_at is None and not streams else None
+                stream = _LogStream(cl, pod, follow=True, tail=tail, out=out)
+                streams[stream.name] = stream
+            printed = _drain(console, out, streams, time.monotonic() + FOLLOW_POLL_S)
+            if not views.job_finished(job):
+                continue
+            now = time.monotonic()
+            finished_at = finished_at or now
+            if all(s.ended for s in streams.values()) or (not printed and now - finished_at > FOLLOW_DRAIN_S):
+                phase = job.get("status", {}).get("phase")
+                console.print(f"TrainingJob {args.name} {phase}", markup=False, highlight=False)
+                return 0
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        for s in streams.values():
+            s.close()
 
 
 def _scrape_pods(cl: Cluster, job: Obj) -> list[views.TopRow]:
@@ -231,7 +338,7 @@ def _scrape_pods(cl: Cluster, job: Obj) -> list[views.TopRow]:
     return rows
 
 
-def _query_prometheus(url: str, job: str, namespace: str) -> list[views.TopRow]:
+def query_prometheus(url: str, job: str, namespace: str) -> list[views.TopRow]:
     results: dict[str, list[dict[str, Any]]] = {}
     for field, query in views.prometheus_queries(job, namespace).items():
         full = f"{url.rstrip('/')}/api/v1/query?{urllib.parse.urlencode({'query': query})}"
@@ -245,7 +352,7 @@ def top(cl: Cluster, args: argparse.Namespace, console: Console) -> int:
 
     def rows() -> list[views.TopRow]:
         if args.prometheus:
-            return _query_prometheus(args.prometheus, args.name, cl.namespace)
+            return query_prometheus(args.prometheus, args.name, cl.namespace)
         return _scrape_pods(cl, job)
 
     if args.once:

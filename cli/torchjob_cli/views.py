@@ -23,6 +23,7 @@ Obj = Mapping[str, Any]
 
 # The trainer's log prefix names the global rank: "[ns/job rank 3/4 local 1 node 1]".
 _TRAINER_RANK = re.compile(r"\brank (?P<rank>\d+)/\d+\b")
+FINISHED_PHASES = ("Succeeded", "Failed")
 
 
 def parse_time(value: str | None) -> float | None:
@@ -101,6 +102,19 @@ def pod_attempt(pod: Obj) -> int:
 def pods_of_attempt(pods: Iterable[Obj], attempt: int) -> list[Obj]:
     """The pods of one gang attempt, by node index (earlier attempts' failed pods are kept)."""
     return sorted((p for p in pods if pod_attempt(p) == attempt), key=node_index)
+
+
+def container_started(pod: Obj) -> bool:
+    """Whether the trainer container has started, so the kubelet has logs to serve."""
+    for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+        if cs.get("name") == constants.CONTAINER_NAME:
+            state = cs.get("state") or {}
+            return state.get("running") is not None or state.get("terminated") is not None
+    return False
+
+
+def job_finished(job: Obj) -> bool:
+    return _status(job).get("phase") in FINISHED_PHASES
 
 
 def procs_per_node(job: Obj) -> int:
@@ -274,9 +288,9 @@ PROMETHEUS_METRICS = {
 
 
 def prometheus_queries(job: str, namespace: str) -> dict[str, str]:
-    """One instant query per column; `namespace` matches the pod's (scrape config) label when present."""
-    sel = f'job="{job}"'
-    _ = namespace  # the trainer labels series by job name; namespaces are told apart by the scrape labels
+    """One instant query per column. The trainer labels its series with the job's name; the namespace
+    label comes from the scrape (the chart's PodMonitor adds it), so same-named jobs stay apart."""
+    sel = f'job="{job}",namespace="{namespace}"'
     return {field: f"{metric}{{{sel}}}" for field, metric in PROMETHEUS_METRICS.items()}
 
 

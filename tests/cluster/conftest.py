@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import binaries
+from harness import binaries, hostnode
 from harness.controlplane import ControlPlane
 from harness.kubectl import Kubectl, apply_crds, bind
 from harness.polling import eventually
@@ -100,3 +100,14 @@ def namespace(kube: client.ApiClient, request: pytest.FixtureRequest) -> Iterato
         except client.ApiException as exc:
             if exc.status != 404:
                 raise
+
+
+@pytest.fixture(scope="session")
+def host_node(kube: client.ApiClient) -> str:
+    """host-node-0 (harness.hostnode): pods there are run by the test, and the apiserver reaches their
+    logs and ports. Returns the host address their pods get; skips on a machine without one."""
+    ip = hostnode.host_ip()
+    if ip is None:
+        pytest.skip("no non-loopback IPv4 address: the apiserver's pod proxy refuses loopback")
+    hostnode.create_host_node(kube, ip)
+    return ip

@@ -29,7 +29,7 @@ from typing import Any, Self, cast
 
 from kubernetes import client, config
 
-from harness import audit, binaries, flags, kubeconfig, nodes, pki
+from harness import audit, binaries, flags, hostnode, kubeconfig, nodes, pki
 from harness.procs import Component, ComponentFailedError, Supervisor, wait_until
 
 ADMIN_USER = "admin"
@@ -178,6 +178,8 @@ class ControlPlane:
         wait_until(ready, apiserver, "ready (/readyz)", budget)
         self.timings["kube-apiserver"] = time.monotonic() - t0
 
+        with self.api_client() as api:  # kwok serves pod logs from these objects (harness.hostnode)
+            hostnode.install_logs_crd(api, timeout_s=budget)
         scheduler = sup.start("kube-scheduler", flags.kube_scheduler(lo))
         kcm = sup.start("kube-controller-manager", flags.kube_controller_manager(lo))
         # kwok also reads ~/.kwok/kwok.yaml: keep a developer's file out of the tests.

@@ -81,6 +81,9 @@ def kube_apiserver(lo: Layout) -> list[str]:
         # Endpoints validation rejects loopback addresses, so nothing reconciles the
         # `kubernetes` Service endpoints (as in envtest).
         "--endpoint-reconciler-type=none",
+        # Logs and exec go to the node's kubelet endpoint (kwok's server here): by IP, as nodes have
+        # no resolvable hostnames.
+        "--kubelet-preferred-address-types=InternalIP",
         "--profiling=false",
     ]  # fmt: skip
 
@@ -117,5 +120,11 @@ def kwok(lo: Layout) -> list[str]:
         f"--cidr={POD_CIDR}", f"--node-ip={NODE_IP}",
         # Leases are the controller-manager's liveness signal for nodes, as with kubelets.
         "--node-lease-duration-seconds=40",
-        f"--server-address=127.0.0.1:{lo.ports.kwok}",  # only for /healthz
+        # kwok's server stands in for each node's kubelet endpoint (pod logs through the apiserver; see
+        # harness.hostnode) and answers /healthz. Reachable on the host's address, since a node's
+        # address must be one the apiserver proxies to; TLS because the apiserver speaks HTTPS to kubelets.
+        f"--server-address=0.0.0.0:{lo.ports.kwok}", f"--node-port={lo.ports.kwok}",
+        f"--tls-cert-file={lo.pki.serving_cert}", f"--tls-private-key-file={lo.pki.serving_key}",
+        # Log sources come from kwok `Logs` objects (kwok.x-k8s.io), one per pod that has logs.
+        "--enable-crds=Logs",
     ]  # fmt: skip

@@ -60,6 +60,8 @@ def chart(helm: str) -> Chart:
 
 
 TRAINER_JOB = "prom-e2e"
+# The namespace label the chart's PodMonitor puts on every trainer target (Prometheus Operator does).
+TRAINER_NAMESPACE = "team-a"
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,7 @@ class TrainerRun:
     job: str
     ports: tuple[int, int]
     proc: Any
+    namespace: str = TRAINER_NAMESPACE  # the label Prometheus puts on its targets
 
 
 @pytest.fixture(scope="session")
@@ -128,14 +131,20 @@ def prometheus(
     from torchrun.trainer_procs import free_port, running, wait_for
 
     tmp = tmp_path_factory.mktemp("prometheus")
-    # honor_labels as in the chart's PodMonitor: the trainer's `job` label (TrainingJob name) wins.
+    # As the chart's PodMonitor: honor_labels (the trainer's `job` label, the TrainingJob name, wins)
+    # and a namespace label on each target.
     config = {
         "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
         "scrape_configs": [
             {
                 "job_name": "torchjob-trainers",
                 "honor_labels": True,
-                "static_configs": [{"targets": [f"127.0.0.1:{p}" for p in trainer_run.ports]}],
+                "static_configs": [
+                    {
+                        "targets": [f"127.0.0.1:{p}" for p in trainer_run.ports],
+                        "labels": {"namespace": trainer_run.namespace},
+                    }
+                ],
             }
         ],
     }

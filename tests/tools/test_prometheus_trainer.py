@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 from typing import Any
 
+from torchjob_cli import cluster
 from torchrun.trainer_procs import scrape, wait_for
 
 THROUGHPUT = 'sum by (job) (rate(torchjob_trainer_samples_total{{job="{job}"}}[5s]))'
@@ -63,3 +64,17 @@ def test_promtool_accepts_a_real_trainer_scrape(promtool: str, trainer_run: Any)
             timeout=60,
         )
         assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_cli_top_reads_one_namespaces_ranks_from_prometheus(prometheus: Any, trainer_run: Any) -> None:
+    """`torchjob top --prometheus URL` runs these instant queries for the job in its namespace."""
+
+    def both_ranks() -> list[Any]:
+        rows = cluster.query_prometheus(prometheus.url, trainer_run.job, trainer_run.namespace)
+        return rows if len(rows) == 2 and all(r.samples_per_s for r in rows) else []
+
+    rows = wait_for(both_ranks, 60, "both ranks in top's Prometheus queries")
+    assert sorted(r.rank for r in rows) == [0, 1]
+    assert all(r.step and r.data_wait_ratio is not None for r in rows)
+    # A same-named job in another namespace is not mixed in.
+    assert cluster.query_prometheus(prometheus.url, trainer_run.job, "team-b") == []

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import threading
+from collections.abc import Iterator
 from typing import Any
 
+import pytest
 from rich.console import Console
 from torchjob_cli import cluster
 
@@ -125,3 +128,86 @@ def test_top_through_prometheus(monkeypatch: Any) -> None:
     assert len(asked) == 4
     text = c.export_text()
     assert "25.0%" in text and "20.0" in text  # two ranks at 10 samples/s
+
+
+class EndlessResp:
+    """A follow the server never ends on its own (KWOK's node agent): only shutdown() stops it."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.closed = threading.Event()
+
+    def stream(self, size: int) -> Iterator[bytes]:
+        yield self.text.encode()
+        self.closed.wait(30)
+        raise ConnectionError("closed")
+
+    def shutdown(self) -> None:
+        self.closed.set()
+
+    def close(self) -> None:
+        pass
+
+
+class RestartingJob:
+    """Attempt 0 runs, the gang restarts into attempt 1, which then succeeds: one step per poll."""
+
+    def __init__(self, endless: bool) -> None:
+        self.polls = 0
+        self.endless = endless
+        self.opened: list[tuple[str, Any]] = []
+        self.responses: list[Any] = []
+
+    def status(self) -> dict[str, Any]:
+        attempt = 0 if self.polls < 3 else 1
+        phase = "Running" if self.polls < 5 else "Succeeded"
+        return {"phase": phase, "attempt": attempt}
+
+    def get_namespaced_custom_object(self, *a: Any) -> dict[str, Any]:
+        self.polls += 1
+        return {"metadata": {"name": "j"}, "spec": {"nodes": 1}, "status": self.status()}
+
+    def list_namespaced_pod(self, ns: str, label_selector: str) -> Any:
+        attempt = self.status()["attempt"]
+        items = [started_pod(0, 0, "Failed" if attempt else "Running")]
+        if attempt == 1:
+            items.append(
+                started_pod(0, 1, "Succeeded" if self.status()["phase"] == "Succeeded" else "Running")
+            )
+        return argparse.Namespace(items=items)
+
+    def read_namespaced_pod_log(self, name: str, ns: str, **kw: Any) -> Any:
+        self.opened.append((name, kw.get("tail_lines")))
+        text = f"hello from {name}\n"
+        resp = EndlessResp(text) if self.endless else FakeResp([text.encode()])
+        self.responses.append(resp)
+        return resp
+
+
+def started_pod(node: int, attempt: int, phase: str) -> dict[str, Any]:
+    p = pod(node, attempt, phase)
+    state = {"running": {}} if phase == "Running" else {"terminated": {"exitCode": 0}}
+    p["status"]["containerStatuses"] = [{"name": "trainer", "state": state}]
+    return p
+
+
+@pytest.mark.parametrize("endless", [False, True], ids=["kubelet-ends-streams", "streams-never-end"])
+def test_logs_follow_picks_up_the_next_gang_attempt(monkeypatch: Any, endless: bool) -> None:
+    monkeypatch.setattr(cluster, "FOLLOW_POLL_S", 0.05)
+    monkeypatch.setattr(cluster, "FOLLOW_DRAIN_S", 0.2)
+    fake = RestartingJob(endless)
+    cl = fake_cluster()
+    cl.core, cl.custom = fake, fake
+    c = console()
+    args = argparse.Namespace(name="j", attempt=None, follow=True, tail=10)
+    assert cluster.logs(cl, args, c) == 0
+    assert c.export_text().splitlines() == [
+        "[node 0] hello from j-node-0-r0",
+        "--- gang attempt 1 ---",
+        "[node 0] hello from j-node-0-r1",
+        "TrainingJob j Succeeded",
+    ]
+    # --tail trims only what was there when following began; the restarted pod is read whole.
+    assert fake.opened == [("j-node-0-r0", 10), ("j-node-0-r1", None)]
+    if endless:
+        assert all(r.closed.is_set() for r in fake.responses)

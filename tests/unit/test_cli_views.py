@@ -117,7 +117,7 @@ def test_prometheus_vectors_join_by_rank() -> None:
     assert by_rank[3] == views.TopRow(3, 1, 10, 99.5, None, None)
     text = render(views.top_table("j", rows))
     assert "200.0" in text  # the total
-    assert 'torchjob_trainer_step{job="j"}' in views.prometheus_queries("j", "team").values()
+    assert 'torchjob_trainer_step{job="j",namespace="team"}' in views.prometheus_queries("j", "team").values()
 
 
 def test_top_without_ranks_says_why() -> None:
