@@ -3,7 +3,8 @@ of the cluster tests, or a real cluster). Opt-in with --kind.
 
 Environment: KUBECONFIG (the cluster), TORCHJOB_E2E_CONTEXT (a context other than kind-* that the
 tests may create namespaces in), TORCHJOB_E2E_OPERATOR_NAMESPACE (default torchjob-system),
-TORCHJOB_E2E_TIMEOUT (seconds per wait, default 900), KUBECTL (default: .venv's kubectl, then PATH).
+TORCHJOB_E2E_TIMEOUT (seconds per wait, default 900), TORCHJOB_E2E_CPU_REQUEST (each trainer pod's CPU
+request, default 250m), KUBECTL (default: .venv's kubectl, then PATH).
 """
 
 from __future__ import annotations
