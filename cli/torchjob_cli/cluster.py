@@ -297,7 +297,7 @@ def _follow_job(cl: Cluster, args: argparse.Namespace, console: Console) -> int:
                     console.print(f"--- gang attempt {attempt} ---", markup=False, highlight=False)
                 shown_attempt = attempt
                 # --tail trims what is already there when following starts, not a later attempt.
-                tail = args.tail if finished_at is None and not streams else None
+                tail = None if streams else args.tail
                 stream = _LogStream(cl, pod, follow=True, tail=tail, out=out)
                 streams[stream.name] = stream
             printed = _drain(console, out, streams, time.monotonic() + FOLLOW_POLL_S)

@@ -22,6 +22,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -73,13 +74,18 @@ def host_ip() -> str | None:
     return None if addr.is_loopback or addr.is_link_local or addr.is_unspecified else ip
 
 
-def install_logs_crd(api: client.ApiClient, timeout_s: float = 30) -> None:
-    ext: Any = client.ApiextensionsV1Api(api)
+def _create_or_keep(create: Callable[[dict[str, Any]], Any], body: dict[str, Any]) -> None:
+    """Creates a cluster-scoped object; one left by an earlier start (409) is kept."""
     try:
-        ext.create_custom_resource_definition(LOGS_CRD)
+        create(body)
     except client.ApiException as exc:
         if exc.status != 409:
             raise
+
+
+def install_logs_crd(api: client.ApiClient, timeout_s: float = 30) -> None:
+    ext: Any = client.ApiextensionsV1Api(api)
+    _create_or_keep(ext.create_custom_resource_definition, LOGS_CRD)
     deadline = time.monotonic() + timeout_s
     while True:
         crd = ext.read_custom_resource_definition(LOGS_CRD["metadata"]["name"])
@@ -96,11 +102,7 @@ def create_host_node(api: client.ApiClient, ip: str, wait_ready_s: float = 30) -
     body["metadata"]["annotations"][NODE_IP_ANNOTATION] = ip
     body["spec"]["taints"] = [TAINT]
     core: Any = client.CoreV1Api(api)
-    try:
-        core.create_node(body)
-    except client.ApiException as exc:
-        if exc.status != 409:
-            raise
+    _create_or_keep(core.create_node, body)
     nodes.wait_ready(api, [HOST_NODE], wait_ready_s)
 
 
@@ -138,14 +140,8 @@ def end_pod(api: client.ApiClient, namespace: str, pod: str, exit_code: int) -> 
     core.patch_namespaced_pod(pod, namespace, patch)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _local_env(container: dict[str, Any], pod_name: str, namespace: str, workdir: Path) -> dict[str, str]:
-    from torchjob_cli.localplan import resolve_env  # the CLI's own downward-API resolution
+    from torchjob_cli.localplan import free_port, resolve_env  # the CLI's own local-run helpers
 
     env = dict(os.environ)
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", os.defpath)])

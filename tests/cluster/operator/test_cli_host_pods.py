@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import queue
-import socket
 import subprocess
 import sys
 import threading
@@ -23,28 +22,12 @@ from harness.hostnode import HOST_NODE, TOLERATION, HostPod, PodLog, end_pod
 from harness.polling import eventually
 from kubernetes import client
 from torchjob_cli.main import main
+from torchrun.trainer_procs import free_port
 
 from .conftest import Jobs, OperatorProcess
 
 ON_HOST_NODE = {"nodeSelector": {"kubernetes.io/hostname": HOST_NODE}, "tolerations": [TOLERATION]}
 Cli = Callable[..., tuple[int, str]]
-
-
-def consecutive_free_ports(count: int) -> int:
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("0.0.0.0", 0))
-            base = int(s.getsockname()[1])
-        if base + count > 65535:
-            continue
-        try:
-            for port in range(base, base + count):
-                with socket.socket() as s:
-                    s.bind(("0.0.0.0", port))
-        except OSError:
-            continue
-        return base
-    raise RuntimeError(f"no {count} consecutive free ports")
 
 
 @pytest.fixture
@@ -81,7 +64,7 @@ def test_logs_and_top_reach_real_ranks_through_the_api_server(
     cli: Cli,
     tmp_path: Path,
 ) -> None:
-    base = consecutive_free_ports(2)
+    base = free_port(span=2)
     # A few hundred data-bound steps: long enough for `top` to catch both ranks training.
     args = ["--model", "mlp", "--dataset", "synthetic", "--dataset-size", "32000", "--epochs", "1"]
     args += ["--steps-per-epoch", "400", "--batch-size", "16", "--sample-cost-us", "2000"]
