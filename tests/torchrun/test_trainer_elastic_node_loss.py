@@ -1,0 +1,65 @@
+"""Elastic training (torchrun --nnodes 1:2): a node is lost mid-run, the other re-rendezvouses alone,
+resumes from the shared checkpoint and finishes the job."""
+
+from __future__ import annotations
+
+import re
+import socket
+from pathlib import Path
+
+from torchrun.trainer_procs import (
+    LAUNCH,
+    free_port,
+    read_summary,
+    running,
+    trainer_env,
+    wait_for,
+)
+
+STEPS, EVERY = 120, 5
+
+
+def test_elastic_run_survives_losing_a_node(tmp_path: Path) -> None:
+    rdzv = free_port()
+    shared = tmp_path / "checkpoints"  # one volume both nodes mount (ReadWriteMany in a cluster)
+    summary_file = tmp_path / "summary.json"
+    env = trainer_env(
+        # What the operator renders for an elastic job (minNodes 1, maxNodes 2); the shorter last call
+        # only keeps the test quick: after reaching minNodes, torchrun waits that long for more nodes.
+        PET_NNODES="1:2",
+        PET_NPROC_PER_NODE="1",
+        PET_RDZV_BACKEND="c10d",
+        PET_RDZV_ENDPOINT=f"127.0.0.1:{rdzv}",
+        PET_RDZV_ID="elastic-loss",
+        PET_RDZV_CONF="last_call_timeout=10",
+        PET_MAX_RESTARTS="3",
+        TORCHJOB_METRICS_PORT="0",
+        TORCHJOB_NUM_WORKERS="0",
+        TORCHJOB_CHECKPOINT_DIR=str(shared),
+        TORCHJOB_SUMMARY_FILE=str(summary_file),
+    )
+    # 16 samples of 3 ms each: about 50 ms a step, so the run is still going when node 1 is lost.
+    cmd = [LAUNCH, "--", "torchjob-train", "--steps-per-epoch", str(STEPS), "--batch-size", "16"]
+    cmd += ["--sample-cost-us", "3000", "--checkpoint-every", str(EVERY)]
+    # Node 0 comes first, so it hosts the c10d rendezvous store, as node 0's pod does in a cluster.
+    with running(cmd, env, tmp_path / "node-0.log") as node0:
+        wait_for(lambda: _listening(rdzv), 60, "node 0 hosting the rendezvous store", node0)
+        with running(cmd, env, tmp_path / "node-1.log") as node1:
+            wait_for(lambda: len(list(shared.glob("ckpt-*.pt"))) >= 2, 180, "two checkpoints", node0)
+            assert "world_size=2" in node0.output()
+            node1.stop()  # the node is gone: its agent and worker are killed at once
+        rc = node0.wait(timeout=300)
+        output = node0.output()
+    assert rc == 0, output[-4000:]
+    resumed = [
+        int(m) for m in re.findall(r"resumed at epoch \d+, step \d+ of the epoch, global step (\d+)", output)
+    ]
+    assert resumed and resumed[-1] >= EVERY, output[-4000:]  # the restart picked up a checkpoint
+    summary = read_summary(summary_file)
+    assert summary["world_size"] == 1  # finished on the surviving node alone
+    assert summary["global_step"] == STEPS
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
