@@ -180,6 +180,7 @@ class _LogStream:
         self.cl, self.follow, self.tail, self.out = cl, follow, tail, out
         self.name = str(pod["metadata"]["name"])
         self.node = views.node_index(pod)
+        self.attempt = views.pod_attempt(pod)
         self.ended = False
         self._resp: Any = None
         self._closing = False
@@ -295,6 +296,9 @@ def _follow_job(cl: Cluster, args: argparse.Namespace, console: Console) -> int:
                     continue
                 if shown_attempt is not None and attempt != shown_attempt:
                     console.print(f"--- gang attempt {attempt} ---", markup=False, highlight=False)
+                elif any((s.attempt, s.node) == (attempt, views.node_index(pod)) for s in streams.values()):
+                    node, name = views.node_index(pod), pod["metadata"]["name"]
+                    console.print(f"--- node {node} replaced: {name} ---", markup=False, highlight=False)
                 shown_attempt = attempt
                 # --tail trims what is already there when following starts, not a later attempt.
                 tail = None if streams else args.tail

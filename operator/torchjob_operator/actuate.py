@@ -107,7 +107,7 @@ async def execute(
         inflight.deleted[name] = now
     out.deleted = len(deletes)
 
-    bodies = [render_pod(job, index, attempt) for index, attempt in plan.create]
+    bodies = [render_pod(job, key.node, key.attempt, key.replacement) for key in plan.create]
     bodies = [b for b in bodies if b["metadata"]["name"] not in inflight.created]
     # The Service goes with the pods, not before them: pods do not need it to be created.
     creates = asyncio.gather(*(api.create_pod(key, body) for body in bodies))

@@ -24,6 +24,7 @@ FINALIZER: Final = f"{OPERATOR_PREFIX}/finalizer"
 LABEL_JOB_NAME: Final = f"{GROUP}/job-name"
 LABEL_NODE_INDEX: Final = f"{GROUP}/node-index"
 LABEL_ATTEMPT: Final = f"{GROUP}/attempt"
+LABEL_REPLACEMENT: Final = f"{GROUP}/replacement"  # only on elastic replacement pods (absent: 0)
 LABEL_APP_NAME: Final = "app.kubernetes.io/name"
 LABEL_APP_COMPONENT: Final = "app.kubernetes.io/component"
 LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
@@ -73,6 +74,7 @@ METRICS_PORT_NAME_PREFIX: Final = "metrics-"
 
 # Env the operator owns; a user env that sets one is rejected at admission.
 RESERVED_ENV_PREFIXES: Final = ("PET_", "TORCHJOB_")
+TORCH_DISABLE_SHARED_STORE_ENV: Final = "TORCH_DISABLE_SHARE_RDZV_TCP_STORE"  # elastic jobs (render.env)
 RESERVED_ENV_NAMES: Final = (
     "MASTER_ADDR",
     "MASTER_PORT",
@@ -81,6 +83,7 @@ RESERVED_ENV_NAMES: Final = (
     "LOCAL_RANK",
     "LOCAL_WORLD_SIZE",
     "GROUP_RANK",
+    TORCH_DISABLE_SHARED_STORE_ENV,
 )
 
 # Spec defaults and bounds (the CRD and spec.load share these).

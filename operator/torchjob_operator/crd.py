@@ -168,8 +168,8 @@ def _env() -> Schema:
     )
     return _array(
         "Environment of the trainer container (core/v1 EnvVar list). PET_*, TORCHJOB_*, MASTER_ADDR, "
-        "MASTER_PORT, RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE and GROUP_RANK are set by torchjob and "
-        "rejected here.",
+        "MASTER_PORT, RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, GROUP_RANK and "
+        "TORCH_DISABLE_SHARE_RDZV_TCP_STORE are set by torchjob and rejected here.",
         item,
         rules.MAX_ENV,
         **{"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
@@ -599,7 +599,18 @@ def status_schema() -> Schema:
                 **{"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
             ),
             "attempt": _integer("Current gang attempt (pods are named ...-r<attempt>)."),
-            "restartCount": _integer("Gang restarts so far."),
+            "restartCount": _integer("Restarts so far: gang restarts plus elastic node replacements."),
+            "nodeReplacements": _array(
+                "Elastic jobs: how often each node (by index) was replaced alone in the current attempt; "
+                "a replacement pod is named ...-r<attempt>-<n>.",
+                _integer("Replacements of this node."),
+                constants.MAX_NODES,
+            ),
+            "replacingNodes": _array(
+                "Elastic jobs: nodes whose replacement pod has not been seen yet.",
+                _integer("Node index."),
+                constants.MAX_NODES,
+            ),
             "nodes": nodes,
             "nodesReady": _string("running/total pods of the current attempt, e.g. 2/2 (printer column)."),
             "lastExitCode": _integer("Exit code of the latest failed trainer container.", nullable=True),
@@ -608,7 +619,9 @@ def status_schema() -> Schema:
                 "When all ranks of the current attempt were first running.", format="date-time"
             ),
             "completionTime": _string("When the job Succeeded or Failed.", format="date-time"),
-            "lastRestartTime": _string("When the latest gang restart began.", format="date-time"),
+            "lastRestartTime": _string(
+                "When the latest gang restart or node replacement began.", format="date-time"
+            ),
             "observedGeneration": {
                 "type": "integer",
                 "format": "int64",

@@ -143,7 +143,8 @@ def _record(
     body: Mapping[str, Any], old: Mapping[str, Any], new: Mapping[str, Any], now: dt.datetime
 ) -> None:
     if int(new.get("restartCount") or 0) > int(old.get("restartCount") or 0):
-        metrics.RESTARTS.inc()
+        gang = int(new.get("attempt") or 0) > int(old.get("attempt") or 0)
+        metrics.RESTARTS.labels(scope="gang" if gang else "node").inc()
     if new.get("runningTime") and not old.get("runningTime"):
         created = status.parse_time((body.get("metadata") or {}).get("creationTimestamp"))
         if created is not None:

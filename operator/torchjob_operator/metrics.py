@@ -14,7 +14,14 @@ REGISTRY = CollectorRegistry(auto_describe=True)
 
 JOBS = Gauge("torchjob_operator_jobs", "TrainingJobs by phase.", ["phase"], registry=REGISTRY)
 PODS_CREATED = Counter("torchjob_operator_pods_created_total", "Pods created.", registry=REGISTRY)
-RESTARTS = Counter("torchjob_operator_restarts_total", "Gang restarts started.", registry=REGISTRY)
+RESTARTS = Counter(
+    "torchjob_operator_restarts_total",
+    "Restarts started: scope gang (every pod recreated) or node (an elastic node replaced alone).",
+    ["scope"],
+    registry=REGISTRY,
+)
+for _scope in ("gang", "node"):
+    RESTARTS.labels(scope=_scope)  # both series exist from the start (0), so rate() and alerts see them
 RECONCILE = Histogram(
     "torchjob_operator_reconcile_duration_seconds",
     "Duration of one reconcile pass of one job.",

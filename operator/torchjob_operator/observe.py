@@ -45,6 +45,7 @@ class PodObs:
     reason: str = ""  # why it is not running yet, or why it ended
     message: str = ""
     created: str = ""
+    replacement: int = 0  # elastic: how many times this node was replaced within the attempt
 
     @property
     def active(self) -> bool:
@@ -103,6 +104,7 @@ def observe_pod(pod: Mapping[str, Any]) -> PodObs:
         reason=reason,
         message=message,
         created=str(meta.get("creationTimestamp") or ""),
+        replacement=max(_int_label(labels, constants.LABEL_REPLACEMENT), 0),
     )
 
 

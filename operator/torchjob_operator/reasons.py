@@ -30,6 +30,11 @@ RETRYABLE_EXIT = Reason(
 DISRUPTED = Reason(
     "PodDisrupted", "Pod {pod} was disrupted ({why}); gang restart {count}/{limit} in {delay:g}s."
 )
+NODE_REPLACED = Reason(
+    "NodeReplaced",
+    "Pod {pod} failed ({why}); elastic: training goes on without node {nodes}, replaced alone "
+    "(restart {count}/{limit}) in {delay:g}s.",
+)
 SUCCEEDED = Reason("JobSucceeded", "All {total} nodes succeeded.")
 ELASTIC_SUCCEEDED = Reason(
     "JobSucceeded", "Pod {pod} succeeded (elastic: the first node to finish ends the job)."

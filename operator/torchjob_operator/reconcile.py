@@ -15,6 +15,11 @@ Rules, in the order a pass applies them:
    vanished while the job was Running) restarts the whole gang unless backoffLimit restarts were used.
    A restart only bumps `status.attempt`; pods of the new attempt are created by a later pass, after the
    status write succeeded, after the backoff, and after the old attempt's pods are gone.
+   A Running elastic job replaces a lost node alone instead, when node 0 (the rendezvous host) still
+   runs and so do at least minNodes nodes in all: torchrun on the survivors re-forms the worker group
+   without it, and again with the replacement once it joins. That bumps
+   `status.nodeReplacements[index]`, which names the replacement pod; it counts against backoffLimit
+   like a gang restart.
 5. Success: every node Succeeded (elastic jobs: the first node to succeed, as torchrun ends every agent
    once the worker group finishes).
 6. Otherwise create missing pods of the current attempt and report Pending (with the blocking pod's
@@ -26,7 +31,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from torchjob_operator import failure_policy, reasons, status
 from torchjob_operator.observe import PodObs
@@ -40,12 +45,20 @@ class Event:
     message: str
 
 
+class PodKey(NamedTuple):
+    """Which pod to create: `node` of gang `attempt`, its `replacement`-th elastic replacement."""
+
+    node: int
+    attempt: int
+    replacement: int = 0
+
+
 @dataclasses.dataclass
 class Plan:
     """What one pass does, in order: ensure Service/PodGroup, delete, create, write status, emit."""
 
     status: dict[str, Any]
-    create: list[tuple[int, int]] = dataclasses.field(default_factory=list)  # (index, attempt)
+    create: list[PodKey] = dataclasses.field(default_factory=list)
     delete: list[str] = dataclasses.field(default_factory=list)  # pod names
     ensure_service: bool = False
     ensure_podgroup: bool = False
@@ -62,6 +75,7 @@ WARNING_REASONS = frozenset(
     {
         reasons.RETRYABLE_EXIT.reason,
         reasons.DISRUPTED.reason,
+        reasons.NODE_REPLACED.reason,
         reasons.PERMANENT_EXIT.reason,
         reasons.BACKOFF_LIMIT.reason,
         reasons.DEADLINE.reason,
@@ -95,13 +109,22 @@ class _Attempt:
         }
 
 
-def _split(job: TrainingJob, pods: Sequence[PodObs], attempt: int) -> _Attempt:
+def _replacement(replacements: Sequence[int], index: int) -> int:
+    return replacements[index] if 0 <= index < len(replacements) else 0
+
+
+def _split(job: TrainingJob, pods: Sequence[PodObs], attempt: int, replacements: Sequence[int]) -> _Attempt:
     current: dict[int, PodObs] = {}
     stale: list[PodObs] = []
     for pod in sorted(pods, key=lambda p: p.name):
         if pod.job != job.name:
             continue
-        if pod.attempt == attempt and 0 <= pod.index < job.spec.nodes and pod.index not in current:
+        if (
+            pod.attempt == attempt
+            and pod.replacement == _replacement(replacements, pod.index)
+            and 0 <= pod.index < job.spec.nodes
+            and pod.index not in current
+        ):
             current[pod.index] = pod
         else:
             stale.append(pod)
@@ -120,8 +143,10 @@ def decide(job: TrainingJob, pods: Sequence[PodObs], observed: Mapping[str, Any]
     attempt = int(observed.get("attempt") or 0)
     restarts = int(observed.get("restartCount") or 0)
     phase = str(observed.get("phase") or "")
-    pods_by_attempt = _split(job, pods, attempt)
+    replacements = [int(n) for n in observed.get("nodeReplacements") or []]
+    pods_by_attempt = _split(job, pods, attempt, replacements)
     counts = pods_by_attempt.counts(total)
+    replacing = [i for i in observed.get("replacingNodes") or [] if i not in pods_by_attempt.current]
 
     st: dict[str, Any] = dict(observed)
     st.update(
@@ -131,6 +156,8 @@ def decide(job: TrainingJob, pods: Sequence[PodObs], observed: Mapping[str, Any]
         nodesReady=f"{counts['running']}/{total}",
         observedGeneration=gen,
     )
+    if "replacingNodes" in observed:
+        st["replacingNodes"] = replacing
     plan = Plan(status=st)
 
     def move(phase_to: str, reason_message: tuple[str, str]) -> None:
@@ -201,8 +228,14 @@ def decide(job: TrainingJob, pods: Sequence[PodObs], observed: Mapping[str, Any]
     missing = [i for i in range(total) if i not in pods_by_attempt.current]
     if missing and leaving:
         return with_events(plan, observed)  # their deletion events wake the next pass
+    if missing and phase == "Running":
+        # Elastic node replacements wait out the same backoff as a gang restart.
+        ready_at = _attempt_start(observed, rp.backoff_seconds)
+        if ready_at is not None and now < ready_at:
+            plan.wake_at(_seconds_until(ready_at, now))
+            return with_events(plan, observed)
     if missing:
-        plan.create = [(i, attempt) for i in missing]
+        plan.create = [PodKey(i, attempt, _replacement(replacements, i)) for i in missing]
         plan.ensure_service = True
         plan.ensure_podgroup = job.spec.scheduling.gang
         if start is None or phase == "Suspended":
@@ -228,6 +261,8 @@ def decide(job: TrainingJob, pods: Sequence[PodObs], observed: Mapping[str, Any]
         if phase != "Running":
             plan.status["runningTime"] = status.timestamp(now)
         move("Running", reasons.ALL_RUNNING.format(total=total))
+    elif phase == "Running" and counts["running"] >= _min_running(job):
+        pass  # elastic: still training on the rest while a replaced node starts; its reason stays
     else:
         move("Pending", _pending_reason(pods_by_attempt, counts))
     return with_events(plan, observed)
@@ -278,7 +313,13 @@ def _handle_failures(
     failed = [p for p in pods.current.values() if p.phase == "Failed"]
     # Someone else deleting a pod of the running attempt (drain, eviction API, pod GC) is a disruption.
     gone = [p for p in pods.current.values() if p.deleting and p.phase != "Failed"]
-    vanished = [i for i in range(job.spec.nodes) if i not in pods.current] if phase == "Running" else []
+    # A node whose elastic replacement is not created (or not seen) yet has not vanished.
+    replacing = set(plan.status.get("replacingNodes") or [])
+    vanished = (
+        [i for i in range(job.spec.nodes) if i not in pods.current and i not in replacing]
+        if phase == "Running"
+        else []
+    )
     if not (failed or gone or vanished):
         return False
 
@@ -316,10 +357,18 @@ def _handle_failures(
 
     count = restarts + 1
     delay = failure_policy.backoff_seconds(count, rp.backoff_seconds)
+    lost = sorted({p.index for p in [*failed, *gone]} | set(vanished))
+    if phase == "Running" and _replaceable(job, pods, lost):
+        _replace_nodes(job, plan, lost, count=count, delay=delay, first_pod=first_pod, why=why, move=move)
+        plan.status.update(restartCount=count, lastRestartTime=status.timestamp(now))
+        plan.wake_at(delay)
+        return True
     plan.status.update(
         attempt=int(observed.get("attempt") or 0) + 1,
         restartCount=count,
         lastRestartTime=status.timestamp(now),
+        nodeReplacements=[],
+        replacingNodes=[],
     )
     # Keep failed pods (their logs); stop the rest of the gang now.
     plan.delete = [p.name for p in [*pods.current.values(), *pods.stale] if p.active]
@@ -333,6 +382,49 @@ def _handle_failures(
     move("Restarting", template.format(**fields))
     plan.wake_at(delay)
     return True
+
+
+def _min_running(job: TrainingJob) -> int:
+    """How many running nodes keep a job training: all of them, or elastic minNodes."""
+    return job.spec.nodes if job.spec.elastic is None else job.spec.elastic.min_nodes
+
+
+def _replaceable(job: TrainingJob, pods: _Attempt, lost: Sequence[int]) -> bool:
+    """Whether an elastic job can go on without the `lost` nodes while each is replaced alone."""
+    elastic = job.spec.elastic
+    if elastic is None or not lost or 0 in lost:
+        return False  # node 0 hosts the c10d rendezvous: without it the survivors cannot re-form
+    survivors = [
+        p for i, p in pods.current.items() if i not in lost and p.phase == "Running" and not p.deleting
+    ]
+    return any(p.index == 0 for p in survivors) and len(survivors) >= elastic.min_nodes
+
+
+def _replace_nodes(
+    job: TrainingJob,
+    plan: Plan,
+    lost: Sequence[int],
+    *,
+    count: int,
+    delay: float,
+    first_pod: str,
+    why: str,
+    move: Any,
+) -> None:
+    replacements = [int(n) for n in plan.status.get("nodeReplacements") or []]
+    replacements += [0] * (job.spec.nodes - len(replacements))
+    for index in lost:
+        replacements[index] += 1
+    plan.status["nodeReplacements"] = replacements
+    plan.status["replacingNodes"] = sorted(set(plan.status.get("replacingNodes") or []) | set(lost))
+    limit = job.spec.run_policy.backoff_limit
+    nodes = ", ".join(str(i) for i in lost)
+    move(
+        "Running",
+        reasons.NODE_REPLACED.format(
+            pod=first_pod, why=why, nodes=nodes, count=count, limit=limit, delay=delay
+        ),
+    )
 
 
 def _fail(

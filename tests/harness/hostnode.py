@@ -30,6 +30,7 @@ from typing import Any, Self
 from kubernetes import client
 
 from harness import nodes
+from harness.procs import kill_tree
 
 HOST_NODE = "host-node-0"  # kwok-stages.yaml gives pods on this node their node's IP
 NODE_IP_ANNOTATION = "kwok.torchjob.dev/node-ip"
@@ -140,19 +141,22 @@ def end_pod(api: client.ApiClient, namespace: str, pod: str, exit_code: int) -> 
     core.patch_namespaced_pod(pod, namespace, patch)
 
 
-def _local_env(container: dict[str, Any], pod_name: str, namespace: str, workdir: Path) -> dict[str, str]:
+def _local_env(
+    container: dict[str, Any], pod_name: str, namespace: str, workdir: Path, rdzv_port: int | None
+) -> dict[str, str]:
     from torchjob_cli.localplan import free_port, resolve_env  # the CLI's own local-run helpers
 
     env = dict(os.environ)
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", os.defpath)])
     env.update(resolve_env(container.get("env") or [], pod_name=pod_name, namespace=namespace))
-    # Pods on this node share the host's network: the rendezvous a pod would host on its own address
-    # moves to loopback and a free port.
+    # Pods on this node share the host's network: the rendezvous node 0's pod would host on its own
+    # address moves to loopback and a free port (the same `rdzv_port` for every pod of one job).
+    port = rdzv_port or free_port()
     if "PET_MASTER_ADDR" in env:
-        env["PET_MASTER_ADDR"], env["PET_MASTER_PORT"] = "127.0.0.1", str(free_port())
+        env["PET_MASTER_ADDR"], env["PET_MASTER_PORT"] = "127.0.0.1", str(port)
     if "PET_RDZV_ENDPOINT" in env:
-        env["PET_RDZV_ENDPOINT"] = f"127.0.0.1:{free_port()}"
-    # The pod's checkpoint volume is this pod's work directory.
+        env["PET_RDZV_ENDPOINT"] = f"127.0.0.1:{port}"
+    # The pod's checkpoint volume is the work directory (shared by pods given the same one, like RWX).
     if env.get("TORCHJOB_CHECKPOINT_DIR"):
         env["TORCHJOB_CHECKPOINT_DIR"] = str(workdir / "checkpoints")
     env.setdefault("OMP_NUM_THREADS", "1")
@@ -164,8 +168,9 @@ class HostPod:
     """Runs a pod's trainer container (its command, args and env) as a local process group; its output
     becomes the pod's log and its exit code ends the pod in KWOK."""
 
-    def __init__(self, api: client.ApiClient, pod: Any, workdir: Path) -> None:
+    def __init__(self, api: client.ApiClient, pod: Any, workdir: Path, rdzv_port: int | None = None) -> None:
         self.api = api
+        self.rdzv_port = rdzv_port
         obj: dict[str, Any] = api.sanitize_for_serialization(pod)
         self.name, self.namespace = obj["metadata"]["name"], obj["metadata"]["namespace"]
         (self.container,) = [c for c in obj["spec"]["containers"] if c["name"] == "trainer"]
@@ -178,7 +183,7 @@ class HostPod:
         argv = [*self.container.get("command", []), *self.container.get("args", [])]
         self.proc = subprocess.Popen(
             argv,
-            env=_local_env(self.container, self.name, self.namespace, self.workdir),
+            env=_local_env(self.container, self.name, self.namespace, self.workdir, self.rdzv_port),
             cwd=self.workdir,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -206,13 +211,20 @@ class HostPod:
     def output(self) -> str:
         return self.log.path.read_text(errors="replace")
 
+    def kill(self) -> None:
+        """The node is lost: every process at once, and the pod ends as a SIGKILLed container does."""
+        assert self.proc is not None
+        kill_tree(self.proc.pid)
+        self.proc.wait(timeout=30)
+        end_pod(self.api, self.namespace, self.name, 128 + signal.SIGKILL)
+
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         if self.proc is None:
             return
         if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
+            kill_tree(self.proc.pid)
             self.proc.wait(timeout=30)
         if self._pump is not None:
             self._pump.join(timeout=10)

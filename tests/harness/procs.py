@@ -134,3 +134,29 @@ def wait_until(
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
+
+
+def process_tree(root: int) -> list[int]:
+    """root and every descendant, from /proc."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    tree, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo += children.get(pid, [])
+    return tree
+
+
+def kill_tree(root: int) -> None:
+    """SIGKILL root and every descendant, frozen first so none can start more. torchrun starts its
+    workers in sessions of their own, so killing a process group would miss them."""
+    for sig in (signal.SIGSTOP, signal.SIGKILL):
+        for pid in process_tree(root):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)

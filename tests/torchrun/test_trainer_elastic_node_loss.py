@@ -1,5 +1,5 @@
-"""Elastic training (torchrun --nnodes 1:2): a node is lost mid-run, the other re-rendezvouses alone,
-resumes from the shared checkpoint and finishes the job."""
+"""Elastic training (torchrun --nnodes 1:2): a node is lost mid-run. The other re-forms the worker group,
+resumes from the shared checkpoint and finishes, alone or with a replacement node that joins later."""
 
 from __future__ import annotations
 
@@ -7,19 +7,14 @@ import re
 import socket
 from pathlib import Path
 
-from torchrun.trainer_procs import (
-    LAUNCH,
-    free_port,
-    read_summary,
-    running,
-    trainer_env,
-    wait_for,
-)
+import pytest
+from torchrun.trainer_procs import LAUNCH, free_port, read_summary, running, trainer_env, wait_for
 
 STEPS, EVERY = 120, 5
 
 
-def test_elastic_run_survives_losing_a_node(tmp_path: Path) -> None:
+@pytest.mark.parametrize("replaced", [False, True], ids=["goes-on-alone", "replacement-joins"])
+def test_elastic_run_survives_losing_a_node(tmp_path: Path, replaced: bool) -> None:
     rdzv = free_port()
     shared = tmp_path / "checkpoints"  # one volume both nodes mount (ReadWriteMany in a cluster)
     summary_file = tmp_path / "summary.json"
@@ -33,6 +28,7 @@ def test_elastic_run_survives_losing_a_node(tmp_path: Path) -> None:
         PET_RDZV_ID="elastic-loss",
         PET_RDZV_CONF="last_call_timeout=10",
         PET_MAX_RESTARTS="3",
+        TORCH_DISABLE_SHARE_RDZV_TCP_STORE="1",
         TORCHJOB_METRICS_PORT="0",
         TORCHJOB_NUM_WORKERS="0",
         TORCHJOB_CHECKPOINT_DIR=str(shared),
@@ -48,7 +44,13 @@ def test_elastic_run_survives_losing_a_node(tmp_path: Path) -> None:
             wait_for(lambda: len(list(shared.glob("ckpt-*.pt"))) >= 2, 180, "two checkpoints", node0)
             assert "world_size=2" in node0.output()
             node1.stop()  # the node is gone: its agent and worker are killed at once
-        rc = node0.wait(timeout=300)
+        if replaced:
+            # The operator's replacement pod: a fresh agent joining the re-forming group.
+            with running(cmd, env, tmp_path / "node-1b.log") as node1b:
+                rc = node0.wait(timeout=300)
+                assert node1b.wait(timeout=120) == 0, node1b.output()[-4000:]
+        else:
+            rc = node0.wait(timeout=300)
         output = node0.output()
     assert rc == 0, output[-4000:]
     resumed = [
@@ -56,7 +58,7 @@ def test_elastic_run_survives_losing_a_node(tmp_path: Path) -> None:
     ]
     assert resumed and resumed[-1] >= EVERY, output[-4000:]  # the restart picked up a checkpoint
     summary = read_summary(summary_file)
-    assert summary["world_size"] == 1  # finished on the surviving node alone
+    assert summary["world_size"] == (2 if replaced else 1)
     assert summary["global_step"] == STEPS
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -15,6 +14,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from harness.procs import kill_tree
 from prometheus_client.parser import text_string_to_metric_families
 
 BIN = Path(sys.executable).parent
@@ -81,29 +81,9 @@ class Proc:
     def stop(self) -> None:
         # torchrun starts workers in sessions of their own, so killing our process group is not enough:
         # freeze the whole tree first (no new children), then kill every process in it.
-        for sig in (signal.SIGSTOP, signal.SIGKILL):
-            for pid in process_tree(self.popen.pid):
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(pid, sig)
+        kill_tree(self.popen.pid)
         self.popen.wait(timeout=30)
         self._fh.close()
-
-
-def process_tree(root: int) -> list[int]:
-    """root and every descendant, from /proc."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    tree, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        tree.append(pid)
-        todo += children.get(pid, [])
-    return tree
 
 
 @contextlib.contextmanager

@@ -211,3 +211,41 @@ def test_logs_follow_picks_up_the_next_gang_attempt(monkeypatch: Any, endless: b
     assert fake.opened == [("j-node-0-r0", 10), ("j-node-0-r1", None)]
     if endless:
         assert all(r.closed.is_set() for r in fake.responses)
+
+
+class ReplacingJob(RestartingJob):
+    """An elastic job whose node 1 is replaced alone (same attempt), then node 0 succeeds."""
+
+    def status(self) -> dict[str, Any]:
+        return {"phase": "Running" if self.polls < 5 else "Succeeded", "attempt": 0}
+
+    def get_namespaced_custom_object(self, *a: Any) -> dict[str, Any]:
+        self.polls += 1
+        return {"metadata": {"name": "j"}, "spec": {"nodes": 2}, "status": self.status()}
+
+    def list_namespaced_pod(self, ns: str, label_selector: str) -> Any:
+        done = self.status()["phase"] == "Succeeded"
+        items = [started_pod(0, 0, "Succeeded" if done else "Running")]
+        items.append(started_pod(1, 0, "Running" if self.polls < 3 else "Failed"))
+        if self.polls >= 3:
+            replacement = started_pod(1, 0, "Succeeded" if done else "Running")
+            replacement["metadata"]["name"] = "j-node-1-r0-1"
+            items.append(replacement)
+        return argparse.Namespace(items=items)
+
+
+def test_logs_follow_picks_up_an_elastic_replacement(monkeypatch: Any) -> None:
+    monkeypatch.setattr(cluster, "FOLLOW_POLL_S", 0.05)
+    monkeypatch.setattr(cluster, "FOLLOW_DRAIN_S", 0.2)
+    fake = ReplacingJob(endless=False)
+    cl = fake_cluster()
+    cl.core, cl.custom = fake, fake
+    c = console()
+    assert cluster.logs(cl, argparse.Namespace(name="j", attempt=None, follow=True, tail=None), c) == 0
+    lines = c.export_text().splitlines()
+    assert lines[-3:] == [
+        "--- node 1 replaced: j-node-1-r0-1 ---",
+        "[node 1] hello from j-node-1-r0-1",
+        "TrainingJob j Succeeded",
+    ]
+    assert sorted(lines[:2]) == ["[node 0] hello from j-node-0-r0", "[node 1] hello from j-node-1-r0"]

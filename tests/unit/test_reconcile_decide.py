@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from typing import Any
 
@@ -54,7 +55,7 @@ def decide(job: spec.TrainingJob, pods: list[PodObs], st: dict[str, Any], at: fl
 
 def test_fresh_job_creates_every_pod_and_reports_created() -> None:
     plan = decide(make_job(3), [], {})
-    assert plan.create == [(0, 0), (1, 0), (2, 0)]
+    assert plan.create == [(0, 0, 0), (1, 0, 0), (2, 0, 0)]
     assert plan.ensure_service and not plan.ensure_podgroup
     assert plan.status["phase"] == "Created"
     assert plan.status["startTime"] == ts(1)
@@ -69,7 +70,7 @@ def test_gang_job_ensures_the_podgroup() -> None:
 
 def test_created_pods_not_seen_yet_are_created_again_idempotently() -> None:
     plan = decide(make_job(2), [pod(0, "Pending")], status("Created"))
-    assert plan.create == [(1, 0)]
+    assert plan.create == [(1, 0, 0)]
     assert plan.status["phase"] == "Created"  # unchanged: no new event
     assert plan.events == []
 
@@ -131,6 +132,86 @@ def test_elastic_succeeds_when_the_first_node_succeeds() -> None:
     assert plan.delete == ["j-node-1-r0", "j-node-2-r0"]  # cleanPodPolicy Running
 
 
+def test_elastic_replaces_a_lost_node_alone_and_keeps_running() -> None:
+    job = make_job(3, elastic=True)
+    pods = [pod(0), pod(1, "Failed", exit_code=137), pod(2)]
+    plan = decide(job, pods, status("Running"), at=100)
+    assert (plan.status["phase"], plan.status["reason"]) == ("Running", "NodeReplaced")
+    assert (plan.status["attempt"], plan.status["restartCount"]) == (0, 1)
+    assert plan.status["nodeReplacements"] == [0, 1, 0]
+    assert plan.status["replacingNodes"] == [1]
+    assert plan.status["lastRestartTime"] == ts(100)
+    assert plan.delete == [] and plan.create == []  # the survivors keep training
+    assert [(e.type, e.reason) for e in plan.events] == [("Warning", "NodeReplaced")]
+    assert plan.requeue_after == 10
+
+    waiting = decide(job, pods, plan.status, at=105)  # the backoff first
+    assert waiting.create == [] and waiting.requeue_after == 5
+    # The missing replacement is not a second loss.
+    assert (waiting.status["restartCount"], waiting.status["nodeReplacements"]) == (1, [0, 1, 0])
+    assert waiting.events == [] and waiting.status["reason"] == "NodeReplaced"
+
+    ready = decide(job, pods, plan.status, at=110)
+    assert ready.create == [(1, 0, 1)]
+    assert ready.status["phase"] == "Running" and ready.events == []
+
+    replacement = PodObs(name="j-node-1-r0-1", job="j", index=1, attempt=0, phase="Pending", replacement=1)
+    starting = decide(job, [*pods, replacement], ready.status, at=111)
+    assert starting.create == [] and starting.delete == []
+    assert (starting.status["phase"], starting.status["reason"]) == ("Running", "NodeReplaced")
+    assert starting.status["replacingNodes"] == []  # seen: a loss of it from now on is a new loss
+    assert starting.status["nodesReady"] == "2/3"
+
+    running = dataclasses.replace(replacement, phase="Running")
+    back = decide(job, [*pods, running], starting.status, at=120)
+    assert (back.status["phase"], back.status["reason"]) == ("Running", "AllRanksRunning")
+
+
+@pytest.mark.parametrize(
+    ("pods", "why"),
+    [
+        ([pod(0, "Failed", exit_code=137), pod(1), pod(2)], "node 0 hosts the rendezvous"),
+        ([pod(0), pod(1, "Failed", exit_code=137), pod(2, "Pending")], "fewer than minNodes running"),
+        ([pod(0), pod(1, "Failed", exit_code=137), pod(2, "Failed", exit_code=137)], "minNodes 2"),
+    ],
+)
+def test_elastic_restarts_the_gang_when_the_rest_cannot_go_on(pods: list[PodObs], why: str) -> None:
+    body_job = make_job(3, elastic=True)
+    job = dataclasses.replace(
+        body_job,
+        spec=dataclasses.replace(
+            body_job.spec, elastic=dataclasses.replace(body_job.spec.elastic, min_nodes=2)
+        ),
+    )
+    plan = decide(job, pods, status("Running", nodeReplacements=[0, 2, 0]), at=100)
+    assert plan.status["phase"] == "Restarting", why
+    assert plan.status["attempt"] == 1
+    assert plan.status["nodeReplacements"] == [] and plan.status["replacingNodes"] == []
+
+
+def test_elastic_replacement_counts_against_the_backoff_limit() -> None:
+    pods = [pod(0), pod(1, "Failed", exit_code=137)]
+    plan = decide(make_job(2, elastic=True, backoffLimit=1), pods, status("Running", restartCount=1))
+    assert (plan.status["phase"], plan.status["reason"]) == ("Failed", "BackoffLimitExceeded")
+
+
+def test_elastic_replaces_a_vanished_node_once() -> None:
+    job = make_job(2, elastic=True)
+    plan = decide(job, [pod(0)], status("Running"), at=100)
+    assert plan.status["reason"] == "NodeReplaced" and plan.status["nodeReplacements"] == [0, 1]
+    again = decide(job, [pod(0)], plan.status, at=101)
+    assert again.status["restartCount"] == 1 and again.status["nodeReplacements"] == [0, 1]
+
+
+def test_a_gang_restart_retires_replaced_pods_with_the_rest() -> None:
+    job = make_job(2, elastic=True)
+    replaced = PodObs(name="j-node-1-r0-1", job="j", index=1, attempt=0, phase="Running", replacement=1)
+    st = status("Running", nodeReplacements=[0, 1], replacingNodes=[])
+    plan = decide(job, [pod(0, "Failed", exit_code=143), pod(1, "Failed", exit_code=137), replaced], st)
+    assert plan.status["phase"] == "Restarting"
+    assert plan.delete == ["j-node-1-r0-1"]
+
+
 def test_retryable_exit_restarts_the_gang_without_creating() -> None:
     pods = [pod(0, "Failed", exit_code=137), pod(1)]
     plan = decide(make_job(2), pods, status("Running"), at=100)
@@ -153,7 +234,7 @@ def test_restart_waits_for_backoff_then_old_pods_then_creates() -> None:
     leaving = decide(make_job(2), [old[0], pod(1, deleting=True)], st, at=121)
     assert leaving.create == [] and leaving.delete == []
     ready = decide(make_job(2), [old[0]], st, at=121)
-    assert ready.create == [(0, 1), (1, 1)]
+    assert ready.create == [(0, 1, 0), (1, 1, 0)]
     assert ready.status["phase"] == "Pending" and ready.status["reason"] == "PodsCreated"
 
 
@@ -215,7 +296,7 @@ def test_a_pod_vanishing_while_running_restarts() -> None:
 
 def test_a_pod_missing_before_running_is_just_created() -> None:
     plan = decide(make_job(2), [pod(1)], status("Pending"))
-    assert plan.create == [(0, 0)]
+    assert plan.create == [(0, 0, 0)]
 
 
 def test_backoff_limit_exhausted_fails() -> None:
@@ -291,7 +372,7 @@ def test_resume_waits_for_terminating_pods_then_recreates() -> None:
     waiting = decide(make_job(2), [pod(0, deleting=True)], st)
     assert waiting.create == [] and waiting.status["phase"] == "Suspended"
     resumed = decide(make_job(2), [], st)
-    assert resumed.create == [(0, 0), (1, 0)]
+    assert resumed.create == [(0, 0, 0), (1, 0, 0)]
     assert (resumed.status["phase"], resumed.status["reason"]) == ("Pending", "JobResumed")
 
 
@@ -304,7 +385,7 @@ def test_finished_job_is_stable() -> None:
 def test_pods_of_other_jobs_are_ignored() -> None:
     other = PodObs(name="k-node-0-r0", job="k", index=0, attempt=0, phase="Running")
     plan = decide(make_job(1), [other], {})
-    assert plan.create == [(0, 0)] and plan.delete == []
+    assert plan.create == [(0, 0, 0)] and plan.delete == []
 
 
 def test_invalid_spec_fails_once() -> None:
@@ -323,6 +404,12 @@ def test_lost_start_time_is_recovered_from_the_oldest_pod() -> None:
 def test_resume_restarts_the_deadline_clocks() -> None:
     job = make_job(1, activeDeadlineSeconds=60, startupDeadlineSeconds=30)
     resumed = decide(job, [], status("Suspended", restartCount=1, lastRestartTime=ts(0)), at=1000)
-    assert resumed.create == [(0, 0)] and resumed.status["startTime"] == ts(1000)
+    assert resumed.create == [(0, 0, 0)] and resumed.status["startTime"] == ts(1000)
     later = decide(job, [pod(0, "Pending")], resumed.status, at=1020)
     assert later.status["phase"] == "Pending"
+
+
+def test_elastic_job_not_running_yet_restarts_the_gang() -> None:
+    pods = [pod(0), pod(1, "Failed", exit_code=137)]
+    plan = decide(make_job(2, elastic=True), pods, status("Pending"))
+    assert plan.status["phase"] == "Restarting"

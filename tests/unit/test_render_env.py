@@ -74,6 +74,7 @@ def as_dict(items: list[dict[str, Any]]) -> dict[str, Any]:
                 "PET_RDZV_ENDPOINT": "m.svc:29400",
                 "PET_RDZV_ID": "mnist",
                 "PET_MAX_RESTARTS": "5",
+                "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1",
             },
         ),
         (
@@ -87,6 +88,7 @@ def as_dict(items: list[dict[str, Any]]) -> dict[str, Any]:
                 "PET_RDZV_ENDPOINT": "localhost:30000",
                 "PET_RDZV_ID": "mnist",
                 "PET_MAX_RESTARTS": "3",
+                "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1",
             },
         ),
     ],
@@ -97,7 +99,7 @@ def test_torchrun_env(
 ) -> None:
     rendered = env.torchrun_env(job_of(**fields), rank, **kwargs)
     assert as_dict(rendered) == expected
-    assert all(e["name"].startswith("PET_") for e in rendered)
+    assert all(e["name"].startswith(("PET_", "TORCH_")) for e in rendered)
 
 
 def test_trainer_env_defaults_with_downward_api_cpu() -> None:

@@ -81,6 +81,10 @@ def torchrun_env(
             _var("PET_RDZV_ENDPOINT", f"{master_addr}:{port}"),
             _var("PET_RDZV_ID", job.name),
             _var("PET_MAX_RESTARTS", elastic.max_restarts),
+            # torch shares the rendezvous TCPStore with the workers, but then a node that joins a later
+            # round (a replacement, or scale-up) waits forever for MASTER_ADDR, which only the first
+            # round wrote. The opt-out writes it every round (tests/torchrun/test_trainer_elastic_*).
+            _var(constants.TORCH_DISABLE_SHARED_STORE_ENV, "1"),
         ]
     return env
 

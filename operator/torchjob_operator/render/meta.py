@@ -22,9 +22,10 @@ def hostname(job: TrainingJob, index: int) -> str:
     return f"{job.name}-node-{index}"
 
 
-def pod_name(job: TrainingJob, index: int, attempt: int) -> str:
-    """Unique per attempt, so pods of a failed attempt can stay for their logs."""
-    return f"{hostname(job, index)}-r{attempt}"
+def pod_name(job: TrainingJob, index: int, attempt: int, replacement: int = 0) -> str:
+    """Unique per attempt (and elastic replacement), so failed pods can stay for their logs."""
+    suffix = f"-{replacement}" if replacement else ""
+    return f"{hostname(job, index)}-r{attempt}{suffix}"
 
 
 def master_addr(job: TrainingJob) -> str:

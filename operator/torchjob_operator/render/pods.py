@@ -37,10 +37,12 @@ def launcher_command(job: TrainingJob) -> list[str]:
     return [constants.LAUNCHER_COMMAND, "--", *job.spec.command]
 
 
-def pod_labels(job: TrainingJob, index: int, attempt: int) -> dict[str, str]:
+def pod_labels(job: TrainingJob, index: int, attempt: int, replacement: int = 0) -> dict[str, str]:
     labels = meta.job_labels(job)
     labels[constants.LABEL_NODE_INDEX] = str(index)
     labels[constants.LABEL_ATTEMPT] = str(attempt)
+    if replacement:
+        labels[constants.LABEL_REPLACEMENT] = str(replacement)
     scheduling = job.spec.scheduling
     if scheduling.queue:
         labels[constants.LABEL_KUEUE_QUEUE] = scheduling.queue
@@ -153,14 +155,15 @@ def _scheduler_name(job: TrainingJob, template_spec: JSON) -> str | None:
     return str(name) if name else None
 
 
-def render_pod(job: TrainingJob, index: int, attempt: int) -> JSON:
-    """The pod for node `index` in gang attempt `attempt` (a pure function of its arguments)."""
+def render_pod(job: TrainingJob, index: int, attempt: int, replacement: int = 0) -> JSON:
+    """The pod for node `index` in gang attempt `attempt`, or its `replacement`-th elastic replacement
+    (a pure function of its arguments)."""
     spec = job.spec
     template = copy.deepcopy(spec.template)
     tmeta: JSON = template.get("metadata") or {}
     tspec: JSON = template.get("spec") or {}
 
-    labels = {**(tmeta.get("labels") or {}), **pod_labels(job, index, attempt)}
+    labels = {**(tmeta.get("labels") or {}), **pod_labels(job, index, attempt, replacement)}
     annotations = _copied_annotations(tmeta.get("annotations") or {})
     annotations["kubectl.kubernetes.io/default-container"] = constants.CONTAINER_NAME
     if spec.scheduling.effective_gang_scheduler == "volcano":
@@ -197,6 +200,6 @@ def render_pod(job: TrainingJob, index: int, attempt: int) -> JSON:
     if spec.service_account_name:
         pod_spec["serviceAccountName"] = spec.service_account_name
 
-    metadata = meta.object_meta(job, meta.pod_name(job, index, attempt), labels)
+    metadata = meta.object_meta(job, meta.pod_name(job, index, attempt, replacement), labels)
     metadata["annotations"] = annotations
     return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": pod_spec}

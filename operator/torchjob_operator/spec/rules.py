@@ -33,7 +33,7 @@ MAX_QUANTITY_LENGTH: Final = 64
 # Messages of the CEL rules (the apiserver prefixes them with the field path).
 RESERVED_MSG: Final = (
     "is reserved: torchjob sets PET_*, TORCHJOB_*, MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE, LOCAL_RANK, "
-    "LOCAL_WORLD_SIZE and GROUP_RANK itself"
+    "LOCAL_WORLD_SIZE, GROUP_RANK and TORCH_DISABLE_SHARE_RDZV_TCP_STORE itself"
 )
 RESERVED_VOLUME_MSG: Final = "is reserved for the volumes torchjob adds (dshm, torchjob-checkpoints)"
 SHM_PATH_MSG: Final = "is reserved: torchjob mounts /dev/shm; size it with spec.sharedMemory.sizeLimit"

@@ -1,4 +1,5 @@
-"""Failure policy against the real API: gang restart, permanent failure, backoffLimit, node loss."""
+"""Failure policy against the real API: gang restart, permanent failure, backoffLimit, node loss, and
+elastic node replacement."""
 
 from __future__ import annotations
 
@@ -76,3 +77,49 @@ def test_deleting_a_node_restarts_the_job(
     st = jobs.wait("lost", lambda s: s.get("restartCount") == 1, "gang restart", timeout=180)
     assert st["attempt"] == 1
     jobs.wait_pods("lost", {"lost-node-0-r1": "Pending"}, timeout=60)
+
+
+def test_elastic_job_replaces_a_failed_node_alone(operator: OperatorProcess, jobs: Jobs) -> None:
+    elastic = {"minNodes": 1, "maxNodes": 3}
+    jobs.create("el", nodes=3, elastic=elastic, runPolicy={"backoffSeconds": 1})
+    jobs.wait_phase("el", "Running")
+    jobs.exit("el-node-2-r0", 137)
+    # The survivors are left alone (torchrun re-forms the group); node 2 gets a pod of its own.
+    jobs.wait_pods(
+        "el",
+        {
+            "el-node-0-r0": "Running",
+            "el-node-1-r0": "Running",
+            "el-node-2-r0": "Failed",
+            "el-node-2-r0-1": "Running",
+        },
+    )
+    st = jobs.wait("el", lambda s: s.get("reason") == "AllRanksRunning", "the replacement running")
+    assert (st["phase"], st["attempt"], st["restartCount"]) == ("Running", 0, 1)
+    assert st["nodeReplacements"] == [0, 0, 1] and st["lastExitCode"] == 137
+    assert "NodeReplaced" in jobs.events("el")
+    assert 'torchjob_operator_restarts_total{scope="node"} 1.0' in operator.metrics()
+
+    jobs.core.delete_namespaced_pod("el-node-1-r0", jobs.ns)  # someone else deletes a pod: replaced too
+    jobs.wait_pods(
+        "el",
+        {
+            "el-node-0-r0": "Running",
+            "el-node-2-r0": "Failed",
+            "el-node-1-r0-1": "Running",
+            "el-node-2-r0-1": "Running",
+        },
+        timeout=90,
+    )
+    jobs.exit("el-node-0-r0", 0)
+    st = jobs.wait_phase("el", "Succeeded")
+    assert (st["attempt"], st["restartCount"], st["nodeReplacements"]) == (0, 2, [0, 1, 1])
+
+
+def test_elastic_job_restarts_the_gang_when_node_0_fails(operator: OperatorProcess, jobs: Jobs) -> None:
+    jobs.create("el0", nodes=2, elastic={"minNodes": 1, "maxNodes": 2}, runPolicy={"backoffSeconds": 1})
+    jobs.wait_phase("el0", "Running")
+    jobs.exit("el0-node-0-r0", 137)  # node 0 hosts the rendezvous: the others cannot go on without it
+    st = jobs.wait("el0", lambda s: s.get("attempt") == 1 and s.get("phase") == "Running", "attempt 1")
+    assert st["restartCount"] == 1 and st["nodeReplacements"] == []
+    assert 'torchjob_operator_restarts_total{scope="gang"} 1.0' in operator.metrics()
