@@ -149,6 +149,16 @@ def _kv(pairs: Iterable[tuple[str, Any]]) -> Table:
     return t
 
 
+def _replaced(st: Obj) -> str | None:
+    """Elastic replacements in this attempt, e.g. `node 1 x2, node 3 x1` (None when there are none)."""
+    counts = [(i, n) for i, n in enumerate(st.get("nodeReplacements") or []) if n]
+    return ", ".join(f"node {i} x{n}" for i, n in counts) or None
+
+
+def _name(pod: Obj) -> str:
+    return str((pod.get("metadata") or {}).get("name", ""))
+
+
 def describe(job: Obj, pods: Sequence[Obj], events: Sequence[Obj], *, now: float) -> list[RenderableType]:
     md, spec, st = job.get("metadata") or {}, job.get("spec") or {}, _status(job)
     out: list[RenderableType] = [
@@ -165,6 +175,7 @@ def describe(job: Obj, pods: Sequence[Obj], events: Sequence[Obj], *, now: float
                 ("Phase:", st.get("phase")),
                 ("Attempt:", st.get("attempt", 0)),
                 ("Restarts:", st.get("restartCount", 0)),
+                ("Replaced nodes:", _replaced(st)),
                 ("Last exit code:", st.get("lastExitCode")),
                 ("Node pods:", _node_counts(st)),
                 ("Start:", st.get("startTime")),
@@ -189,7 +200,7 @@ def describe(job: Obj, pods: Sequence[Obj], events: Sequence[Obj], *, now: float
     pt = Table(box=None, pad_edge=False)
     for c in ("NAME", "NODE", "ATTEMPT", "PHASE", "EXIT", "HOST"):
         pt.add_column(c, no_wrap=True)
-    for p in sorted(pods, key=lambda p: (pod_attempt(p), node_index(p))):
+    for p in sorted(pods, key=lambda p: (pod_attempt(p), node_index(p), _name(p))):
         code = pod_exit_code(p)
         pt.add_row(
             (p.get("metadata") or {}).get("name", ""),

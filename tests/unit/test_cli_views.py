@@ -128,3 +128,10 @@ def test_api_error_message_prefers_the_apiservers_words() -> None:
     body = '{"kind":"Status","message":"trainingjobs.torchjob.dev \\"x\\" not found"}'
     assert views.api_error_message(404, body, "Not Found") == 'trainingjobs.torchjob.dev "x" not found'
     assert views.api_error_message(500, "oops", "Internal") == "500 Internal"
+
+
+def test_describe_shows_elastic_replacements() -> None:
+    job = {**JOB, "status": {**JOB["status"], "nodeReplacements": [0, 2, 0, 1]}}  # type: ignore[dict-item]
+    text = render(*views.describe(job, [], [], now=NOW))
+    assert "node 1 x2, node 3 x1" in text
+    assert "Replaced nodes:  -" in render(*views.describe(JOB, [], [], now=NOW))
