@@ -25,7 +25,7 @@ def test_save_is_atomic_and_loadable(tmp_path: Path) -> None:
     assert path.name == "ckpt-000000007.pt"
     assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temp file left
     payload = checkpoint.load(path)
-    assert checkpoint.position_of(payload) == Position(0, 7, 7)
+    assert checkpoint.position_of(payload, world_size=1, batch_size=32) == Position(0, 7, 7)
     assert set(payload["model"]) == {"weight", "bias"}
 
 
@@ -56,3 +56,48 @@ def test_rejects_foreign_files(tmp_path: Path) -> None:
     torch.save({"weights": 1}, tmp_path / "ckpt-000000005.pt")
     with pytest.raises(ValueError, match="not a torchjob checkpoint"):
         checkpoint.load(tmp_path / "ckpt-000000005.pt")
+
+
+@pytest.mark.parametrize(
+    ("world", "batch", "step"),
+    [(2, 16, 10), (1, 16, 20), (4, 16, 5), (3, 16, 6), (2, 32, 5), (1, 48, 6)],
+)
+def test_position_converts_through_samples_when_the_world_changes(world: int, batch: int, step: int) -> None:
+    # 10 steps of 2 ranks x 16 = the first 320 samples of the epoch's shuffled order.
+    payload = {
+        "epoch": 1,
+        "step_in_epoch": 10,
+        "global_step": 40,
+        "extra": {"world_size": 2, "batch_size": 16},
+    }
+    assert checkpoint.position_of(payload, world_size=world, batch_size=batch) == Position(1, step, 40)
+
+
+def test_position_without_its_world_is_taken_as_is() -> None:
+    payload = {"epoch": 0, "step_in_epoch": 3, "global_step": 3, "extra": {}}
+    assert checkpoint.position_of(payload, world_size=8, batch_size=4) == Position(0, 3, 3)
+
+
+def test_converted_position_skips_exactly_the_samples_already_trained() -> None:
+    from torchjob_trainer.data.loader import ResumableDistributedSampler
+
+    data = list(range(640))
+
+    def order(world: int, rank: int, skip: int = 0) -> list[int]:
+        sampler = ResumableDistributedSampler(
+            data, num_replicas=world, rank=rank, shuffle=True, drop_last=True
+        )
+        sampler.set_epoch(3)
+        sampler.skip_next_epoch_start(skip)
+        return list(sampler)
+
+    trained = {i for rank in range(2) for i in order(2, rank)[: 10 * 16]}  # 10 steps on 2 ranks x 16
+    payload = {
+        "epoch": 3,
+        "step_in_epoch": 10,
+        "global_step": 10,
+        "extra": {"world_size": 2, "batch_size": 16},
+    }
+    step = checkpoint.position_of(payload, world_size=1, batch_size=16).step_in_epoch
+    rest = order(1, 0, skip=step * 16)
+    assert trained.isdisjoint(rest) and trained | set(rest) == set(data)

@@ -115,5 +115,29 @@ def load_latest(directory: Path) -> dict[str, Any] | None:
     return None
 
 
-def position_of(payload: dict[str, Any]) -> Position:
-    return Position(int(payload["epoch"]), int(payload["step_in_epoch"]), int(payload["global_step"]))
+def position_of(payload: dict[str, Any], *, world_size: int, batch_size: int) -> Position:
+    """The checkpoint's position for a run of `world_size` ranks with `batch_size` each.
+
+    Every rank's sampler shards one shuffled order of the epoch (rank r takes indices r, r + world, ...),
+    so after s steps the ranks together have trained the first s x batch x world samples of it, whatever
+    the world size. An elastic job that resumes with another world size (or batch size) therefore
+    converts the steps done in the epoch through that sample count, rounding down: at most one step's
+    samples are trained twice, none are skipped.
+    """
+    position = Position(int(payload["epoch"]), int(payload["step_in_epoch"]), int(payload["global_step"]))
+    extra = payload.get("extra") or {}
+    saved_world, saved_batch = int(extra.get("world_size") or 0), int(extra.get("batch_size") or 0)
+    if not saved_world or not saved_batch or (saved_world, saved_batch) == (world_size, batch_size):
+        return position
+    samples = position.step_in_epoch * saved_batch * saved_world
+    step = samples // (batch_size * world_size)
+    log.info(
+        "checkpoint from %d ranks x batch %d, resuming on %d x %d: step %d of the epoch is step %d now",
+        saved_world,
+        saved_batch,
+        world_size,
+        batch_size,
+        position.step_in_epoch,
+        step,
+    )
+    return Position(position.epoch, step, position.global_step)

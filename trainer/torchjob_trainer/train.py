@@ -194,7 +194,7 @@ def _train(
     if payload is not None:
         model.load_state_dict(payload["model"])
         optimizer.load_state_dict(payload["optimizer"])
-        position = checkpoint.position_of(payload)
+        position = checkpoint.position_of(payload, world_size=env.world_size, batch_size=config.batch_size)
         log.info(
             "resumed at epoch %d, step %d of the epoch, global step %d",
             position.epoch,
