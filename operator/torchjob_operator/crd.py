@@ -307,13 +307,14 @@ def _run_policy() -> Schema:
         "Failure handling, deadlines and clean-up.",
         {
             "backoffLimit": _integer(
-                "Gang restarts (all pods recreated) before the job is Failed.",
+                "Restarts (gang restarts and elastic node replacements) before the job is Failed. "
+                "Restarts caused by a disruption (preemption, eviction, drain, node loss) are not counted.",
                 default=constants.DEFAULT_BACKOFF_LIMIT,
                 minimum=0,
                 maximum=constants.MAX_BACKOFF_LIMIT,
             ),
             "backoffSeconds": _integer(
-                "Base delay before a gang restart, doubled each time, capped at 300.",
+                "Base delay before a restart, doubled with each counted restart, capped at 300.",
                 default=constants.DEFAULT_BACKOFF_SECONDS,
                 minimum=0,
                 maximum=constants.MAX_BACKOFF_SECONDS,
@@ -600,6 +601,10 @@ def status_schema() -> Schema:
             ),
             "attempt": _integer("Current gang attempt (pods are named ...-r<attempt>)."),
             "restartCount": _integer("Restarts so far: gang restarts plus elastic node replacements."),
+            "disruptions": _integer(
+                "Restarts caused by a disruption (preemption, eviction, drain, node loss); these do not "
+                "count against backoffLimit."
+            ),
             "nodeReplacements": _array(
                 "Elastic jobs: how often each node (by index) was replaced alone in the current attempt; "
                 "a replacement pod is named ...-r<attempt>-<n>.",

@@ -24,16 +24,13 @@ PODS_PENDING = Reason("PodsPending", "{pending}/{total} pods are not running yet
 POD_BLOCKED = Reason("", "Pod {pod}: {message}")  # reason comes from the pod (Unschedulable, ...)
 ALL_RUNNING = Reason("AllRanksRunning", "All {total} nodes are running.")
 RETRYABLE_EXIT = Reason(
-    "RetryableExitCode",
-    "Pod {pod} exited with retryable code {code}; gang restart {count}/{limit} in {delay:g}s.",
+    "RetryableExitCode", "Pod {pod} failed ({why}); gang restart in {delay:g}s ({budget})."
 )
-DISRUPTED = Reason(
-    "PodDisrupted", "Pod {pod} was disrupted ({why}); gang restart {count}/{limit} in {delay:g}s."
-)
+DISRUPTED = Reason("PodDisrupted", "Pod {pod} was disrupted ({why}); gang restart in {delay:g}s ({budget}).")
 NODE_REPLACED = Reason(
     "NodeReplaced",
-    "Pod {pod} failed ({why}); elastic: training goes on without node {nodes}, replaced alone "
-    "(restart {count}/{limit}) in {delay:g}s.",
+    "Pod {pod} failed ({why}); elastic: training goes on without node {nodes}, replaced alone in "
+    "{delay:g}s ({budget}).",
 )
 SUCCEEDED = Reason("JobSucceeded", "All {total} nodes succeeded.")
 ELASTIC_SUCCEEDED = Reason(
@@ -41,7 +38,9 @@ ELASTIC_SUCCEEDED = Reason(
 )
 PERMANENT_EXIT = Reason("PermanentExitCode", "Pod {pod} exited with permanent code {code}.")
 BACKOFF_LIMIT = Reason(
-    "BackoffLimitExceeded", "Pod {pod} failed ({why}) after {count} gang restarts (backoffLimit {limit})."
+    "BackoffLimitExceeded",
+    "Pod {pod} failed ({why}) after {count} counted restarts (backoffLimit {limit}; disruptions are not "
+    "counted).",
 )
 DEADLINE = Reason("DeadlineExceeded", "The job ran longer than activeDeadlineSeconds ({seconds}s).")
 STARTUP_DEADLINE = Reason(

@@ -269,13 +269,14 @@ def decide(job: TrainingJob, pods: Sequence[PodObs], observed: Mapping[str, Any]
 
 
 def _attempt_start(observed: Mapping[str, Any], backoff_base: int) -> dt.datetime | None:
-    """When the current attempt's pods could first be created."""
+    """When the current attempt's pods could first be created (disruptions do not grow the backoff)."""
     restarts = int(observed.get("restartCount") or 0)
+    counted = restarts - int(observed.get("disruptions") or 0)
     restarted = status.parse_time(observed.get("lastRestartTime"))
     started = status.parse_time(observed.get("startTime"))
     if restarts > 0 and restarted is not None:
         after_backoff = restarted + dt.timedelta(
-            seconds=failure_policy.backoff_seconds(restarts, backoff_base)
+            seconds=failure_policy.backoff_seconds(max(counted, 1), backoff_base)
         )
         return max(after_backoff, started) if started is not None else after_backoff
     return started
@@ -307,7 +308,7 @@ def _handle_failures(
     *,
     move: Any,
 ) -> bool:
-    """Fail or gang-restart on a failed (or vanished) pod of the current attempt; True if it did."""
+    """Fail or restart on a failed (or vanished) pod of the current attempt; True if it did."""
     rp = job.spec.run_policy
     phase = str(observed.get("phase") or "")
     failed = [p for p in pods.current.values() if p.phase == "Failed"]
@@ -323,17 +324,13 @@ def _handle_failures(
     if not (failed or gone or vanished):
         return False
 
-    permanent = [
-        p
-        for p in failed
-        if not p.disrupted
-        and p.exit_code is not None
-        and failure_policy.classify_exit(
-            p.exit_code, retryable=rp.retryable_exit_codes, permanent=rp.permanent_exit_codes
-        )
-        is failure_policy.Verdict.PERMANENT
-    ]
+    # A disruption (preemption, eviction, drain, node loss) explains the failures around it: the peers
+    # that lost a rank exit with errors of their own. Such a restart is not the job's fault: no exit
+    # code fails the job then, and it does not count against backoffLimit.
+    disrupted = [p for p in pods.current.values() if p.disrupted]
+    disruption = bool(disrupted or gone or vanished)
     codes = [p.exit_code for p in failed if p.exit_code is not None]
+    permanent = [] if disruption else [p for p in failed if _permanent(p, rp)]
     if codes:
         plan.status["lastExitCode"] = permanent[0].exit_code if permanent else codes[0]
     if permanent:
@@ -341,47 +338,54 @@ def _handle_failures(
         _fail(job, pods, plan, now, reasons.PERMANENT_EXIT.format(pod=pod.name, code=pod.exit_code))
         return True
 
-    if failed:
-        first_pod, why = failed[0].name, _failure_of(failed[0])
+    if disrupted:
+        first_pod, why = disrupted[0].name, _failure_of(disrupted[0])
     elif gone:
         first_pod, why = gone[0].name, "pod deleted"
-    else:
+    elif vanished:
         first_pod, why = f"{job.name}-node-{vanished[0]}", "pod deleted"
+    else:
+        first_pod, why = failed[0].name, _failure_of(failed[0])
     restarts = int(observed.get("restartCount") or 0)
-    if restarts >= rp.backoff_limit:
+    disruptions = int(observed.get("disruptions") or 0)
+    counted = restarts - disruptions
+    if not disruption and counted >= rp.backoff_limit:
         reason_message = reasons.BACKOFF_LIMIT.format(
-            pod=first_pod, why=why, count=restarts, limit=rp.backoff_limit
+            pod=first_pod, why=why, count=counted, limit=rp.backoff_limit
         )
         _fail(job, pods, plan, now, reason_message)
         return True
 
-    count = restarts + 1
-    delay = failure_policy.backoff_seconds(count, rp.backoff_seconds)
+    if not disruption:
+        counted += 1
+        budget = f"restart {counted}/{rp.backoff_limit}"
+    else:
+        plan.status["disruptions"] = disruptions + 1
+        budget = "not counted against backoffLimit"
+    delay = failure_policy.backoff_seconds(max(counted, 1), rp.backoff_seconds)
+    plan.status.update(restartCount=restarts + 1, lastRestartTime=status.timestamp(now))
+    plan.wake_at(delay)
+    fields: dict[str, Any] = {"pod": first_pod, "why": why, "budget": budget, "delay": delay}
     lost = sorted({p.index for p in [*failed, *gone]} | set(vanished))
     if phase == "Running" and _replaceable(job, pods, lost):
-        _replace_nodes(job, plan, lost, count=count, delay=delay, first_pod=first_pod, why=why, move=move)
-        plan.status.update(restartCount=count, lastRestartTime=status.timestamp(now))
-        plan.wake_at(delay)
+        _replace_nodes(job, plan, lost)
+        move("Running", reasons.NODE_REPLACED.format(nodes=", ".join(map(str, lost)), **fields))
         return True
-    plan.status.update(
-        attempt=int(observed.get("attempt") or 0) + 1,
-        restartCount=count,
-        lastRestartTime=status.timestamp(now),
-        nodeReplacements=[],
-        replacingNodes=[],
-    )
+    plan.status.update(attempt=int(observed.get("attempt") or 0) + 1, nodeReplacements=[], replacingNodes=[])
     # Keep failed pods (their logs); stop the rest of the gang now.
     plan.delete = [p.name for p in [*pods.current.values(), *pods.stale] if p.active]
-    retryable_exit = failed and not failed[0].disrupted
-    template = reasons.RETRYABLE_EXIT if retryable_exit else reasons.DISRUPTED
-    fields: dict[str, Any] = {"pod": first_pod, "count": count, "limit": rp.backoff_limit, "delay": delay}
-    if retryable_exit:
-        fields["code"] = failed[0].exit_code
-    else:
-        fields["why"] = why
+    template = reasons.DISRUPTED if disruption else reasons.RETRYABLE_EXIT
     move("Restarting", template.format(**fields))
-    plan.wake_at(delay)
     return True
+
+
+def _permanent(pod: PodObs, rp: Any) -> bool:
+    return pod.exit_code is not None and (
+        failure_policy.classify_exit(
+            pod.exit_code, retryable=rp.retryable_exit_codes, permanent=rp.permanent_exit_codes
+        )
+        is failure_policy.Verdict.PERMANENT
+    )
 
 
 def _min_running(job: TrainingJob) -> int:
@@ -400,31 +404,13 @@ def _replaceable(job: TrainingJob, pods: _Attempt, lost: Sequence[int]) -> bool:
     return any(p.index == 0 for p in survivors) and len(survivors) >= elastic.min_nodes
 
 
-def _replace_nodes(
-    job: TrainingJob,
-    plan: Plan,
-    lost: Sequence[int],
-    *,
-    count: int,
-    delay: float,
-    first_pod: str,
-    why: str,
-    move: Any,
-) -> None:
+def _replace_nodes(job: TrainingJob, plan: Plan, lost: Sequence[int]) -> None:
     replacements = [int(n) for n in plan.status.get("nodeReplacements") or []]
     replacements += [0] * (job.spec.nodes - len(replacements))
     for index in lost:
         replacements[index] += 1
     plan.status["nodeReplacements"] = replacements
     plan.status["replacingNodes"] = sorted(set(plan.status.get("replacingNodes") or []) | set(lost))
-    limit = job.spec.run_policy.backoff_limit
-    nodes = ", ".join(str(i) for i in lost)
-    move(
-        "Running",
-        reasons.NODE_REPLACED.format(
-            pod=first_pod, why=why, nodes=nodes, count=count, limit=limit, delay=delay
-        ),
-    )
 
 
 def _fail(

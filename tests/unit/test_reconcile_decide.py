@@ -288,9 +288,41 @@ def test_disruptions_are_retryable(disrupted: PodObs) -> None:
     assert (plan.status["phase"], plan.status["reason"]) == ("Restarting", "PodDisrupted")
 
 
+def test_a_disruption_is_not_counted_against_the_backoff_limit() -> None:
+    job = make_job(2, backoffLimit=1)
+    evicted = pod(0, "Failed", exit_code=143, disrupted=True, reason="DisruptionTarget")
+    # The job already used its one counted restart, and was disrupted twice before.
+    st = status("Running", attempt=3, restartCount=3, disruptions=2)
+    plan = decide(job, [dataclasses.replace(evicted, attempt=3), pod(1, attempt=3)], st, at=100)
+    assert (plan.status["phase"], plan.status["reason"]) == ("Restarting", "PodDisrupted")
+    assert (plan.status["restartCount"], plan.status["disruptions"]) == (4, 3)
+    assert "not counted against backoffLimit" in plan.status["message"]
+    assert plan.requeue_after == 10  # the backoff grows with counted restarts only (1 here)
+
+    crashed = decide(job, [pod(0, "Failed", attempt=4, exit_code=137)], dict(plan.status, attempt=4))
+    assert (crashed.status["phase"], crashed.status["reason"]) == ("Failed", "BackoffLimitExceeded")
+    assert "after 1 counted restarts" in crashed.status["message"]
+
+
+def test_a_peer_failing_because_of_a_disruption_is_not_permanent() -> None:
+    # A preempted pod takes its rank away; the peer's collective fails with the program's own exit 1.
+    preempted = pod(0, "Running", deleting=True, disrupted=True)
+    plan = decide(make_job(2), [preempted, pod(1, "Failed", exit_code=1)], status("Running"))
+    assert (plan.status["phase"], plan.status["reason"]) == ("Restarting", "PodDisrupted")
+    assert plan.status["message"].startswith("Pod j-node-0-r0 was disrupted")
+    assert plan.status["disruptions"] == 1 and plan.status["lastExitCode"] == 1
+
+
+def test_a_retryable_exit_counts_and_grows_the_backoff() -> None:
+    st = status("Running", restartCount=3, disruptions=2)
+    plan = decide(make_job(2), [pod(0, "Failed", exit_code=137), pod(1)], st)
+    assert (plan.status["restartCount"], plan.status["disruptions"]) == (4, 2)
+    assert "restart 2/3" in plan.status["message"] and plan.requeue_after == 20
+
+
 def test_a_pod_vanishing_while_running_restarts() -> None:
     plan = decide(make_job(2), [pod(1)], status("Running"))
-    assert plan.status["phase"] == "Restarting"
+    assert plan.status["phase"] == "Restarting" and plan.status["disruptions"] == 1
     assert plan.create == []
 
 

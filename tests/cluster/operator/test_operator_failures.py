@@ -75,7 +75,7 @@ def test_deleting_a_node_restarts_the_job(
         nodes.delete_node(kube, node)
     # The pod GC controller removes pods of a vanished node; that is a disruption: gang restart.
     st = jobs.wait("lost", lambda s: s.get("restartCount") == 1, "gang restart", timeout=180)
-    assert st["attempt"] == 1
+    assert (st["attempt"], st["disruptions"]) == (1, 1)
     jobs.wait_pods("lost", {"lost-node-0-r1": "Pending"}, timeout=60)
 
 
@@ -123,3 +123,15 @@ def test_elastic_job_restarts_the_gang_when_node_0_fails(operator: OperatorProce
     st = jobs.wait("el0", lambda s: s.get("attempt") == 1 and s.get("phase") == "Running", "attempt 1")
     assert st["restartCount"] == 1 and st["nodeReplacements"] == []
     assert 'torchjob_operator_restarts_total{scope="gang"} 1.0' in operator.metrics()
+
+
+def test_a_disruption_restarts_even_without_a_restart_budget(operator: OperatorProcess, jobs: Jobs) -> None:
+    jobs.create("drain", nodes=2, runPolicy={"backoffLimit": 0, "backoffSeconds": 1})
+    jobs.wait_phase("drain", "Running")
+    jobs.core.delete_namespaced_pod("drain-node-1-r0", jobs.ns)  # a drain or the eviction API
+    st = jobs.wait("drain", lambda s: s.get("attempt") == 1 and s.get("phase") == "Running", "attempt 1")
+    assert (st["restartCount"], st["disruptions"]) == (1, 1)
+    jobs.exit("drain-node-0-r1", 137)  # the program's own retryable failure: that one is counted
+    st = jobs.wait_phase("drain", "Failed")
+    assert st["reason"] == "BackoffLimitExceeded"
+    assert "PodDisrupted" in jobs.events("drain")
