@@ -149,6 +149,14 @@ def _kv(pairs: Iterable[tuple[str, Any]]) -> Table:
     return t
 
 
+def _restarts(st: Obj) -> str:
+    """`3`, or `3 (2 disruptions, not counted against backoffLimit)`."""
+    restarts, disruptions = int(st.get("restartCount") or 0), int(st.get("disruptions") or 0)
+    if not disruptions:
+        return str(restarts)
+    return f"{restarts} ({disruptions} disruptions, not counted against backoffLimit)"
+
+
 def _replaced(st: Obj) -> str | None:
     """Elastic replacements in this attempt, e.g. `node 1 x2, node 3 x1` (None when there are none)."""
     counts = [(i, n) for i, n in enumerate(st.get("nodeReplacements") or []) if n]
@@ -174,7 +182,7 @@ def describe(job: Obj, pods: Sequence[Obj], events: Sequence[Obj], *, now: float
                 ("Nodes:", f"{spec.get('nodes', 1)} x {spec.get('procsPerNode', 'auto')} procs"),
                 ("Phase:", st.get("phase")),
                 ("Attempt:", st.get("attempt", 0)),
-                ("Restarts:", st.get("restartCount", 0)),
+                ("Restarts:", _restarts(st)),
                 ("Replaced nodes:", _replaced(st)),
                 ("Last exit code:", st.get("lastExitCode")),
                 ("Node pods:", _node_counts(st)),

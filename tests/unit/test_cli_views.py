@@ -131,7 +131,8 @@ def test_api_error_message_prefers_the_apiservers_words() -> None:
 
 
 def test_describe_shows_elastic_replacements() -> None:
-    job = {**JOB, "status": {**JOB["status"], "nodeReplacements": [0, 2, 0, 1]}}  # type: ignore[dict-item]
-    text = render(*views.describe(job, [], [], now=NOW))
+    st = {**JOB["status"], "nodeReplacements": [0, 2, 0, 1], "restartCount": 4, "disruptions": 1}  # type: ignore[dict-item]
+    text = render(*views.describe({**JOB, "status": st}, [], [], now=NOW))
     assert "node 1 x2, node 3 x1" in text
+    assert "4 (1 disruptions, not counted against backoffLimit)" in text
     assert "Replaced nodes:  -" in render(*views.describe(JOB, [], [], now=NOW))
