@@ -211,7 +211,7 @@ def describe(job: Obj, pods: Sequence[Obj], events: Sequence[Obj], *, now: float
     for p in sorted(pods, key=lambda p: (pod_attempt(p), node_index(p), _name(p))):
         code = pod_exit_code(p)
         pt.add_row(
-            (p.get("metadata") or {}).get("name", ""),
+            _name(p),
             str(node_index(p)),
             str(pod_attempt(p)),
             (p.get("status") or {}).get("phase", ""),

@@ -11,15 +11,17 @@ Rules, in the order a pass applies them:
    Jobs do); startupDeadlineSeconds counts from the moment the current attempt's pods could first be
    created (startTime, or lastRestartTime plus its backoff, whichever is later) until every rank runs.
 4. A failed pod of the current attempt decides the attempt: a permanent exit code fails the job at once;
-   a retryable one (or a disruption: DisruptionTarget condition, eviction, node loss, or a pod that
-   vanished while the job was Running) restarts the whole gang unless backoffLimit restarts were used.
-   A restart only bumps `status.attempt`; pods of the new attempt are created by a later pass, after the
-   status write succeeded, after the backoff, and after the old attempt's pods are gone.
+   a retryable one restarts the whole gang unless backoffLimit restarts were used. A disruption
+   (DisruptionTarget condition, eviction, node loss, a pod deleted by someone else or vanished while the
+   job was Running) restarts it too, without counting against backoffLimit (`status.disruptions`) and
+   without failing the job for the exit codes of its peers. A restart only bumps `status.attempt`;
+   pods of the new attempt are created by a later pass, after the status write succeeded, after the
+   backoff, and after the old attempt's pods are gone.
    A Running elastic job replaces a lost node alone instead, when node 0 (the rendezvous host) still
    runs and so do at least minNodes nodes in all: torchrun on the survivors re-forms the worker group
    without it, and again with the replacement once it joins. That bumps
    `status.nodeReplacements[index]`, which names the replacement pod; it counts against backoffLimit
-   like a gang restart.
+   exactly as a gang restart would.
 5. Success: every node Succeeded (elastic jobs: the first node to succeed, as torchrun ends every agent
    once the worker group finishes).
 6. Otherwise create missing pods of the current attempt and report Pending (with the blocking pod's
@@ -35,7 +37,7 @@ from typing import Any, NamedTuple
 
 from torchjob_operator import failure_policy, reasons, status
 from torchjob_operator.observe import PodObs
-from torchjob_operator.spec import TrainingJob
+from torchjob_operator.spec import RunPolicy, TrainingJob
 
 
 @dataclasses.dataclass(frozen=True)
@@ -379,7 +381,7 @@ def _handle_failures(
     return True
 
 
-def _permanent(pod: PodObs, rp: Any) -> bool:
+def _permanent(pod: PodObs, rp: RunPolicy) -> bool:
     return pod.exit_code is not None and (
         failure_policy.classify_exit(
             pod.exit_code, retryable=rp.retryable_exit_codes, permanent=rp.permanent_exit_codes
