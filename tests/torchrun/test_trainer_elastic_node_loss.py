@@ -4,11 +4,10 @@ resumes from the shared checkpoint and finishes, alone or with a replacement nod
 from __future__ import annotations
 
 import re
-import socket
 from pathlib import Path
 
 import pytest
-from torchrun.trainer_procs import LAUNCH, free_port, read_summary, running, trainer_env, wait_for
+from torchrun.trainer_procs import LAUNCH, free_port, listening, read_summary, running, trainer_env, wait_for
 
 STEPS, EVERY = 120, 5
 
@@ -39,7 +38,7 @@ def test_elastic_run_survives_losing_a_node(tmp_path: Path, replaced: bool) -> N
     cmd += ["--sample-cost-us", "3000", "--checkpoint-every", str(EVERY)]
     # Node 0 comes first, so it hosts the c10d rendezvous store, as node 0's pod does in a cluster.
     with running(cmd, env, tmp_path / "node-0.log") as node0:
-        wait_for(lambda: _listening(rdzv), 60, "node 0 hosting the rendezvous store", node0)
+        wait_for(lambda: listening(rdzv), 60, "node 0 hosting the rendezvous store", node0)
         with running(cmd, env, tmp_path / "node-1.log") as node1:
             wait_for(lambda: len(list(shared.glob("ckpt-*.pt"))) >= 2, 180, "two checkpoints", node0)
             assert "world_size=2" in node0.output()
@@ -64,8 +63,3 @@ def test_elastic_run_survives_losing_a_node(tmp_path: Path, replaced: bool) -> N
     if not replaced:
         assert step == 2 * global_step
     assert summary["global_step"] == global_step + STEPS - step
-
-
-def _listening(port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) == 0

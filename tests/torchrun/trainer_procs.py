@@ -40,6 +40,12 @@ def free_port(span: int = 1) -> int:
     raise RuntimeError("no free port range")
 
 
+def listening(port: int) -> bool:
+    """Whether something accepts connections on 127.0.0.1:port (a rendezvous store, say)."""
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
 def trainer_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TORCHJOB_", "PET_"))}
     env.update(OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", **extra)

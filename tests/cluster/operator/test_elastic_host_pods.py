@@ -9,14 +9,13 @@ ReadWriteMany volume an elastic job would mount).
 from __future__ import annotations
 
 import re
-import socket
 from pathlib import Path
 from typing import Any
 
 from harness.hostnode import HOST_NODE, TOLERATION, HostPod
 from harness.polling import eventually
 from kubernetes import client
-from torchrun.trainer_procs import free_port
+from torchrun.trainer_procs import free_port, listening
 
 from .conftest import Jobs
 
@@ -55,7 +54,7 @@ def test_a_lost_node_is_replaced_while_the_rest_keeps_training(
     node1 = HostPod(kube, running(jobs, "el-real-node-1-r0"), tmp_path, rdzv_port=rdzv)
     with node0:
         # Node 0 first, so it hosts the c10d store as its pod does in a cluster (the address it renders).
-        eventually(lambda: _listening(rdzv), 60, "node 0 hosting the rendezvous store", interval_s=0.2)
+        eventually(lambda: listening(rdzv), 60, "node 0 hosting the rendezvous store", interval_s=0.2)
         with node1:
             eventually(lambda: len(list(checkpoints.glob("ckpt-*.pt"))) >= 2, 180, "two checkpoints")
             assert "world_size=2" in node0.output()
@@ -84,8 +83,3 @@ def test_a_lost_node_is_replaced_while_the_rest_keeps_training(
         "el-real-node-1-r0": "Failed",
         "el-real-node-1-r0-1": "Succeeded",
     }
-
-
-def _listening(port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) == 0
