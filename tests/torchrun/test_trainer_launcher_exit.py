@@ -5,7 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from torchrun.trainer_procs import LAUNCH, running, trainer_env
+from torchrun.trainer_procs import (
+    LAUNCH,
+    free_port,
+    listening,
+    running,
+    trainer_env,
+    two_node_env,
+    wait_for,
+)
 
 WORKER = """
 import os, signal, sys, time
@@ -31,3 +39,36 @@ def test_exit_code_is_preserved(tmp_path: Path, mode: str, nproc: int, expected:
     assert rc == expected, output[-3000:]
     if expected:
         assert f"exit code {expected}" in output
+
+
+SAVER = """
+import os, signal, sys, time
+release = sys.argv[1]
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # the preempted node stops at once
+open(release + ".started-" + os.environ["RANK"], "w").close()
+while not os.path.exists(release):  # the other one is still "saving its checkpoint"
+    time.sleep(0.05)
+sys.exit(143)
+"""
+
+
+def test_losing_the_store_host_first_keeps_the_workers_code(tmp_path: Path) -> None:
+    """The node hosting the c10d store is preempted and exits while the other node's worker still
+    saves: that launcher must report its worker's 143, not fail on its next membership poll."""
+    script, release = tmp_path / "saver.py", tmp_path / "release"
+    script.write_text(SAVER)
+    rdzv = free_port()
+    cmd = [LAUNCH, "--", str(script), str(release)]
+    env = two_node_env(rdzv, "store-loss")
+    with running(cmd, env, tmp_path / "host.log") as host:
+        wait_for(lambda: listening(rdzv), 60, "the rendezvous store", host)
+        with running(cmd, env, tmp_path / "client.log") as client:
+            wait_for(lambda: len(list(tmp_path.glob("release.started-*"))) == 2, 120, "both workers", client)
+            host.popen.terminate()
+            host_rc = host.wait(timeout=60)
+            # Many 0.1 s membership polls happen against the dead store before the worker exits.
+            wait_for(lambda: "rendezvous store is gone" in client.output(), 30, "the store-loss log", client)
+            release.touch()
+            client_rc = client.wait(timeout=60)
+            output = host.output() + client.output()
+    assert (host_rc, client_rc) == (143, 143), output[-4000:]

@@ -1,14 +1,20 @@
-"""SIGTERM reaching one node only (one pod evicted) stops every rank at the same step; rank 0 saves."""
+"""SIGTERM reaching one node only (one pod evicted) stops every rank at the same step; rank 0 saves.
+
+Either node may be the one evicted, including the one that hosts the rendezvous store (node 0 in a
+cluster): the other launcher must still exit with its worker's 143, not with a rendezvous error.
+"""
 
 from __future__ import annotations
 
 import signal
 from pathlib import Path
 
+import pytest
 from torchjob_trainer import checkpoint
 from torchrun.trainer_procs import (
     LAUNCH,
     free_port,
+    listening,
     progress_lines,
     read_summary,
     running,
@@ -17,7 +23,8 @@ from torchrun.trainer_procs import (
 )
 
 
-def test_sigterm_on_the_node_without_rank_0(tmp_path: Path) -> None:
+@pytest.mark.parametrize("signalled", ["store host", "store client"])
+def test_sigterm_on_one_node_stops_every_rank(tmp_path: Path, signalled: str) -> None:
     rdzv = free_port()
     ckpt = tmp_path / "ckpt"
     summary_file = tmp_path / "summary.json"
@@ -35,27 +42,22 @@ def test_sigterm_on_the_node_without_rank_0(tmp_path: Path) -> None:
         )
 
     cmd = [LAUNCH, "--", "torchjob-train", *args]
-    with (
-        running(cmd, env(), tmp_path / "a.log") as a,
-        running(cmd, env(), tmp_path / "b.log") as b,
-    ):
-        # Ranks are assigned at rendezvous: find the agent whose worker is rank 0.
-        def rank0_agent() -> object:
-            for agent in (a, b):
-                if progress_lines(agent.output()):
-                    return agent
-            return None
-
-        leader = wait_for(rank0_agent, 180, "the first progress line", a)
-        other = b if leader is a else a
-        wait_for(
-            lambda: any(p["step"] >= 10 for p in progress_lines(leader.output())), 120, "step 10", leader
-        )
-        other.popen.send_signal(signal.SIGTERM)
-        rcs = {"leader": leader.wait(timeout=90), "other": other.wait(timeout=90)}
-        output = leader.output() + other.output()
+    with running(cmd, env(), tmp_path / "host.log") as host:
+        # The first launcher up hosts the c10d store, as node 0 does in a cluster.
+        wait_for(lambda: listening(rdzv), 60, "the rendezvous store", host)
+        with running(cmd, env(), tmp_path / "client.log") as client:
+            target, other = (host, client) if signalled == "store host" else (client, host)
+            wait_for(
+                lambda: any(p["step"] >= 10 for p in progress_lines(host.output() + client.output())),
+                180,
+                "step 10",
+                host,
+            )
+            target.popen.send_signal(signal.SIGTERM)
+            rcs = {"signalled": target.wait(timeout=90), "other": other.wait(timeout=90)}
+            output = host.output() + client.output()
     # The signalled launcher exits 128+15; the other one reports its worker's own 143.
-    assert rcs == {"leader": 143, "other": 143}, output[-4000:]
+    assert rcs == {"signalled": 143, "other": 143}, output[-4000:]
     summary = read_summary(summary_file)
     assert summary["outcome"] == "preempted"
     steps = [r["steps"] for r in summary["ranks"]]

@@ -2,7 +2,22 @@ from __future__ import annotations
 
 import pytest
 from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, ProcessFailure
-from torchjob_trainer.launch import exit_code_of, find_console_script, first_failure_code, shutdown_timeout
+from torch.distributed.elastic.rendezvous import (
+    RendezvousConnectionError,
+    RendezvousHandler,
+    RendezvousInfo,
+    RendezvousParameters,
+)
+from torch.distributed.elastic.rendezvous.registry import get_rendezvous_handler
+from torchjob_trainer.launch import (
+    STORE_LOSS_BACKEND,
+    STORE_LOSS_GRACE_KEY,
+    StoreLossTolerantHandler,
+    exit_code_of,
+    find_console_script,
+    first_failure_code,
+    shutdown_timeout,
+)
 
 
 def _failure(rank: int, code: int, ts: int) -> ProcessFailure:
@@ -37,3 +52,57 @@ def test_console_scripts_run_without_python() -> None:
     assert find_console_script("torchjob-train") is not None
     assert find_console_script("train.py") is None
     assert find_console_script("no-such-program-xyz") is None
+
+
+class _LostStore(RendezvousHandler):
+    """A c10d handler whose store host has gone away."""
+
+    def get_backend(self) -> str:
+        return "c10d"
+
+    def next_rendezvous(self) -> RendezvousInfo:
+        raise RendezvousConnectionError("gone")
+
+    def is_closed(self) -> bool:
+        return False
+
+    def set_closed(self) -> None:
+        pass
+
+    def num_nodes_waiting(self) -> int:
+        raise RendezvousConnectionError("The connection to the C10d store has failed.")
+
+    def get_run_id(self) -> str:
+        return "job"
+
+    def shutdown(self) -> bool:
+        return False
+
+
+def test_a_lost_store_reads_as_nobody_waiting_for_the_grace_then_fails() -> None:
+    now = [100.0]
+    handler = StoreLossTolerantHandler(_LostStore(), grace_s=30, clock=lambda: now[0])
+    assert handler.num_nodes_waiting() == 0
+    now[0] += 30
+    assert handler.num_nodes_waiting() == 0
+    now[0] += 1
+    with pytest.raises(RendezvousConnectionError):
+        handler.num_nodes_waiting()
+    # Everything else is the c10d handler's own answer.
+    assert (handler.get_run_id(), handler.is_closed(), handler.shutdown()) == ("job", False, False)
+    with pytest.raises(RendezvousConnectionError):
+        handler.next_rendezvous()
+
+
+def test_the_launcher_backend_wraps_a_real_c10d_handler() -> None:
+    params = RendezvousParameters(
+        STORE_LOSS_BACKEND, "localhost:0", "unit", 1, 1, None, **{STORE_LOSS_GRACE_KEY: 7, "is_host": True}
+    )
+    handler = get_rendezvous_handler(params)
+    try:
+        assert isinstance(handler, StoreLossTolerantHandler)
+        assert handler.get_backend() == STORE_LOSS_BACKEND
+        assert handler.num_nodes_waiting() == 0
+        assert handler.get_run_id() == "unit"
+    finally:
+        handler.shutdown()

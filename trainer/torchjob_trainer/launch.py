@@ -12,6 +12,11 @@ same elastic agent (configured by `PET_*` env and torchrun's flags, then `-- cmd
 
 The agent's shutdown timeout defaults to `TORCHJOB_PREEMPTION_GRACE_SECONDS` + 10 s, so that workers
 can finish their preemption checkpoint before they are killed.
+
+The node that hosts the c10d store may be preempted first. torchrun's agent then fails its next
+membership poll and abandons workers that are still saving, exiting 1 (a "bug") where its workers
+would have exited 143. The launcher's c10d handler answers that poll with "nobody waiting" for up to the
+shutdown timeout after the store is lost, so the workers' own exit decides the code.
 """
 
 from __future__ import annotations
@@ -21,12 +26,21 @@ import os
 import shutil
 import signal
 import sys
+import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import NoReturn
 
 from torch.distributed.elastic.multiprocessing.api import SignalException
 from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, ProcessFailure
+from torch.distributed.elastic.rendezvous import (
+    RendezvousConnectionError,
+    RendezvousHandler,
+    RendezvousInfo,
+    RendezvousParameters,
+    rendezvous_handler_registry,
+)
+from torch.distributed.elastic.rendezvous.registry import get_rendezvous_handler
 from torch.distributed.launcher.api import elastic_launch
 from torch.distributed.run import config_from_args, parse_args
 
@@ -72,6 +86,80 @@ def shutdown_timeout(env: Mapping[str, str]) -> int | None:
         return None
 
 
+STORE_LOSS_BACKEND = "torchjob-c10d"
+STORE_LOSS_GRACE_KEY = "torchjob_store_loss_grace_s"
+
+
+class StoreLossTolerantHandler(RendezvousHandler):
+    """torchrun's c10d handler, except that a lost store reads as "no node waiting" for a while.
+
+    No node can join through a store that is gone, so the answer is true; after `grace_s` the
+    original error stands, so an agent whose workers hang does not wait forever.
+    """
+
+    def __init__(
+        self, inner: RendezvousHandler, grace_s: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._inner, self._grace_s, self._clock = inner, grace_s, clock
+        self._lost_at: float | None = None
+
+    def get_backend(self) -> str:
+        return STORE_LOSS_BACKEND
+
+    @property
+    def use_agent_store(self) -> bool:
+        return self._inner.use_agent_store
+
+    def next_rendezvous(self) -> RendezvousInfo:
+        return self._inner.next_rendezvous()
+
+    def is_closed(self) -> bool:
+        return self._inner.is_closed()
+
+    def set_closed(self) -> None:
+        self._inner.set_closed()  # type: ignore[no-untyped-call]
+
+    def num_nodes_waiting(self) -> int:
+        try:
+            return self._inner.num_nodes_waiting()
+        except RendezvousConnectionError:
+            now = self._clock()
+            if self._lost_at is None:
+                self._lost_at = now
+                log.warning(
+                    "the rendezvous store is gone (its node stopped first); letting the workers finish "
+                    "for up to %.0f s",
+                    self._grace_s,
+                )
+            if now - self._lost_at > self._grace_s:
+                raise
+            return 0
+
+    def get_run_id(self) -> str:
+        return self._inner.get_run_id()
+
+    def shutdown(self) -> bool:
+        return self._inner.shutdown()
+
+
+def create_store_loss_tolerant_handler(params: RendezvousParameters) -> RendezvousHandler:
+    config = dict(params.config)
+    grace_s = float(config.pop(STORE_LOSS_GRACE_KEY, SHUTDOWN_MARGIN_SECONDS))
+    inner = RendezvousParameters(
+        "c10d",
+        params.endpoint,
+        params.run_id,
+        params.min_nodes,
+        params.max_nodes,
+        params.local_addr,
+        **config,
+    )
+    return StoreLossTolerantHandler(get_rendezvous_handler(inner), grace_s)
+
+
+rendezvous_handler_registry.register(STORE_LOSS_BACKEND, create_store_loss_tolerant_handler)
+
+
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s torchjob-launch: %(message)s")
     args = parse_args(list(sys.argv[1:] if argv is None else argv))  # type: ignore[no-untyped-call]
@@ -93,6 +181,9 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         timeout = shutdown_timeout(os.environ)
         if timeout is not None:
             config.shutdown_timeout = timeout
+        if config.rdzv_backend == "c10d":
+            config.rdzv_backend = STORE_LOSS_BACKEND
+            config.rdzv_configs[STORE_LOSS_GRACE_KEY] = config.shutdown_timeout
         elastic_launch(config=config, entrypoint=cmd)(*cmd_args)
     except ChildFailedError as exc:
         rank, failure = exc.get_first_failure()
