@@ -1,11 +1,14 @@
 """SIGTERM reaching one node only (one pod evicted) stops every rank at the same step; rank 0 saves.
 
-Either node may be the one evicted, including the one that hosts the rendezvous store (node 0 in a
-cluster): the other launcher must still exit with its worker's 143, not with a rendezvous error.
+The evicted node may be the one that hosts the rendezvous store (node 0 in a cluster) while rank 0, which
+saves, runs on the other: that launcher must still exit with its worker's 143, not a rendezvous error.
+c10d ranks nodes by process id, so the test picks rank 0's node by which launcher starts first, and the
+store's host by which one reaches the rendezvous first.
 """
 
 from __future__ import annotations
 
+import contextlib
 import signal
 from pathlib import Path
 
@@ -24,7 +27,7 @@ from torchrun.trainer_procs import (
 
 
 @pytest.mark.parametrize("signalled", ["store host", "store client"])
-def test_sigterm_on_one_node_stops_every_rank(tmp_path: Path, signalled: str) -> None:
+def test_sigterm_on_the_node_without_rank_0(tmp_path: Path, signalled: str) -> None:
     rdzv = free_port()
     ckpt = tmp_path / "ckpt"
     summary_file = tmp_path / "summary.json"
@@ -42,20 +45,25 @@ def test_sigterm_on_one_node_stops_every_rank(tmp_path: Path, signalled: str) ->
         )
 
     cmd = [LAUNCH, "--", "torchjob-train", *args]
-    with running(cmd, env(), tmp_path / "host.log") as host:
-        # The first launcher up hosts the c10d store, as node 0 does in a cluster.
+    gate = tmp_path / "gate"
+    gated = ["sh", "-c", 'while [ ! -e "$0" ]; do sleep 0.1; done; exec "$@"', str(gate), *cmd]
+    with contextlib.ExitStack() as stack:
+        if signalled == "store host":  # the client starts first (lower pid: rank 0) but joins second
+            client = stack.enter_context(running(gated, env(), tmp_path / "client.log"))
+            host = stack.enter_context(running(cmd, env(), tmp_path / "host.log"))
+        else:
+            host = stack.enter_context(running(cmd, env(), tmp_path / "host.log"))
+            client = stack.enter_context(running(gated, env(), tmp_path / "client.log"))
         wait_for(lambda: listening(rdzv), 60, "the rendezvous store", host)
-        with running(cmd, env(), tmp_path / "client.log") as client:
-            target, other = (host, client) if signalled == "store host" else (client, host)
-            wait_for(
-                lambda: any(p["step"] >= 10 for p in progress_lines(host.output() + client.output())),
-                180,
-                "step 10",
-                host,
-            )
-            target.popen.send_signal(signal.SIGTERM)
-            rcs = {"signalled": target.wait(timeout=90), "other": other.wait(timeout=90)}
-            output = host.output() + client.output()
+        gate.touch()
+        target, survivor = (host, client) if signalled == "store host" else (client, host)
+        wait_for(
+            lambda: any(p["step"] >= 10 for p in progress_lines(survivor.output())), 180, "step 10", survivor
+        )
+        target.popen.send_signal(signal.SIGTERM)
+        rcs = {"signalled": target.wait(timeout=90), "other": survivor.wait(timeout=90)}
+        output = host.output() + client.output()
+        assert "rank 0/2" in survivor.output(), output[-4000:]
     # The signalled launcher exits 128+15; the other one reports its worker's own 143.
     assert rcs == {"signalled": 143, "other": 143}, output[-4000:]
     summary = read_summary(summary_file)
