@@ -74,7 +74,8 @@ class TrainerRun:
     namespace: str = TRAINER_NAMESPACE  # the label Prometheus puts on its targets
 
 
-@pytest.fixture(scope="session")
+# Package scope (tests/tools/__init__.py): the run stops with this tier, not at the end of the session.
+@pytest.fixture(scope="package")
 def trainer_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrainerRun]:
     from torchrun.trainer_procs import LAUNCH, free_port, running, scrape_while_training, trainer_env
 
@@ -124,7 +125,7 @@ class Prometheus:
         return list(data["result"])
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def prometheus(
     prometheus_bin: str, trainer_run: TrainerRun, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Prometheus]:
