@@ -142,6 +142,7 @@ def node_env(
             job, node_rank, master_addr=LOCALHOST, master_port=ports.master, rdzv_port=ports.rdzv
         ),
         *renv.trainer_env(job, cpu_limit=cpu_limit(job)),
+        *renv.preset_env(job),  # before the user's env, which resolve_env lets win
         *job.spec.env,
     ]
     env.update(resolve_env(pod_env, pod_name=pod_name, namespace=job.namespace))

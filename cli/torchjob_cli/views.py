@@ -179,6 +179,7 @@ def describe(job: Obj, pods: Sequence[Obj], events: Sequence[Obj], *, now: float
                     f"{md.get('creationTimestamp', '-')} ({age(md.get('creationTimestamp'), now)} ago)",
                 ),
                 ("Image:", spec.get("image")),
+                ("Managed by:", spec.get("managedBy", constants.CONTROLLER_NAME)),
                 ("Nodes:", f"{spec.get('nodes', 1)} x {spec.get('procsPerNode', 'auto')} procs"),
                 ("Phase:", st.get("phase")),
                 ("Attempt:", st.get("attempt", 0)),

@@ -31,6 +31,9 @@ LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
 APP_NAME: Final = "torchjob"
 COMPONENT_TRAINER: Final = "trainer"
 MANAGED_BY: Final = "torchjob-operator"
+# spec.managedBy: the controller that reconciles a job. Any other value (Kueue's MultiKueue, say) makes
+# this operator leave the job alone.
+CONTROLLER_NAME: Final = f"{GROUP}/operator"
 
 # Third-party scheduling integrations.
 LABEL_KUEUE_QUEUE: Final = "kueue.x-k8s.io/queue-name"

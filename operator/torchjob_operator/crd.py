@@ -431,6 +431,14 @@ def spec_schema() -> Schema:
             minLength=1,
             maxLength=4096,
         ),
+        "managedBy": _string(
+            f"Controller that reconciles this job: {constants.CONTROLLER_NAME} (the default) or another one, "
+            "such as kueue.x-k8s.io/multikueue, in which case this operator creates nothing and writes no "
+            "status for it. Immutable.",
+            pattern=rules.MANAGED_BY_PATTERN,
+            maxLength=rules.MAX_MANAGED_BY_LENGTH,
+            **{"x-kubernetes-validations": [_rule("self == oldSelf", rules.MANAGED_BY_IMMUTABLE_MSG)]},
+        ),
         "imagePullPolicy": _string(
             "Always, IfNotPresent or Never.", enum=list(constants.IMAGE_PULL_POLICIES)
         ),
@@ -484,6 +492,18 @@ def spec_schema() -> Schema:
         "serviceAccountName": _string("ServiceAccount of the pods.", maxLength=rules.MAX_NAME_LENGTH),
         "automountServiceAccountToken": _boolean(
             "Mount an API token into the pods (off: trainers need none).", default=False
+        ),
+        "debug": _boolean(
+            "Distributed debugging presets: TORCH_DISTRIBUTED_DEBUG=INFO, TORCH_CPP_LOG_LEVEL=INFO, "
+            "TORCH_SHOW_CPP_STACKTRACES=1, LOGLEVEL=INFO, and with nccl NCCL_DEBUG=INFO, "
+            "NCCL_DEBUG_SUBSYS=INIT,NET and TORCH_NCCL_DESYNC_DEBUG=1. An env entry of the same name wins.",
+            default=False,
+        ),
+        "networkInterface": _string(
+            "Network interface(s) for collectives, e.g. eth0 or eth0,eth1: sets NCCL_SOCKET_IFNAME and "
+            "GLOO_SOCKET_IFNAME (an env entry of the same name wins).",
+            pattern=rules.NETWORK_INTERFACE_PATTERN,
+            maxLength=rules.MAX_NETWORK_INTERFACE_LENGTH,
         ),
         "dataLoader": _data_loader(),
         "sharedMemory": _shared_memory(),
@@ -542,6 +562,11 @@ def spec_schema() -> Schema:
                     ".elastic.maxNodes",
                 ),
                 _rule("self.backend != 'nccl' || self.resources.gpusPerNode > 0", rules.NCCL_MSG, ".backend"),
+                _rule(
+                    "has(self.managedBy) == has(oldSelf.managedBy)",
+                    rules.MANAGED_BY_IMMUTABLE_MSG,
+                    ".managedBy",
+                ),
                 _rule(
                     "!has(self.volumeMounts) || self.volumeMounts.all(m, has(self.volumes) && "
                     "self.volumes.exists(v, v.name == m.name))",

@@ -4,6 +4,9 @@
   handler runs, so a restarted operator sees every existing pod before it decides anything);
 - pod and job events poke the job's loop;
 - one daemon per TrainingJob runs the loop.
+
+Jobs whose `spec.managedBy` names another controller (Kueue's MultiKueue, say) match no handler: no
+finalizer, no pods, no status from this operator. The field is immutable, so a job never changes sides.
 """
 
 from __future__ import annotations
@@ -62,14 +65,23 @@ def pod_changed(labels: kopf.Labels, namespace: str | None, **_: Any) -> None:
     jobloop.wake((str(namespace), str(labels.get(constants.LABEL_JOB_NAME))))
 
 
-@kopf.on.event(constants.GROUP, constants.VERSION, constants.PLURAL)
+def managed_here(spec: kopf.Spec, **_: Any) -> bool:
+    return bool(spec.get("managedBy", constants.CONTROLLER_NAME) == constants.CONTROLLER_NAME)
+
+
+@kopf.on.event(constants.GROUP, constants.VERSION, constants.PLURAL, when=managed_here)
 def job_changed(name: str, namespace: str | None, **_: Any) -> None:
     jobloop.wake((str(namespace), name))
 
 
 # A grace period to exit on the stop flag before Kopf resorts to cancelling the task.
 @kopf.daemon(
-    constants.GROUP, constants.VERSION, constants.PLURAL, cancellation_backoff=1.0, cancellation_timeout=10.0
+    constants.GROUP,
+    constants.VERSION,
+    constants.PLURAL,
+    when=managed_here,
+    cancellation_backoff=1.0,
+    cancellation_timeout=10.0,
 )
 async def run_job(
     body: kopf.Body,

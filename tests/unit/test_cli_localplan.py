@@ -80,3 +80,15 @@ def test_downward_api_refs_become_local_values() -> None:
 def test_restart_policy_comes_from_run_policy() -> None:
     p = localplan.policy(example_job())
     assert p.backoff_limit == 2 and 143 in p.retryable_exit_codes
+
+
+def test_presets_reach_local_ranks_and_the_users_env_wins(tmp_path: Path) -> None:
+    manifest = yaml.safe_load(EXAMPLE.read_text())
+    manifest["spec"].update(debug=True, networkInterface="lo", env=[{"name": "LOGLEVEL", "value": "WARNING"}])
+    ports = localplan.Ports(master=30001, rdzv=30002, metrics_base=0)
+    env = localplan.node_env(spec.load(manifest), 0, ports, tmp_path, attempt=0, environ={})
+    assert (env["TORCH_DISTRIBUTED_DEBUG"], env["GLOO_SOCKET_IFNAME"], env["LOGLEVEL"]) == (
+        "INFO",
+        "lo",
+        "WARNING",
+    )

@@ -136,3 +136,9 @@ def test_describe_shows_elastic_replacements() -> None:
     assert "node 1 x2, node 3 x1" in text
     assert "4 (1 disruptions, not counted against backoffLimit)" in text
     assert "Replaced nodes:  -" in render(*views.describe(JOB, [], [], now=NOW))
+
+
+def test_describe_names_the_controller_that_manages_the_job() -> None:
+    assert "Managed by:      torchjob.dev/operator" in render(*views.describe(JOB, [], [], now=NOW))
+    theirs = {**JOB, "spec": {**JOB["spec"], "managedBy": "kueue.x-k8s.io/multikueue"}}  # type: ignore[dict-item]
+    assert "Managed by:      kueue.x-k8s.io/multikueue" in render(*views.describe(theirs, [], [], now=NOW))

@@ -66,6 +66,7 @@ def test_cel_rules_have_messages_and_spec_rules_name_fields() -> None:
         ".elastic.maxNodes",
         ".backend",
         ".volumeMounts",
+        ".managedBy",
     }
 
 

@@ -454,3 +454,34 @@ def test_trainer_comes_first_when_the_template_has_only_sidecars() -> None:
     template = {"spec": {"containers": [{"name": "proxy", "image": "envoy"}]}}
     pod = pods.render_pod(job_of(template=template), 0, 0)
     assert [c["name"] for c in pod["spec"]["containers"]] == ["trainer", "proxy"]
+
+
+def test_debug_and_network_presets_yield_to_the_users_env() -> None:
+    assert not {"TORCH_DISTRIBUTED_DEBUG", "GLOO_SOCKET_IFNAME"} & set(
+        env_of(pods.render_pod(job_of(), 0, 0))
+    )
+    cpu = env_of(pods.render_pod(job_of(debug=True, networkInterface="eth0"), 0, 0))
+    assert {k: cpu[k] for k in ("TORCH_DISTRIBUTED_DEBUG", "TORCH_CPP_LOG_LEVEL", "LOGLEVEL")} == {
+        "TORCH_DISTRIBUTED_DEBUG": "INFO",
+        "TORCH_CPP_LOG_LEVEL": "INFO",
+        "LOGLEVEL": "INFO",
+    }
+    assert (cpu["NCCL_SOCKET_IFNAME"], cpu["GLOO_SOCKET_IFNAME"]) == ("eth0", "eth0")
+    assert "NCCL_DEBUG" not in cpu  # gloo job: NCCL's logging would only be noise
+
+    gpu = pods.render_pod(
+        job_of(
+            debug=True,
+            resources={"gpusPerNode": 1},
+            env=[{"name": "NCCL_DEBUG", "value": "WARN"}],
+            template={
+                "spec": {"containers": [{"name": "trainer", "env": [{"name": "LOGLEVEL", "value": "DEBUG"}]}]}
+            },
+        ),
+        0,
+        0,
+    )
+    names = [e["name"] for e in gpu["spec"]["containers"][0]["env"]]
+    assert names.count("NCCL_DEBUG") == 1 and names.count("LOGLEVEL") == 1  # no duplicate env names
+    got = env_of(gpu)
+    assert (got["NCCL_DEBUG"], got["LOGLEVEL"], got["NCCL_DEBUG_SUBSYS"]) == ("WARN", "DEBUG", "INIT,NET")

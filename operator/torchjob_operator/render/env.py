@@ -35,6 +35,23 @@ TRAINER_ENV_NAMES: Final = (
 )
 
 
+# spec.debug: what torch and NCCL print to explain a hang or a mismatch (TorchX's `debug` has the like).
+# Not DETAIL: its collective fingerprinting segfaults DDP's constructor on gloo in torch 2.15
+# (tests/torchrun/test_cli_local_debug.py runs the preset for real).
+DEBUG_ENV: Final = (
+    ("TORCH_DISTRIBUTED_DEBUG", "INFO"),
+    ("TORCH_CPP_LOG_LEVEL", "INFO"),
+    ("TORCH_SHOW_CPP_STACKTRACES", "1"),
+    ("LOGLEVEL", "INFO"),
+)
+NCCL_DEBUG_ENV: Final = (
+    ("NCCL_DEBUG", "INFO"),
+    ("NCCL_DEBUG_SUBSYS", "INIT,NET"),
+    ("TORCH_NCCL_DESYNC_DEBUG", "1"),
+)
+SOCKET_IFNAME_ENV: Final = ("NCCL_SOCKET_IFNAME", "GLOO_SOCKET_IFNAME")
+
+
 def _var(name: str, value: object) -> EnvVar:
     return {"name": name, "value": str(value)}
 
@@ -87,6 +104,18 @@ def torchrun_env(
             _var(constants.TORCH_DISABLE_SHARED_STORE_ENV, "1"),
         ]
     return env
+
+
+def preset_env(job: TrainingJob) -> list[EnvVar]:
+    """Defaults from spec.debug and spec.networkInterface; an env entry of the same name overrides each."""
+    presets: list[tuple[str, str]] = []
+    if job.spec.debug:
+        presets += DEBUG_ENV
+        if job.backend == "nccl":
+            presets += NCCL_DEBUG_ENV
+    if job.spec.network_interface:
+        presets += [(name, job.spec.network_interface) for name in SOCKET_IFNAME_ENV]
+    return [_var(name, value) for name, value in presets]
 
 
 def trainer_env(job: TrainingJob, *, cpu_limit: str | None = None) -> list[EnvVar]:

@@ -122,7 +122,9 @@ def _trainer_container(job: TrainingJob, index: int, base: JSON) -> JSON:
     template_env = [
         e for e in c.get("env") or [] if e.get("name") not in taken and not is_reserved_env(e["name"])
     ]
-    c["env"] = ours + template_env + user
+    overridden = taken | {e["name"] for e in template_env}
+    presets = [e for e in env.preset_env(job) if e["name"] not in overridden]
+    c["env"] = ours + presets + template_env + user
     env_from = list(c.get("envFrom") or []) + copy.deepcopy(list(spec.env_from))
     if env_from:
         c["envFrom"] = env_from

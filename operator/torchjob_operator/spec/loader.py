@@ -18,9 +18,12 @@ from torchjob_operator.spec.rules import (
     GPU_RESOURCE_PATTERN,
     IMAGE_MSG,
     LABEL_VALUE_PATTERN,
+    MANAGED_BY_PATTERN,
     MAX_ARGS,
     MAX_ENV,
+    MAX_MANAGED_BY_LENGTH,
     MAX_NAME_LENGTH,
+    MAX_NETWORK_INTERFACE_LENGTH,
     MAX_NODES_MSG,
     MAX_RESOURCES,
     MAX_STRING_LENGTH,
@@ -29,6 +32,7 @@ from torchjob_operator.spec.rules import (
     MIN_NODES_MSG,
     MOUNT_MSG,
     NCCL_MSG,
+    NETWORK_INTERFACE_PATTERN,
     RESERVED_MSG,
     RESERVED_VOLUME_MSG,
     SHM_PATH_MSG,
@@ -265,6 +269,9 @@ def _spec(root: Reader) -> TrainingJobSpec:
         root.required("spec")
         s = Reader({}, "spec", root.errors)
     image = s.string("image", min_length=1)
+    managed_by = s.string(
+        "managedBy", constants.CONTROLLER_NAME, pattern=MANAGED_BY_PATTERN, max_length=MAX_MANAGED_BY_LENGTH
+    )
     pull = s.string("imagePullPolicy", enum=constants.IMAGE_PULL_POLICIES)
     command = s.string_list("command", constants.DEFAULT_COMMAND, max_items=MAX_ARGS)
     if not command:
@@ -285,6 +292,10 @@ def _spec(root: Reader) -> TrainingJobSpec:
     scheduler = s.string("schedulerName", max_length=MAX_NAME_LENGTH)
     service_account = s.string("serviceAccountName", max_length=MAX_NAME_LENGTH)
     automount = s.boolean("automountServiceAccountToken", False)
+    debug = s.boolean("debug", False)
+    interface = s.string(
+        "networkInterface", pattern=NETWORK_INTERFACE_PATTERN, max_length=MAX_NETWORK_INTERFACE_LENGTH
+    )
     data_loader = _data_loader(s)
     shared_memory = _shared_memory(s)
     ckpt = s.child_or_empty("checkpoint")
@@ -311,6 +322,7 @@ def _spec(root: Reader) -> TrainingJobSpec:
 
     return TrainingJobSpec(
         image=image,
+        managed_by=managed_by or constants.CONTROLLER_NAME,
         image_pull_policy=pull,
         command=command,
         args=args,
@@ -330,6 +342,8 @@ def _spec(root: Reader) -> TrainingJobSpec:
         scheduler_name=scheduler or None,
         service_account_name=service_account or None,
         automount_service_account_token=automount,
+        debug=debug,
+        network_interface=interface or None,
         data_loader=data_loader,
         shared_memory=shared_memory,
         checkpoint=checkpoint,

@@ -15,6 +15,15 @@ GPU_RESOURCE_PATTERN: Final = (
     r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*)"
     r"/([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)$"
 )
+# `<domain>/<path>`, as Kueue's MultiKueue (`kueue.x-k8s.io/multikueue`) and the batch Job API expect.
+MANAGED_BY_PATTERN: Final = (
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"
+    r"/[A-Za-z0-9]([-A-Za-z0-9_./]*[A-Za-z0-9])?$"
+)
+MAX_MANAGED_BY_LENGTH: Final = 63
+# One interface name or a comma-separated list: what both NCCL_SOCKET_IFNAME and GLOO_SOCKET_IFNAME take.
+NETWORK_INTERFACE_PATTERN: Final = r"^[A-Za-z0-9_.:@-]+(,[A-Za-z0-9_.:@-]+)*$"
+MAX_NETWORK_INTERFACE_LENGTH: Final = 256
 LABEL_VALUE_PATTERN: Final = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
 ENV_NAME_PATTERN: Final = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
 ABS_PATH_PATTERN: Final = r"^/"
@@ -43,6 +52,7 @@ MAX_NODES_MSG: Final = "maxNodes must be greater than or equal to spec.nodes"
 EXIT_OVERLAP_MSG: Final = "an exit code must not be in both retryableExitCodes and permanentExitCodes"
 GANG_SCHEDULER_MSG: Final = "gangScheduler may only be set when gang is true"
 IMAGE_MSG: Final = "image is required unless spec.template.spec.containers[name=trainer].image is set"
+MANAGED_BY_IMMUTABLE_MSG: Final = "managedBy is immutable: it cannot be set, changed or removed once created"
 NCCL_MSG: Final = "backend nccl needs GPUs: set spec.resources.gpusPerNode or use gloo"
 
 

@@ -93,6 +93,7 @@ class Scheduling:
 @dataclass(frozen=True)
 class TrainingJobSpec:
     image: str | None = None
+    managed_by: str = constants.CONTROLLER_NAME
     image_pull_policy: str | None = None
     command: tuple[str, ...] = constants.DEFAULT_COMMAND
     args: tuple[str, ...] = ()
@@ -113,6 +114,8 @@ class TrainingJobSpec:
     scheduler_name: str | None = None
     service_account_name: str | None = None
     automount_service_account_token: bool = False
+    debug: bool = False
+    network_interface: str | None = None
     data_loader: DataLoader = field(default_factory=DataLoader)
     shared_memory: SharedMemory = field(default_factory=SharedMemory)
     checkpoint: Checkpoint = field(default_factory=Checkpoint)
