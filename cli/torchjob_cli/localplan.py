@@ -190,6 +190,7 @@ def policy(job: TrainingJob) -> RestartPolicy:
         backoff_seconds=float(rp.backoff_seconds),
         retryable_exit_codes=tuple(rp.retryable_exit_codes),
         permanent_exit_codes=tuple(rp.permanent_exit_codes),
+        elastic_min_nodes=job.spec.elastic.min_nodes if job.spec.elastic else None,
     )
 
 

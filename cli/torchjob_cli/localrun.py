@@ -3,7 +3,9 @@
 One attempt starts every node's agent, pumps their output lines through a queue to the caller's
 sink, and ends when all nodes succeed, one fails, or the user interrupts. A failure stops the other
 nodes (SIGTERM to each session, SIGKILL after the grace), then the gang restarts if the run policy
-says the exit code is retryable and the backoff limit allows.
+says the exit code is retryable and the backoff limit allows. An elastic job that can go on without
+the failed node (the operator's own `replaceable_alone` rule) keeps the others running and starts that
+node again alone after the backoff, as the operator replaces a lost pod.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pathlib import Path
 from types import FrameType
 from typing import IO
 
-from torchjob_operator.failure_policy import Verdict, backoff_seconds, classify_exit
+from torchjob_operator.failure_policy import Verdict, backoff_seconds, classify_exit, replaceable_alone
 
 from torchjob_cli import procs
 
@@ -44,6 +46,7 @@ class RestartPolicy:
     backoff_seconds: float = 0.0
     retryable_exit_codes: tuple[int, ...] = (137, 143)
     permanent_exit_codes: tuple[int, ...] = ()
+    elastic_min_nodes: int | None = None  # None: not elastic, every failure restarts the gang
 
 
 class Outcome(enum.Enum):
@@ -105,31 +108,38 @@ class _Attempt:
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
         self.threads: list[threading.Thread] = []
         self._logs: list[IO[bytes]] = []
+        self.replaced: list[subprocess.Popen[bytes]] = []  # failed processes of replaced nodes
         try:
             for plan in plans:
-                plan.log_file.parent.mkdir(parents=True, exist_ok=True)
-                log = plan.log_file.open("ab")
-                self._logs.append(log)
-                log.write(f"--- attempt {attempt}\n".encode())
-                proc = subprocess.Popen(
-                    plan.argv,
-                    env=plan.env,
-                    cwd=plan.cwd,
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,  # own session: Ctrl-C reaches us only; we stop it
-                )
-                self.procs[plan.node_rank] = proc
-                assert proc.stdout is not None
-                t = threading.Thread(
-                    target=_pump, args=(plan.node_rank, proc.stdout, log, self.lines), daemon=True
-                )
-                t.start()
-                self.threads.append(t)
+                self.start_node(plan, f"--- attempt {attempt}")
         except BaseException:
             self.stop(grace=0)
             raise
+
+    def start_node(self, plan: NodePlan, header: str) -> None:
+        """Start (or, after its failure, start again) one node's agent in a session of its own."""
+        old = self.procs.get(plan.node_rank)
+        if old is not None:  # what the failed agent left behind goes with it, as a pod's containers do
+            procs.kill_sessions([old])
+            self.replaced.append(old)
+        plan.log_file.parent.mkdir(parents=True, exist_ok=True)
+        log = plan.log_file.open("ab")
+        self._logs.append(log)
+        log.write(f"{header}\n".encode())
+        proc = subprocess.Popen(
+            plan.argv,
+            env=plan.env,
+            cwd=plan.cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # own session: Ctrl-C reaches us only; we stop it
+        )
+        self.procs[plan.node_rank] = proc
+        assert proc.stdout is not None
+        t = threading.Thread(target=_pump, args=(plan.node_rank, proc.stdout, log, self.lines), daemon=True)
+        t.start()
+        self.threads.append(t)
 
     def drain(self, sink: LineSink) -> None:
         while True:
@@ -140,7 +150,7 @@ class _Attempt:
             sink(node, line)
 
     def stop(self, *, grace: float) -> None:
-        procs.stop_sessions(self.procs.values(), grace=grace)
+        procs.stop_sessions([*self.procs.values(), *self.replaced], grace=grace)
 
     def close(self, sink: LineSink) -> None:
         """After every session is gone: flush the remaining output, close the logs."""
@@ -162,26 +172,49 @@ def run_gang(
 ) -> RunResult:
     """Run attempts until success, a permanent failure, the backoff limit, or an interrupt.
 
-    `plans_for_attempt(attempt)` renders the nodes afresh for each attempt (new rendezvous ports, so a
-    restarted gang never meets a half-closed store of the last one).
+    `plans_for_attempt(attempt)` renders the nodes afresh for each gang attempt (new rendezvous ports, so
+    a restarted gang never meets a half-closed store of the last one). A node replaced alone keeps its
+    attempt's plan: the survivors' rendezvous is still up. `restarts` counts both, as the operator's
+    `restartCount` does.
     """
     restarts = 0
+    gang = 0
     with _Interrupt() as interrupt:
         while True:
-            attempt = _Attempt(plans_for_attempt(restarts), restarts)
+            plans = {p.node_rank: p for p in plans_for_attempt(gang)}
+            attempt = _Attempt(list(plans.values()), gang)
             failed: tuple[int, int] | None = None
+            replacing: dict[int, float] = {}  # node -> when (monotonic clock) it starts again
             try:
                 while True:
                     attempt.drain(on_line)
                     if interrupt.signum is not None:
                         break
-                    codes = {n: p.poll() for n, p in attempt.procs.items()}
-                    bad = [(n, c) for n, c in codes.items() if c not in (None, 0)]
+                    now = time.monotonic()
+                    for node, due in sorted(replacing.items()):
+                        if now >= due:
+                            del replacing[node]
+                            attempt.start_node(plans[node], f"--- node {node} replaced (restart {restarts})")
+                    codes = {n: p.poll() for n, p in attempt.procs.items() if n not in replacing}
+                    bad = [(n, _exit_code(c)) for n, c in codes.items() if c not in (None, 0)]
                     if bad:
-                        failed = bad[0]
-                        break
+                        running = [n for n, c in codes.items() if c is None]
+                        if not _replace_alone(policy, bad, running, restarts):
+                            failed = bad[0]
+                            break
+                        restarts += 1
+                        delay = backoff_seconds(restarts, policy.backoff_seconds)
+                        for node, _ in bad:
+                            replacing[node] = now + delay
+                        lost = ", ".join(str(n) for n, _ in bad)
+                        on_event(
+                            f"{_what(policy, *bad[0])}: replacing node {lost} alone in {delay:g}s "
+                            f"(restart {restarts} of backoffLimit {policy.backoff_limit}); "
+                            f"node(s) {', '.join(map(str, running))} keep training"
+                        )
+                        continue
                     if all(c == 0 for c in codes.values()):
-                        break
+                        break  # done: a replacement still waiting is not needed any more
                     time.sleep(POLL_SECONDS)
                 if interrupt.signum is not None:
                     on_event("interrupted: stopping every node (Ctrl-C again to kill at once)")
@@ -195,14 +228,9 @@ def run_gang(
                 return RunResult(Outcome.INTERRUPTED, 128 + interrupt.signum, restarts, message="interrupted")
             if failed is None:
                 return RunResult(Outcome.SUCCEEDED, 0, restarts)
-            node, code = failed
-            exit_code = code if code > 0 else 128 - code  # Popen's -N: killed by signal N
-            # The operator's own rules, so a local run restarts exactly when the cluster would.
-            verdict = classify_exit(
-                exit_code, retryable=policy.retryable_exit_codes, permanent=policy.permanent_exit_codes
-            )
-            what = f"node {node} exited with code {exit_code} ({verdict.value})"
-            if verdict is Verdict.PERMANENT:
+            node, exit_code = failed
+            what = _what(policy, node, exit_code)
+            if _verdict(policy, exit_code) is Verdict.PERMANENT:
                 return RunResult(
                     Outcome.FAILED, exit_code, restarts, node, f"{what}: not restarting (permanent)"
                 )
@@ -215,6 +243,7 @@ def run_gang(
                     f"{what}: backoffLimit {policy.backoff_limit} reached after {restarts} restart(s)",
                 )
             restarts += 1
+            gang += 1
             delay = backoff_seconds(restarts, policy.backoff_seconds)
             on_event(
                 f"{what}: restarting the gang in {delay:g}s "
@@ -223,6 +252,32 @@ def run_gang(
             _sleep_unless_interrupted(delay, interrupt, sleep)
             if interrupt.signum is not None:
                 return RunResult(Outcome.INTERRUPTED, 128 + interrupt.signum, restarts, message="interrupted")
+
+
+def _exit_code(returncode: int) -> int:
+    return returncode if returncode > 0 else 128 - returncode  # Popen's -N: killed by signal N
+
+
+def _verdict(policy: RestartPolicy, exit_code: int) -> Verdict:
+    # The operator's own rules, so a local run restarts exactly when the cluster would.
+    return classify_exit(
+        exit_code, retryable=policy.retryable_exit_codes, permanent=policy.permanent_exit_codes
+    )
+
+
+def _what(policy: RestartPolicy, node: int, exit_code: int) -> str:
+    return f"node {node} exited with code {exit_code} ({_verdict(policy, exit_code).value})"
+
+
+def _replace_alone(
+    policy: RestartPolicy, bad: Sequence[tuple[int, int]], running: Sequence[int], restarts: int
+) -> bool:
+    """An elastic job's retryable failures, within the budget, that the survivors can go on without."""
+    return (
+        all(_verdict(policy, code) is Verdict.RETRYABLE for _, code in bad)
+        and restarts < policy.backoff_limit
+        and replaceable_alone(policy.elastic_min_nodes, [n for n, _ in bad], running)
+    )
 
 
 def _stop_interruptible(attempt: _Attempt, interrupt: _Interrupt, grace: float) -> None:

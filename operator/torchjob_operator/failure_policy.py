@@ -29,6 +29,18 @@ def classify_exit(code: int, *, retryable: Collection[int], permanent: Collectio
     return Verdict.RETRYABLE if code >= 128 else Verdict.PERMANENT
 
 
+def replaceable_alone(elastic_min_nodes: int | None, lost: Collection[int], running: Collection[int]) -> bool:
+    """Whether an elastic job goes on while its `lost` nodes are replaced one by one.
+
+    Node 0 hosts the c10d rendezvous, so it must be among the survivors, and they must number at least
+    `minNodes`; a fixed-size job (`elastic_min_nodes` None) always restarts the whole gang.
+    """
+    if elastic_min_nodes is None or not lost or 0 in lost:
+        return False
+    survivors = set(running) - set(lost)
+    return 0 in survivors and len(survivors) >= elastic_min_nodes
+
+
 def backoff_seconds(restarts_so_far: int, base: float) -> float:
     """Delay before gang restart number `restarts_so_far` (1-based): base doubled each time, capped."""
     exponent = max(restarts_so_far - 1, 0)

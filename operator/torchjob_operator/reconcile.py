@@ -398,12 +398,8 @@ def _min_running(job: TrainingJob) -> int:
 def _replaceable(job: TrainingJob, pods: _Attempt, lost: Sequence[int]) -> bool:
     """Whether an elastic job can go on without the `lost` nodes while each is replaced alone."""
     elastic = job.spec.elastic
-    if elastic is None or not lost or 0 in lost:
-        return False  # node 0 hosts the c10d rendezvous: without it the survivors cannot re-form
-    survivors = [
-        p for i, p in pods.current.items() if i not in lost and p.phase == "Running" and not p.deleting
-    ]
-    return any(p.index == 0 for p in survivors) and len(survivors) >= elastic.min_nodes
+    running = [i for i, p in pods.current.items() if p.phase == "Running" and not p.deleting]
+    return failure_policy.replaceable_alone(elastic.min_nodes if elastic else None, lost, running)
 
 
 def _replace_nodes(job: TrainingJob, plan: Plan, lost: Sequence[int]) -> None:

@@ -7,6 +7,7 @@ Reads torchrun's RANK env; prints a few progress lines in the trainer's format, 
   --once-marker PATH  with --crash-rank: fail only while PATH does not exist (creates it), so a
                       restarted gang succeeds
   --hang              after the steps, sleep until signalled
+  --wait-for PATH     before the steps, wait until PATH exists
 """
 
 from __future__ import annotations
@@ -27,10 +28,13 @@ def main() -> int:
     p.add_argument("--exit-code", type=int, default=0)
     p.add_argument("--once-marker", type=Path)
     p.add_argument("--hang", action="store_true")
+    p.add_argument("--wait-for", type=Path)
     a = p.parse_args()
     rank = int(os.environ["RANK"])
     world = int(os.environ["WORLD_SIZE"])
     print(f"fake worker rank {rank}/{world} pid {os.getpid()} up", flush=True)
+    while a.wait_for is not None and not a.wait_for.exists():
+        time.sleep(0.05)
     for step in range(1, a.steps + 1):
         time.sleep(a.step_seconds)
         if rank == 0:

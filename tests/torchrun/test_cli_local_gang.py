@@ -81,3 +81,57 @@ def test_a_failed_node_stops_the_others_and_their_escaped_children(tmp_path: Pat
     while alive(grandchild) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not alive(grandchild)
+
+
+def _wait_file(path: Path) -> str:
+    return f"import os, time\nwhile not os.path.exists({str(path)!r}): time.sleep(0.05)"
+
+
+def test_an_elastic_node_is_replaced_alone_while_node_0_runs_on(tmp_path: Path) -> None:
+    once, done = tmp_path / "failed-once", tmp_path / "replacement-ran"
+    # Node 1 dies by SIGKILL the first time; started again alone, it lets node 0 finish.
+    node1 = (
+        f"import os, pathlib, signal\nif not os.path.exists({str(once)!r}):\n"
+        f"    pathlib.Path({str(once)!r}).touch(); os.kill(os.getpid(), signal.SIGKILL)\n"
+        f"pathlib.Path({str(done)!r}).touch()"
+    )
+    events: list[str] = []
+    result = run_gang(
+        lambda attempt: [plan(tmp_path, 0, _wait_file(done)), plan(tmp_path, 1, node1)],
+        RestartPolicy(backoff_limit=2, elastic_min_nodes=1),
+        on_line=lambda n, s: None,
+        on_event=events.append,
+        grace=2,
+    )
+    assert (result.outcome, result.restarts) == (Outcome.SUCCEEDED, 1), events
+    assert events == [
+        "node 1 exited with code 137 (retryable): replacing node 1 alone in 0s "
+        "(restart 1 of backoffLimit 2); node(s) 0 keep training"
+    ]
+    assert (tmp_path / "node-0.log").read_text().count("--- ") == 1  # node 0 ran once, throughout
+    assert "--- node 1 replaced (restart 1)" in (tmp_path / "node-1.log").read_text()
+
+
+def test_elastic_failures_the_survivors_cannot_absorb_restart_the_gang(tmp_path: Path) -> None:
+    once = tmp_path / "failed-once"
+    fail_once = (
+        f"import os, pathlib, signal\nif not os.path.exists({str(once)!r}):\n"
+        f"    pathlib.Path({str(once)!r}).touch(); os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    hold = "import time; time.sleep(1)"
+    cases = {
+        "node 0 lost": (RestartPolicy(backoff_limit=2, elastic_min_nodes=1), [fail_once, hold]),
+        "below minNodes": (RestartPolicy(backoff_limit=2, elastic_min_nodes=2), [hold, fail_once]),
+    }
+    for name, (policy, codes) in cases.items():
+        once.unlink(missing_ok=True)
+        events: list[str] = []
+        result = run_gang(
+            lambda attempt, codes=codes: [plan(tmp_path, n, c) for n, c in enumerate(codes)],
+            policy,
+            on_line=lambda n, s: None,
+            on_event=events.append,
+            grace=2,
+        )
+        assert (result.outcome, result.restarts) == (Outcome.SUCCEEDED, 1), (name, events)
+        assert len(events) == 1 and "restarting the gang" in events[0], (name, events)

@@ -3,7 +3,9 @@ a crashing rank, a restart per run policy, Ctrl-C, and bad manifests. No process
 
 from __future__ import annotations
 
+import os
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -71,6 +73,54 @@ def test_backoff_limit_ends_retries(tmp_path: Path, cli_runs: list[CliRun]) -> N
     out = run.output()
     assert code == 143, out
     assert "backoffLimit 1 reached after 1 restart(s)" in out
+
+
+def agent_of_node(marker: str, node: int) -> int:
+    """The pid (= session id) of node `node`'s torchrun agent in the run carrying `marker`."""
+    for pid in processes_with_marker(marker):
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        session = int(stat[stat.rfind(")") + 2 :].split()[3])
+        if session == pid and any(e.endswith(f"summary-node-{node}.json".encode()) for e in environ):
+            return pid
+    raise AssertionError(f"no agent for node {node}")
+
+
+def test_an_elastic_node_killed_is_replaced_alone(tmp_path: Path, cli_runs: list[CliRun]) -> None:
+    """Real torchrun agents with c10d: node 1's agent dies, node 0's keeps running, and node 1 starts
+    again alone and rejoins the rendezvous, as the operator replaces a lost pod."""
+    go = tmp_path / "go"  # workers wait for it, so node 0's cannot finish before the replacement joins
+    doc = fake_job(
+        "elastic",
+        worker_args=["--wait-for", str(go)],
+        elastic={"minNodes": 1, "maxNodes": 2},
+        runPolicy={"backoffLimit": 1, "backoffSeconds": 0},
+    )
+    run = start(cli_runs, tmp_path, doc)
+    run.wait_for_output("fake worker rank 1/2")
+    os.killpg(agent_of_node(run.marker, 1), signal.SIGKILL)
+    run.wait_for_output("replacing node 1 alone")
+    # The replacement joins node 0's rendezvous: node 0's agent restarts its worker into a new round of 2.
+    deadline = time.monotonic() + 120
+    while run.output().count(" up") < 4:
+        assert time.monotonic() < deadline and run.proc.poll() is None, run.output()
+        time.sleep(0.1)
+    go.touch()
+
+    code = run.wait(timeout=240)
+    out = run.output()
+    assert code == 0, out
+    assert "node 1 exited with code 137 (retryable): replacing node 1 alone in 0s" in out
+    assert "restarting the gang" not in out
+    assert "elastic Succeeded after 1 restart(s)" in out
+    assert out.count("/2 pid") == 4 and "/1 pid" not in out  # both rounds had both nodes
+    node0 = (tmp_path / "run" / "node-0.log").read_text()
+    assert node0.count("--- ") == 1, node0  # node 0's agent ran throughout
+    assert "--- node 1 replaced (restart 1)" in (tmp_path / "run" / "node-1.log").read_text()
+    assert processes_with_marker(run.marker) == []
 
 
 def test_sigint_stops_every_process(tmp_path: Path, cli_runs: list[CliRun]) -> None:

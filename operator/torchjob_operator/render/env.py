@@ -97,6 +97,9 @@ def torchrun_env(
             _var("PET_RDZV_BACKEND", "c10d"),
             _var("PET_RDZV_ENDPOINT", f"{master_addr}:{port}"),
             _var("PET_RDZV_ID", job.name),
+            # Node 0 hosts the c10d store, always: torch's own guess (hostname match, else whoever binds
+            # first) can pick another node, whose loss then takes the rendezvous with it.
+            _var("PET_RDZV_CONF", f"is_host={1 if node_rank == 0 else 0}"),
             _var("PET_MAX_RESTARTS", elastic.max_restarts),
             # torch shares the rendezvous TCPStore with the workers, but then a node that joins a later
             # round (a replacement, or scale-up) waits forever for MASTER_ADDR, which only the first
