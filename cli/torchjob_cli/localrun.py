@@ -108,7 +108,6 @@ class _Attempt:
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
         self.threads: list[threading.Thread] = []
         self._logs: list[IO[bytes]] = []
-        self.replaced: list[subprocess.Popen[bytes]] = []  # failed processes of replaced nodes
         try:
             for plan in plans:
                 self.start_node(plan, f"--- attempt {attempt}")
@@ -121,7 +120,6 @@ class _Attempt:
         old = self.procs.get(plan.node_rank)
         if old is not None:  # what the failed agent left behind goes with it, as a pod's containers do
             procs.kill_sessions([old])
-            self.replaced.append(old)
         plan.log_file.parent.mkdir(parents=True, exist_ok=True)
         log = plan.log_file.open("ab")
         self._logs.append(log)
@@ -150,7 +148,7 @@ class _Attempt:
             sink(node, line)
 
     def stop(self, *, grace: float) -> None:
-        procs.stop_sessions([*self.procs.values(), *self.replaced], grace=grace)
+        procs.stop_sessions(self.procs.values(), grace=grace)
 
     def close(self, sink: LineSink) -> None:
         """After every session is gone: flush the remaining output, close the logs."""

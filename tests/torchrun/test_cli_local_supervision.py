@@ -79,12 +79,11 @@ def agent_of_node(marker: str, node: int) -> int:
     """The pid (= session id) of node `node`'s torchrun agent in the run carrying `marker`."""
     for pid in processes_with_marker(marker):
         try:
+            leader = os.getsid(pid) == pid
             environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-            stat = Path(f"/proc/{pid}/stat").read_text()
         except OSError:
             continue
-        session = int(stat[stat.rfind(")") + 2 :].split()[3])
-        if session == pid and any(e.endswith(f"summary-node-{node}.json".encode()) for e in environ):
+        if leader and any(e.endswith(f"summary-node-{node}.json".encode()) for e in environ):
             return pid
     raise AssertionError(f"no agent for node {node}")
 
