@@ -50,11 +50,11 @@ fill_wheelhouse() {
   local pip=(python3 -m pip)
   "${pip[@]}" --version >/dev/null 2>&1 || pip=(uvx --from "pip==24.3.1" pip)
   mkdir -p "$dir"
-  log "pip download .[$image] into $dir"
+  log "pip download ./core ./$image (their dependencies) into $dir"
   local extra=()
   [ -z "${PIP_EXTRA_INDEX_URL:-}" ] || extra=(--extra-index-url "$PIP_EXTRA_INDEX_URL")
   "${pip[@]}" download --quiet --disable-pip-version-check --only-binary=:all: --dest "$dir" \
-    --index-url "$PIP_INDEX_URL" "${extra[@]}" "hatchling>=1.27" ".[$image]"
+    --index-url "$PIP_INDEX_URL" "${extra[@]}" "hatchling>=1.27" ./core "./$image"
 }
 
 if [ "$local_base" = 1 ]; then

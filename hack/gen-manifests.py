@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Writes every generated install artifact from its one source.
 
-- The TrainingJob CRD from `torchjob_operator.crd.crd()` -> `manifests/crd.yaml` and the chart's
+- The TrainingJob CRD from `torchjob_core.crd.crd()` -> `manifests/crd.yaml` and the chart's
   `files/crds/trainingjobs.torchjob.dev.yaml` (identical bytes; the chart templates it).
 - Kopf's peering CRDs from the chart's `crds/kopf-peerings.yaml` -> `manifests/kopf-peerings.yaml`.
 - The operator install rendered from the chart with `helm template` -> `manifests/install.yaml`
@@ -58,8 +58,8 @@ def dump(docs: list[dict[str, Any]], source: str) -> str:
 def crd_files() -> dict[Path, str]:
     # Imported late so that a missing operator package fails only the CRD part, naming the module.
     sys.path.insert(0, str(ROOT / "operator"))
-    crd: dict[str, Any] = importlib.import_module("torchjob_operator.crd").crd()
-    text = dump([crd], "torchjob_operator.crd")
+    crd: dict[str, Any] = importlib.import_module("torchjob_core.crd").crd()
+    text = dump([crd], "torchjob_core.crd")
     return {MANIFESTS / "crd.yaml": text, CHART_CRD: text}
 
 

@@ -22,7 +22,7 @@ from kubernetes import client
 from kubernetes import config as _config
 from rich.console import Console
 from rich.live import Live
-from torchjob_operator import constants, spec
+from torchjob_core import constants, spec
 
 from torchjob_cli import manifests, metrics, views
 

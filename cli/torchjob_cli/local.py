@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from rich.console import Console
-from torchjob_operator.spec import TrainingJob
+from torchjob_core.spec import TrainingJob
 
 from torchjob_cli import localplan, manifests, summary
 from torchjob_cli.localrun import NodePlan, Outcome, RunResult, run_gang

@@ -17,10 +17,10 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from torchjob_operator import constants, quantity
-from torchjob_operator.render import env as renv
-from torchjob_operator.render import meta, pods
-from torchjob_operator.spec import TrainingJob
+from torchjob_core import constants, quantity
+from torchjob_core.render import env as renv
+from torchjob_core.render import meta, pods
+from torchjob_core.spec import TrainingJob
 
 from torchjob_cli.localrun import NodePlan, RestartPolicy
 from torchjob_cli.progress import RANK_PREFIX_TEMPLATE

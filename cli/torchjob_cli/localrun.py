@@ -22,7 +22,7 @@ from pathlib import Path
 from types import FrameType
 from typing import IO
 
-from torchjob_operator.failure_policy import Verdict, backoff_seconds, classify_exit, replaceable_alone
+from torchjob_core.failure_policy import Verdict, backoff_seconds, classify_exit, replaceable_alone
 
 from torchjob_cli import procs
 

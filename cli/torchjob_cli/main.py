@@ -84,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # No emoji codes: ":running:" in YAML or a log line must print as written.
     console = Console(highlight=False, emoji=False)
     err = Console(stderr=True, highlight=False, emoji=False)
-    from torchjob_operator.spec import SpecError  # noqa: PLC0415  (lazy: --help stays fast)
+    from torchjob_core.spec import SpecError  # noqa: PLC0415  (lazy: --help stays fast)
 
     from torchjob_cli.manifests import ManifestError  # noqa: PLC0415
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from torchjob_operator import constants, spec
+from torchjob_core import constants, spec
 
 
 class ManifestError(ValueError):

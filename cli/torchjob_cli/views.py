@@ -15,7 +15,7 @@ from typing import Any
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
-from torchjob_operator import constants
+from torchjob_core import constants
 
 from torchjob_cli.progress import Progress
 

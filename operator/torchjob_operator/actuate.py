@@ -13,11 +13,13 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from torchjob_operator import reasons, reconcile, status
-from torchjob_operator.render.podgroup import render_podgroup
-from torchjob_operator.render.pods import render_pod
-from torchjob_operator.render.service import render_service
-from torchjob_operator.spec import TrainingJob
+from torchjob_core import reasons, status
+from torchjob_core.render.podgroup import render_podgroup
+from torchjob_core.render.pods import render_pod
+from torchjob_core.render.service import render_service
+from torchjob_core.spec import TrainingJob
+
+from torchjob_operator import reconcile
 
 JobKey = tuple[str, str]
 

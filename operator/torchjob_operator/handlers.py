@@ -17,8 +17,9 @@ import logging
 from typing import Any
 
 import kopf
+from torchjob_core import constants
 
-from torchjob_operator import constants, jobloop, k8s
+from torchjob_operator import jobloop, k8s
 from torchjob_operator.observe import PodObs, observe_pod
 from torchjob_operator.settings import Settings
 

@@ -16,7 +16,9 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from torchjob_operator import actuate, constants, metrics, reconcile, spec, status
+from torchjob_core import constants, spec, status
+
+from torchjob_operator import actuate, metrics, reconcile
 from torchjob_operator.budget import TokenBucket
 from torchjob_operator.observe import PodObs
 from torchjob_operator.settings import Settings

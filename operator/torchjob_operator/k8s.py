@@ -15,8 +15,9 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from kubernetes import client, config
+from torchjob_core import constants
 
-from torchjob_operator import constants, metrics
+from torchjob_operator import metrics
 from torchjob_operator.actuate import PodGroupUnavailableError
 
 JobKey = tuple[str, str]  # (namespace, name)

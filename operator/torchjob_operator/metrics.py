@@ -7,8 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-
-from torchjob_operator import constants
+from torchjob_core import constants
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 

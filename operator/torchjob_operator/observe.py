@@ -10,7 +10,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from torchjob_operator import constants
+from torchjob_core import constants
 
 # Container waiting reasons that block a pod from running; anything else is ordinary start-up.
 BLOCKING_WAITING_REASONS = frozenset(

@@ -35,9 +35,10 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
-from torchjob_operator import failure_policy, reasons, status
+from torchjob_core import failure_policy, reasons, status
+from torchjob_core.spec import RunPolicy, TrainingJob
+
 from torchjob_operator.observe import PodObs
-from torchjob_operator.spec import RunPolicy, TrainingJob
 
 
 @dataclasses.dataclass(frozen=True)

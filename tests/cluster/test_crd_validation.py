@@ -11,8 +11,8 @@ import pytest
 import yaml
 from data.invalid_cases import InvalidCase, load_cases, load_valid
 from harness.kubectl import Kubectl
-from torchjob_operator import spec
-from torchjob_operator.render import pods, service
+from torchjob_core import spec
+from torchjob_core.render import pods, service
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((REPO_ROOT / "examples").glob("*.yaml"))

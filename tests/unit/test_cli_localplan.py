@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 from torchjob_cli import localplan
-from torchjob_operator import spec
+from torchjob_core import spec
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "cpu-gloo-2node.yaml"
 

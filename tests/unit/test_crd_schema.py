@@ -12,7 +12,7 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
-from torchjob_operator import constants, crd, spec
+from torchjob_core import constants, crd, spec
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD = crd.crd()
@@ -140,7 +140,7 @@ def test_examples_validate_against_the_openapi_schema(path: Path) -> None:
 
 def test_module_prints_the_crd_as_yaml() -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "torchjob_operator.crd"],
+        [sys.executable, "-m", "torchjob_core.crd"],
         capture_output=True,
         text=True,
         check=True,

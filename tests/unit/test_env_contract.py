@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from torchjob_operator import spec
-from torchjob_operator.render import env, pods
+from torchjob_core import spec
+from torchjob_core.render import env, pods
 from torchjob_trainer import config
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.yaml"))

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from torchjob_operator import spec
-from torchjob_operator.render import meta, podgroup, pods, service
+from torchjob_core import spec
+from torchjob_core.render import meta, podgroup, pods, service
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.yaml"))
 

@@ -1,4 +1,4 @@
-"""The generated CRD files match torchjob_operator.crd (no helm needed; the tools tier checks the rest)."""
+"""The generated CRD files match torchjob_core.crd (no helm needed; the tools tier checks the rest)."""
 
 from __future__ import annotations
 

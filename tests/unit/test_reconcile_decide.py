@@ -7,7 +7,8 @@ import datetime as dt
 from typing import Any
 
 import pytest
-from torchjob_operator import reconcile, spec
+from torchjob_core import spec
+from torchjob_operator import reconcile
 from torchjob_operator.observe import PodObs
 
 T0 = dt.datetime(2026, 1, 1, 12, 0, 0, tzinfo=dt.UTC)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from torchjob_operator import spec
-from torchjob_operator.render import env
+from torchjob_core import spec
+from torchjob_core.render import env
 
 
 def job_of(**spec_fields: Any) -> spec.TrainingJob:

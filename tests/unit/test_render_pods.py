@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 import yaml
-from torchjob_operator import spec
-from torchjob_operator.render import pods
+from torchjob_core import spec
+from torchjob_core.render import pods
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 from data.invalid_cases import InvalidCase, base_manifest, load_cases, load_valid
-from torchjob_operator import spec
+from torchjob_core import spec
 
 CASES = load_cases()
 

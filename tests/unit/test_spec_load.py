@@ -6,7 +6,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from torchjob_operator import quantity, sizing, spec
+from torchjob_core import quantity, sizing, spec
 
 
 def manifest_of(**spec_fields: Any) -> dict[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from torchjob_operator import failure_policy, status
+from torchjob_core import failure_policy, status
 from torchjob_operator.observe import observe_pod
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)

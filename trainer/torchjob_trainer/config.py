@@ -14,7 +14,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
-ENV_PREFIX = "TORCHJOB_"
+from torchjob_core import constants
+
+ENV_PREFIX = constants.TRAINER_ENV_PREFIX
 MODELS = ("mlp", "cnn", "resnet18")
 DATASETS = ("synthetic", "fakedata", "mnist", "cifar10")
 BACKENDS = ("auto", "nccl", "gloo")
@@ -102,7 +104,8 @@ class TrainerConfig:
     autotune_batches: int = field(default=20, metadata=_opt(int, "batches measured per autotune candidate"))
     # Observability
     metrics_port: int = field(
-        default=9400, metadata=_opt(int, "base port; rank serves base+LOCAL_RANK; 0 off")
+        default=constants.DEFAULT_METRICS_PORT,
+        metadata=_opt(int, "base port; rank serves base+LOCAL_RANK; 0 off"),
     )
     job_name: str = field(default="local", metadata=_opt(str, "job name (metric label, log prefix)"))
     namespace: str = field(default="default", metadata=_opt(str, "namespace (log prefix)"))

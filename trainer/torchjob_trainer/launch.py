@@ -43,6 +43,7 @@ from torch.distributed.elastic.rendezvous import (
 from torch.distributed.elastic.rendezvous.registry import get_rendezvous_handler
 from torch.distributed.launcher.api import elastic_launch
 from torch.distributed.run import config_from_args, parse_args
+from torchjob_core import constants
 
 log = logging.getLogger("torchjob_trainer.launch")
 
@@ -79,7 +80,7 @@ def find_console_script(script: str) -> str | None:
 def shutdown_timeout(env: Mapping[str, str]) -> int | None:
     if "TORCH_ELASTIC_SHUTDOWN_TIMEOUT" in env:
         return None  # torch reads it itself
-    grace = env.get("TORCHJOB_PREEMPTION_GRACE_SECONDS")
+    grace = env.get(constants.PREEMPTION_GRACE_ENV)
     try:
         return int(float(grace)) + SHUTDOWN_MARGIN_SECONDS if grace else None
     except ValueError:

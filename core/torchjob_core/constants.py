@@ -75,8 +75,12 @@ RDZV_PORT_NAME: Final = "rendezvous"
 DEFAULT_METRICS_PORT: Final = 9400
 METRICS_PORT_NAME_PREFIX: Final = "metrics-"
 
+# The trainer reads `TORCHJOB_<FLAG>` for each of its flags; the renderers write some of them.
+TRAINER_ENV_PREFIX: Final = "TORCHJOB_"
+PREEMPTION_GRACE_ENV: Final = f"{TRAINER_ENV_PREFIX}PREEMPTION_GRACE_SECONDS"
+
 # Env the operator owns; a user env that sets one is rejected at admission.
-RESERVED_ENV_PREFIXES: Final = ("PET_", "TORCHJOB_")
+RESERVED_ENV_PREFIXES: Final = ("PET_", TRAINER_ENV_PREFIX)
 TORCH_DISABLE_SHARED_STORE_ENV: Final = "TORCH_DISABLE_SHARE_RDZV_TCP_STORE"  # elastic jobs (render.env)
 RESERVED_ENV_NAMES: Final = (
     "MASTER_ADDR",
@@ -114,7 +118,7 @@ DEFAULT_ELASTIC_MIN_NODES: Final = 1
 DEFAULT_ELASTIC_MAX_RESTARTS: Final = 3
 MAX_ELASTIC_RESTARTS: Final = 1000
 
-# /dev/shm sizing (see torchjob_operator.sizing).
+# /dev/shm sizing (see torchjob_core.sizing).
 SHM_MIN_BYTES: Final = 256 * 1024 * 1024
 # Workers assumed per process when numWorkers is auto and no CPU request or limit is set.
 DEFAULT_WORKER_ESTIMATE: Final = 4

@@ -19,10 +19,10 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from torchjob_operator import constants, quantity
+from torchjob_core import constants, quantity
 
 if TYPE_CHECKING:
-    from torchjob_operator.spec import TrainingJobSpec
+    from torchjob_core.spec import TrainingJobSpec
 
 
 def nproc_per_node(spec: TrainingJobSpec) -> int:

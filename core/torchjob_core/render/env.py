@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from torchjob_operator import constants
-from torchjob_operator.spec import TrainingJob
+from torchjob_core import constants
+from torchjob_core.spec import TrainingJob
 
 EnvVar = dict[str, Any]
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from torchjob_operator import constants
-from torchjob_operator.render import env, meta
-from torchjob_operator.spec import TrainingJob
+from torchjob_core import constants
+from torchjob_core.render import env, meta
+from torchjob_core.spec import TrainingJob
 
 
 def render_service(job: TrainingJob) -> dict[str, Any]:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from torchjob_operator import constants, quantity
-from torchjob_operator.render import meta
-from torchjob_operator.spec import TrainingJob
+from torchjob_core import constants, quantity
+from torchjob_core.render import meta
+from torchjob_core.spec import TrainingJob
 
 
 def min_member(job: TrainingJob) -> int:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Collection
 
-from torchjob_operator import constants
+from torchjob_core import constants
 
 
 class Verdict(enum.Enum):

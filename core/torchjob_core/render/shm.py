@@ -1,11 +1,11 @@
-"""The always-present /dev/shm volume: a Memory emptyDir sized by `torchjob_operator.sizing`."""
+"""The always-present /dev/shm volume: a Memory emptyDir sized by `torchjob_core.sizing`."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from torchjob_operator import constants
-from torchjob_operator.spec import TrainingJob
+from torchjob_core import constants
+from torchjob_core.spec import TrainingJob
 
 
 def shm_volume(job: TrainingJob) -> dict[str, Any]:

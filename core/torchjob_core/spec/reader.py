@@ -7,10 +7,10 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from torchjob_operator import quantity
-from torchjob_operator.spec.errors import FieldError
-from torchjob_operator.spec.rules import MAX_ENV, MAX_EXIT_CODES, MAX_QUANTITY_LENGTH, MAX_STRING_LENGTH
-from torchjob_operator.spec.types import JSON, Auto
+from torchjob_core import quantity
+from torchjob_core.spec.errors import FieldError
+from torchjob_core.spec.rules import MAX_ENV, MAX_EXIT_CODES, MAX_QUANTITY_LENGTH, MAX_STRING_LENGTH
+from torchjob_core.spec.types import JSON, Auto
 
 
 def json_type(value: object) -> str:

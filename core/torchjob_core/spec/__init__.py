@@ -2,13 +2,13 @@
 
 `load()` applies the CRD's defaults and enforces every rule the CRD enforces at admission (schema and CEL),
 with the same field paths, so the CLI and the operator fail the same way `kubectl apply` does. It also
-enforces the /dev/shm vs memory-limit rule (see `torchjob_operator.sizing`).
+enforces the /dev/shm vs memory-limit rule (see `torchjob_core.sizing`).
 """
 
-from torchjob_operator.spec.errors import FieldError, SpecError
-from torchjob_operator.spec.loader import load
-from torchjob_operator.spec.rules import is_reserved_env
-from torchjob_operator.spec.types import (
+from torchjob_core.spec.errors import FieldError, SpecError
+from torchjob_core.spec.loader import load
+from torchjob_core.spec.rules import is_reserved_env
+from torchjob_core.spec.types import (
     JSON,
     Auto,
     Checkpoint,

@@ -1,6 +1,6 @@
 """Admission rules shared by spec.load and the CRD: patterns, size limits and error messages.
 
-The CRD (`torchjob_operator.crd`) builds its schema and CEL messages from these, so both reject a
+The CRD (`torchjob_core.crd`) builds its schema and CEL messages from these, so both reject a
 manifest with the same words.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from torchjob_operator import constants
+from torchjob_core import constants
 
 # `<dns-subdomain>/<name>`, the shape of an extended resource name.
 GPU_RESOURCE_PATTERN: Final = (

@@ -11,9 +11,9 @@ import copy
 from collections.abc import Iterable
 from typing import Any
 
-from torchjob_operator import constants
-from torchjob_operator.render import env, meta, shm
-from torchjob_operator.spec import TrainingJob, is_reserved_env, template_container
+from torchjob_core import constants
+from torchjob_core.render import env, meta, shm
+from torchjob_core.spec import TrainingJob, is_reserved_env, template_container
 
 JSON = dict[str, Any]
 

@@ -7,10 +7,10 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from torchjob_operator import constants, quantity, sizing
-from torchjob_operator.spec.errors import FieldError, SpecError
-from torchjob_operator.spec.reader import Reader, json_type, map_list
-from torchjob_operator.spec.rules import (
+from torchjob_core import constants, quantity, sizing
+from torchjob_core.spec.errors import FieldError, SpecError
+from torchjob_core.spec.reader import Reader, json_type, map_list
+from torchjob_core.spec.rules import (
     ABS_PATH_PATTERN,
     ENV_NAME_PATTERN,
     EXIT_OVERLAP_MSG,
@@ -38,7 +38,7 @@ from torchjob_operator.spec.rules import (
     SHM_PATH_MSG,
     is_reserved_env,
 )
-from torchjob_operator.spec.types import (
+from torchjob_core.spec.types import (
     JSON,
     Checkpoint,
     DataLoader,

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeAlias
 
-from torchjob_operator import constants, sizing
+from torchjob_core import constants, sizing
 
 Auto: TypeAlias = Literal["auto"]
 JSON: TypeAlias = dict[str, Any]
