@@ -72,7 +72,7 @@ class PodWatch:
                     return  # the stream was cut because we are done
                 time.sleep(0.1)  # a dropped watch: start another one
 
-    def wait_for(self, count: int, timeout: float) -> None:
+    def eventually(self, count: int, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while len(self.seen) < count:
             if time.monotonic() > deadline:
@@ -118,7 +118,7 @@ def bare_pods(api: Any, jobs: int, nodes: int, workers: int) -> dict[str, float]
     start = time.monotonic()
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
         list(pool.map(create, range(jobs * nodes)))
-    watcher.wait_for(jobs * nodes, 300)
+    watcher.eventually(jobs * nodes, 300)
     total = max(watcher.seen.values()) - start
     watcher.stop()
     core.delete_namespace(ns)
@@ -131,7 +131,7 @@ def scrape(port: int) -> str:
 
 
 def operator_run(api: Any, kubeconfig: Path, jobs: int, nodes: int) -> dict[str, float]:
-    from harness.controlplane import free_ports
+    from harness.ports import free_ports
     from kubernetes import client
 
     core: Any = client.CoreV1Api(api)
@@ -166,7 +166,7 @@ def operator_run(api: Any, kubeconfig: Path, jobs: int, nodes: int) -> dict[str,
             }
             created_at[name] = time.monotonic()
             custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, body)
-        watcher.wait_for(jobs * nodes, 600)
+        watcher.eventually(jobs * nodes, 600)
         total = max(watcher.seen.values()) - start
         per_job: dict[str, float] = {}
         for pod, seen in watcher.seen.items():

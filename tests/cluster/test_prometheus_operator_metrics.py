@@ -8,7 +8,6 @@ import contextlib
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import urllib.request
@@ -21,15 +20,10 @@ import yaml
 from harness.controlplane import ControlPlane, service_account_kubeconfig
 from harness.kubectl import Kubectl, apply_crds
 from harness.polling import eventually
+from harness.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "cpu-gloo-2node.yaml"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def get(url: str) -> str | None:

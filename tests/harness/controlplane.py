@@ -17,7 +17,6 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import ssl
 import tempfile
 import time
@@ -30,7 +29,9 @@ from typing import Any, Self, cast
 from kubernetes import client, config
 
 from harness import audit, binaries, flags, hostnode, kubeconfig, nodes, pki
-from harness.procs import Component, ComponentFailedError, Supervisor, wait_until
+from harness.polling import eventually
+from harness.ports import free_ports
+from harness.procs import Component, ComponentFailedError, Supervisor
 
 ADMIN_USER = "admin"
 KEEP_DIR_ENV = "TORCHJOB_KEEP_CONTROL_PLANE_DIR"
@@ -40,20 +41,6 @@ START_ATTEMPTS = 3
 def client_from_kubeconfig(path: Path) -> client.ApiClient:
     """A new ApiClient for a kubeconfig file (admin or service account); the caller closes it."""
     return cast(client.ApiClient, config.new_client_from_config(config_file=str(path)))  # type: ignore[no-untyped-call]
-
-
-def free_ports(count: int) -> list[int]:
-    """Ports the OS reports free on 127.0.0.1, all held open together so none repeats."""
-    socks = []
-    try:
-        for _ in range(count):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 class ControlPlane:
@@ -159,7 +146,7 @@ class ControlPlane:
         budget = self.startup_timeout_s
 
         etcd = sup.start("etcd", flags.etcd(lo))
-        wait_until(functools.partial(_http_ok, f"{lo.etcd_url}/health"), etcd, "healthy", budget)
+        eventually(functools.partial(_http_ok, f"{lo.etcd_url}/health"), budget, "healthy", 0.2, watch=etcd)
         self.timings["etcd"] = time.monotonic() - t0
 
         argv = flags.kube_apiserver(lo)
@@ -175,7 +162,7 @@ class ControlPlane:
             context=ssl.create_default_context(cafile=str(keys.ca_cert)),
             token=self.token,
         )
-        wait_until(ready, apiserver, "ready (/readyz)", budget)
+        eventually(ready, budget, "ready (/readyz)", 0.2, watch=apiserver)
         self.timings["kube-apiserver"] = time.monotonic() - t0
 
         with self.api_client() as api:  # kwok serves pod logs from these objects (harness.hostnode)
@@ -192,7 +179,13 @@ class ControlPlane:
             (kcm, f"https://127.0.0.1:{ports.controller_manager}/healthz", insecure),
             (kwok, f"http://127.0.0.1:{ports.kwok}/healthz", None),
         ):
-            wait_until(functools.partial(_http_ok, url, context=ctx), component, "healthy (/healthz)", budget)
+            eventually(
+                functools.partial(_http_ok, url, context=ctx),
+                budget,
+                "healthy (/healthz)",
+                0.2,
+                watch=component,
+            )
         self.timings["components"] = time.monotonic() - t0
 
         with self.api_client() as api:
@@ -217,7 +210,7 @@ class ControlPlane:
                 raise
             return True
 
-        wait_until(exists, kcm, "creating ServiceAccount default/default", timeout_s)
+        eventually(exists, timeout_s, "creating ServiceAccount default/default", 0.2, watch=kcm)
 
 
 def _http_ok(url: str, *, context: ssl.SSLContext | None = None, token: str | None = None) -> bool:

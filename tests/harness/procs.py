@@ -13,8 +13,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -34,6 +33,12 @@ class Component:
 
     def alive(self) -> bool:
         return self.popen.poll() is None
+
+    def exit_reason(self) -> str | None:
+        return None if self.alive() else "exited"
+
+    def failure(self, message: str) -> ComponentFailedError:
+        return ComponentFailedError(self, message)
 
     def log_tail(self, lines: int = 40) -> str:
         try:
@@ -110,25 +115,6 @@ class Supervisor:
         if stdin is not None and not stdin.closed:
             stdin.write(line.encode() + b"\n")
             stdin.flush()
-
-
-def wait_until(
-    check: Callable[[], bool],
-    component: Component,
-    what: str,
-    timeout_s: float,
-    interval_s: float = 0.2,
-) -> None:
-    """Polls `check` until true; fails fast with the component's log when it exits or time runs out."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        if not component.alive():
-            raise ComponentFailedError(component, f"exited before {what}")
-        if check():
-            return
-        if time.monotonic() > deadline:
-            raise ComponentFailedError(component, f"not {what} after {timeout_s:.0f}s")
-        time.sleep(interval_s)
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:

@@ -77,7 +77,8 @@ class TrainerRun:
 # Package scope (tests/tools/__init__.py): the run stops with this tier, not at the end of the session.
 @pytest.fixture(scope="package")
 def trainer_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrainerRun]:
-    from torchrun.trainer_procs import LAUNCH, free_port, running, scrape_while_training, trainer_env
+    from harness.ports import free_port
+    from torchrun.trainer_procs import LAUNCH, running, scrape_while_training, trainer_env
 
     tmp = tmp_path_factory.mktemp("trainer")
     port = free_port(span=2)
@@ -129,7 +130,9 @@ class Prometheus:
 def prometheus(
     prometheus_bin: str, trainer_run: TrainerRun, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Prometheus]:
-    from torchrun.trainer_procs import free_port, running, wait_for
+    from harness.polling import eventually
+    from harness.ports import free_port
+    from torchrun.trainer_procs import running
 
     tmp = tmp_path_factory.mktemp("prometheus")
     # As the chart's PodMonitor: honor_labels (the trainer's `job` label, the TrainingJob name, wins)
@@ -168,5 +171,5 @@ def prometheus(
             except OSError:
                 return False
 
-        wait_for(ready, 60, "prometheus /-/ready", proc)
+        eventually(ready, 60, "prometheus /-/ready", watch=proc)
         yield server

@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from harness.polling import eventually
 from prometheus_client.parser import text_string_to_metric_families
-from torchrun.trainer_procs import scrape, wait_for
+from torchrun.trainer_procs import scrape
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "charts" / "torchjob" / "files" / "dashboards"
 METRIC = re.compile(r"\btorchjob_[a-z0-9_]+")
@@ -95,18 +96,18 @@ def test_operator_metrics_in_the_dashboard_are_exported() -> None:
 
 
 def test_every_query_runs_on_real_prometheus_and_trainer_panels_have_data(prometheus: Any) -> None:
-    wait_for(lambda: len(prometheus.query("up == 1")) == 2, 60, "both ranks scraped")
+    eventually(lambda: len(prometheus.query("up == 1")) == 2, 60, "both ranks scraped")
     for title, expr in exprs(load()):
         query = grafana(expr)
         if "torchjob_operator_" in expr:
             prometheus.query(query)  # parses and evaluates; no operator is scraped here
             continue
-        wait_for(partial(prometheus.query, query), 60, f"data for panel {title!r}: {query}")
+        eventually(partial(prometheus.query, query), 60, f"data for panel {title!r}: {query}")
 
 
 def test_straggler_query_is_one_per_rank_around_one(prometheus: Any) -> None:
     (expr,) = [e for t, e in exprs(load()) if "median" in t]
-    result = wait_for(
+    result = eventually(
         lambda: (r := prometheus.query(grafana(expr))) and len(r) == 2 and r,
         60,
         "relative throughput of 2 ranks",

@@ -5,8 +5,9 @@ from __future__ import annotations
 import subprocess
 from typing import Any
 
+from harness.polling import eventually
 from torchjob_cli import cluster
-from torchrun.trainer_procs import scrape, wait_for
+from torchrun.trainer_procs import scrape
 
 THROUGHPUT = 'sum by (job) (rate(torchjob_trainer_samples_total{{job="{job}"}}[5s]))'
 DATA_WAIT = (
@@ -20,8 +21,8 @@ def test_both_ranks_are_scraped_with_the_trainer_job_label(prometheus: Any, trai
         result = prometheus.query('up{job="torchjob-trainers"} == 1')
         return result if len(result) == 2 else []
 
-    wait_for(up, 60, "both rank targets up")
-    series = wait_for(lambda: prometheus.query("torchjob_trainer_samples_total"), 60, "trainer samples")
+    eventually(up, 60, "both rank targets up")
+    series = eventually(lambda: prometheus.query("torchjob_trainer_samples_total"), 60, "trainer samples")
     assert sorted(s["metric"]["rank"] for s in series) == ["0", "1"]
     # honor_labels: `job` is the TrainingJob's name, not the scrape job's.
     assert {s["metric"]["job"] for s in series} == {trainer_run.job}
@@ -32,7 +33,7 @@ def test_promql_gives_job_throughput(prometheus: Any, trainer_run: Any) -> None:
         rates = prometheus.query(f"rate(torchjob_trainer_samples_total{{job='{trainer_run.job}'}}[5s]) > 0")
         return rates if len(rates) == 2 else []
 
-    wait_for(both_ranks_training, 60, "a positive sample rate on both ranks")
+    eventually(both_ranks_training, 60, "a positive sample rate on both ranks")
     (series,) = prometheus.query(THROUGHPUT.format(job=trainer_run.job))
     assert series["metric"] == {"job": trainer_run.job}
     assert float(series["value"][1]) > 0
@@ -45,7 +46,7 @@ def test_promql_gives_per_rank_data_wait_ratio(prometheus: Any, trainer_run: Any
         result = prometheus.query(query)
         return result if len(result) == 2 else []
 
-    result = wait_for(both_ranks, 60, f"two series of {query}")
+    result = eventually(both_ranks, 60, f"two series of {query}")
     assert sorted(s["metric"]["rank"] for s in result) == ["0", "1"]
     for series in result:
         assert 0.0 <= float(series["value"][1]) <= 1.0, series
@@ -73,7 +74,7 @@ def test_cli_top_reads_one_namespaces_ranks_from_prometheus(prometheus: Any, tra
         rows = cluster.query_prometheus(prometheus.url, trainer_run.job, trainer_run.namespace)
         return rows if len(rows) == 2 and all(r.samples_per_s for r in rows) else []
 
-    rows = wait_for(both_ranks, 60, "both ranks in top's Prometheus queries")
+    rows = eventually(both_ranks, 60, "both ranks in top's Prometheus queries")
     assert sorted(r.rank for r in rows) == [0, 1]
     assert all(r.step and r.data_wait_ratio is not None for r in rows)
     # A same-named job in another namespace is not mixed in.

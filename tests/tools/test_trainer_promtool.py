@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from torchrun.trainer_procs import free_port, running, scrape_while_training, trainer_env
+from harness.ports import free_port
+from torchrun.trainer_procs import running, scrape_while_training, trainer_env
 
 PROMTOOL = shutil.which("promtool")
 

@@ -7,7 +7,9 @@ import re
 from pathlib import Path
 
 import pytest
-from torchrun.trainer_procs import LAUNCH, free_port, listening, read_summary, running, trainer_env, wait_for
+from harness.polling import eventually
+from harness.ports import free_port
+from torchrun.trainer_procs import LAUNCH, listening, read_summary, running, trainer_env
 
 STEPS, EVERY = 120, 5
 
@@ -38,9 +40,9 @@ def test_elastic_run_survives_losing_a_node(tmp_path: Path, replaced: bool) -> N
     cmd += ["--sample-cost-us", "3000", "--checkpoint-every", str(EVERY)]
     # Node 0 comes first, so it hosts the c10d rendezvous store, as node 0's pod does in a cluster.
     with running(cmd, env, tmp_path / "node-0.log") as node0:
-        wait_for(lambda: listening(rdzv), 60, "node 0 hosting the rendezvous store", node0)
+        eventually(lambda: listening(rdzv), 60, "node 0 hosting the rendezvous store", watch=node0)
         with running(cmd, env, tmp_path / "node-1.log") as node1:
-            wait_for(lambda: len(list(shared.glob("ckpt-*.pt"))) >= 2, 180, "two checkpoints", node0)
+            eventually(lambda: len(list(shared.glob("ckpt-*.pt"))) >= 2, 180, "two checkpoints", watch=node0)
             assert "world_size=2" in node0.output()
             node1.stop()  # the node is gone: its agent and worker are killed at once
         if replaced:

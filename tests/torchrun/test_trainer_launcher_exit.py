@@ -5,14 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from harness.polling import eventually
+from harness.ports import free_port
 from torchrun.trainer_procs import (
     LAUNCH,
-    free_port,
     listening,
     running,
     trainer_env,
     two_node_env,
-    wait_for,
 )
 
 WORKER = """
@@ -61,13 +61,17 @@ def test_losing_the_store_host_first_keeps_the_workers_code(tmp_path: Path) -> N
     cmd = [LAUNCH, "--", str(script), str(release)]
     env = two_node_env(rdzv, "store-loss")
     with running(cmd, env, tmp_path / "host.log") as host:
-        wait_for(lambda: listening(rdzv), 60, "the rendezvous store", host)
+        eventually(lambda: listening(rdzv), 60, "the rendezvous store", watch=host)
         with running(cmd, env, tmp_path / "client.log") as client:
-            wait_for(lambda: len(list(tmp_path.glob("release.started-*"))) == 2, 120, "both workers", client)
+            eventually(
+                lambda: len(list(tmp_path.glob("release.started-*"))) == 2, 120, "both workers", watch=client
+            )
             host.popen.terminate()
             host_rc = host.wait(timeout=60)
             # Many 0.1 s membership polls happen against the dead store before the worker exits.
-            wait_for(lambda: "rendezvous store is gone" in client.output(), 30, "the store-loss log", client)
+            eventually(
+                lambda: "rendezvous store is gone" in client.output(), 30, "the store-loss log", watch=client
+            )
             release.touch()
             client_rc = client.wait(timeout=60)
             output = host.output() + client.output()

@@ -13,16 +13,16 @@ import signal
 from pathlib import Path
 
 import pytest
+from harness.polling import eventually
+from harness.ports import free_port
 from torchjob_trainer import checkpoint
 from torchrun.trainer_procs import (
     LAUNCH,
-    free_port,
     listening,
     progress_lines,
     read_summary,
     running,
     two_node_env,
-    wait_for,
 )
 
 
@@ -54,11 +54,14 @@ def test_sigterm_on_the_node_without_rank_0(tmp_path: Path, signalled: str) -> N
         else:
             host = stack.enter_context(running(cmd, env(), tmp_path / "host.log"))
             client = stack.enter_context(running(gated, env(), tmp_path / "client.log"))
-        wait_for(lambda: listening(rdzv), 60, "the rendezvous store", host)
+        eventually(lambda: listening(rdzv), 60, "the rendezvous store", watch=host)
         gate.touch()
         target, survivor = (host, client) if signalled == "store host" else (client, host)
-        wait_for(
-            lambda: any(p["step"] >= 10 for p in progress_lines(survivor.output())), 180, "step 10", survivor
+        eventually(
+            lambda: any(p["step"] >= 10 for p in progress_lines(survivor.output())),
+            180,
+            "step 10",
+            watch=survivor,
         )
         target.popen.send_signal(signal.SIGTERM)
         rcs = {"signalled": target.wait(timeout=90), "other": survivor.wait(timeout=90)}

@@ -5,8 +5,9 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
+from harness.polling import eventually
 from torchjob_trainer import checkpoint
-from torchrun.trainer_procs import LAUNCH, progress_lines, read_summary, running, trainer_env, wait_for
+from torchrun.trainer_procs import LAUNCH, progress_lines, read_summary, running, trainer_env
 
 BATCH, STEPS_PER_EPOCH, EPOCHS = 16, 60, 2
 
@@ -29,7 +30,9 @@ def test_sigterm_checkpoints_and_restart_resumes(tmp_path: Path) -> None:
     )
     with running(_cmd(), env, tmp_path / "first.log") as proc:
         # Stop mid-way through the first epoch, well before its end-of-epoch checkpoint.
-        wait_for(lambda: any(p["step"] >= 10 for p in progress_lines(proc.output())), 180, "step 10", proc)
+        eventually(
+            lambda: any(p["step"] >= 10 for p in progress_lines(proc.output())), 180, "step 10", watch=proc
+        )
         proc.popen.send_signal(signal.SIGTERM)  # the launcher only, as a pod's PID 1 gets it
         rc = proc.wait(timeout=60)
         first_output = proc.output()

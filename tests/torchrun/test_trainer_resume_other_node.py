@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from harness.ports import free_port
 from torchjob_trainer import checkpoint
 from torchjob_trainer.config import TrainerConfig
 from torchjob_trainer.train import build_workload
 from torchjob_trainer.userapi import build_optimizer
-from torchrun.trainer_procs import LAUNCH, free_port, read_summary, running, two_node_env
+from torchrun.trainer_procs import LAUNCH, read_summary, running, two_node_env
 
 SAVED_STEP, STEPS = 7, 30
 

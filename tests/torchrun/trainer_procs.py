@@ -8,36 +8,18 @@ import os
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from harness.polling import eventually
 from harness.procs import kill_tree
 from prometheus_client.parser import text_string_to_metric_families
 
 BIN = Path(sys.executable).parent
 LAUNCH = str(BIN / "torchjob-launch")
 TRAIN = str(BIN / "torchjob-train")
-
-
-def free_port(span: int = 1) -> int:
-    """A port p with p..p+span-1 free right now."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        if port + span > 65535:
-            continue
-        try:
-            for offset in range(1, span):
-                with socket.socket() as s2:
-                    s2.bind(("127.0.0.1", port + offset))
-        except OSError:
-            continue
-        return port
-    raise RuntimeError("no free port range")
 
 
 def listening(port: int) -> bool:
@@ -77,6 +59,13 @@ class Proc:
     def output(self) -> str:
         return self.log.read_text(errors="replace")
 
+    def exit_reason(self) -> str | None:
+        code = self.popen.poll()
+        return None if code is None else f"process exited ({code})"
+
+    def failure(self, message: str) -> AssertionError:
+        return AssertionError(f"{message}:\n{self.output()[-4000:]}")
+
     def wait(self, timeout: float) -> int:
         try:
             return self.popen.wait(timeout=timeout)
@@ -99,20 +88,6 @@ def running(cmd: Sequence[str], env: dict[str, str], log: Path) -> Iterator[Proc
         yield proc
     finally:
         proc.stop()
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str, proc: Proc | None = None) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        if proc is not None and proc.popen.poll() is not None:
-            raise AssertionError(
-                f"process exited ({proc.popen.returncode}) before {what}:\n{proc.output()[-4000:]}"
-            )
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}" + (f":\n{proc.output()[-4000:]}" if proc else ""))
 
 
 def scrape(port: int) -> str | None:
@@ -154,7 +129,7 @@ def scrape_all_while_training(targets: dict[int, Proc], timeout: float = 120) ->
                 )
         return len(got) == len(targets)
 
-    wait_for(trained, timeout, f"scrapes with samples on {sorted(targets)}")
+    eventually(trained, timeout, f"scrapes with samples on {sorted(targets)}")
     return got
 
 

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 import yaml
 from harness import audit, kubeconfig, nodes, pki
-from harness.controlplane import free_ports
 from harness.flags import STAGES_FILE
 from harness.polling import eventually
+from harness.ports import free_ports
 
 
 def test_gpu_node_manifest_advertises_gpus_and_is_kwok_managed() -> None:
@@ -83,6 +83,19 @@ def test_eventually_returns_the_first_truthy_value_and_names_what_timed_out() ->
     assert eventually(lambda: next(values), 5, interval_s=0) == "ok"
     with pytest.raises(TimeoutError, match="never: not reached"):
         eventually(lambda: None, 0, "never", interval_s=0)
+
+
+class _Exited:
+    def exit_reason(self) -> str | None:
+        return "process exited (3)"
+
+    def failure(self, message: str) -> Exception:
+        return AssertionError(f"{message}: its log")
+
+
+def test_eventually_stops_waiting_once_the_watched_process_exits() -> None:
+    with pytest.raises(AssertionError, match=r"process exited \(3\) before ready: its log"):
+        eventually(lambda: None, 60, "ready", interval_s=0, watch=_Exited())
 
 
 def test_count_requests_counts_completed_requests_of_one_user() -> None:

@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness.controlplane import ControlPlane, free_ports
+from harness.controlplane import ControlPlane
 from harness.polling import eventually
+from harness.ports import free_ports
 from kubernetes import client
 
 GROUP, VERSION, PLURAL = "torchjob.dev", "v1alpha1", "trainingjobs"

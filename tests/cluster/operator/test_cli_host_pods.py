@@ -20,9 +20,9 @@ import pytest
 from harness.controlplane import ControlPlane
 from harness.hostnode import HOST_NODE, TOLERATION, HostPod, PodLog, end_pod
 from harness.polling import eventually
+from harness.ports import free_port
 from kubernetes import client
 from torchjob_cli.main import main
-from torchrun.trainer_procs import free_port
 
 from .conftest import Jobs, OperatorProcess
 

@@ -14,8 +14,9 @@ from typing import Any
 
 from harness.hostnode import HOST_NODE, TOLERATION, HostPod
 from harness.polling import eventually
+from harness.ports import free_port
 from kubernetes import client
-from torchrun.trainer_procs import free_port, listening
+from torchrun.trainer_procs import listening
 
 from .conftest import Jobs
 
