@@ -1,24 +1,22 @@
-"""Read the trainer's per-rank Prometheus endpoints: a small text-format parser and a scraper.
+"""Read the trainer's per-rank Prometheus endpoints: samples from prometheus_client's parser, a scraper.
 
-Only the gauges the CLI shows are read (names from docs/contracts.md "Trainer outputs"); the parser
-handles the plain text exposition format the trainer serves, no more.
+Only the gauges the CLI shows are read (names from docs/contracts.md "Trainer outputs").
 """
 
 from __future__ import annotations
 
 import dataclasses
-import re
 import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from torchjob_cli.progress import Progress
 
 PREFIX = "torchjob_trainer_"
-_SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>.*)\})?\s+(?P<value>\S+)")
-_LABEL = re.compile(r'(?P<key>[a-zA-Z_][a-zA-Z0-9_]*)="(?P<value>(?:[^"\\]|\\.)*)"')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,20 +27,15 @@ class Sample:
 
 
 def parse_text(text: str) -> list[Sample]:
-    out = []
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        m = _SAMPLE.match(line)
-        if not m:
-            continue
-        try:
-            value = float(m["value"])
-        except ValueError:
-            continue
-        labels = {lm["key"]: lm["value"] for lm in _LABEL.finditer(m["labels"] or "")}
-        out.append(Sample(m["name"], labels, value))
-    return out
+    """Every sample of a text exposition; a malformed body reads as no samples (a rank mid-restart)."""
+    try:
+        return [
+            Sample(sample.name, sample.labels, sample.value)
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+        ]
+    except ValueError:
+        return []
 
 
 def rank_snapshot(samples: list[Sample], *, rank: int, now: float) -> Progress | None:

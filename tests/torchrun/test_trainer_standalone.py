@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from harness.ports import free_port
 from torchrun.trainer_procs import (
     LAUNCH,
-    free_port,
     progress_lines,
     read_summary,
     running,
