@@ -96,7 +96,7 @@ def _resources(job: TrainingJob, base: JSON) -> JSON:
 
 
 def needs_checkpoint_volume(job: TrainingJob) -> bool:
-    """True when nothing is mounted at checkpoint.dir: an emptyDir there keeps it writable for uid 1000."""
+    """True when nothing is mounted at checkpoint.dir: an emptyDir there keeps it writable for uid 10001."""
     template_trainer = template_container(job.spec.template) or {}
     mounted = [*job.spec.volume_mounts, *(template_trainer.get("volumeMounts") or [])]
     return all(m.get("mountPath") != job.spec.checkpoint.dir for m in mounted)
