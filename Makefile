@@ -25,7 +25,7 @@ unit: setup
 
 manifests: setup tools
 	.venv/bin/python hack/gen-manifests.py
-	.venv/bin/python hack/gen-chart-readme.py
+	hack/gen-chart-readme.sh
 
 # The whole suite: unit, real control plane (etcd, kube-apiserver, scheduler, controller-manager, KWOK),
 # real torchrun processes, real helm/promtool/prometheus. GPU and kind tiers are opt-in.

