@@ -1,13 +1,15 @@
-"""The TrainingJob v1alpha1 spec: typed dataclasses and `load()`, which validates a manifest.
+"""The TrainingJob v1alpha1 spec: its field declarations, typed dataclasses and `load()`.
 
-`load()` applies the CRD's defaults and enforces every rule the CRD enforces at admission (schema and CEL),
-with the same field paths, so the CLI and the operator fail the same way `kubectl apply` does. It also
-enforces the /dev/shm vs memory-limit rule (see `torchjob_core.sizing`).
+`api` declares each field once; the CRD is generated from it and `load()` validates with it, applying the
+same defaults and rules (schema and CEL) with the same field paths, so the CLI and the operator fail the
+same way `kubectl apply` does. Only the managedBy immutability rules, which compare with the stored object,
+are admission's alone. `load()` also enforces the /dev/shm vs memory-limit rule (see
+`torchjob_core.sizing`), which is too costly for CEL.
 """
 
+from torchjob_core.spec.api import is_reserved_env
 from torchjob_core.spec.errors import FieldError, SpecError
 from torchjob_core.spec.loader import load
-from torchjob_core.spec.rules import is_reserved_env
 from torchjob_core.spec.types import (
     JSON,
     Auto,

@@ -1,0 +1,710 @@
+"""The TrainingJob v1alpha1 API: every field of spec and status declared once.
+
+Each declaration holds a field's type, default, bounds, pattern, description and cross-field rules (CEL
+paired with its Python predicate, see `fields.Rule`). `torchjob_core.crd` generates the CRD's
+openAPIV3Schema from `SPEC` and `STATUS`; `spec.load` validates manifests with `METADATA` and `SPEC`.
+Lists and strings that rules read carry maxItems/maxLength to keep the apiserver's CEL cost estimate
+within budget.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from torchjob_core import constants
+from torchjob_core.spec.fields import (
+    MISSING,
+    Array,
+    Bool,
+    Field,
+    Int,
+    IntOrAuto,
+    Map,
+    Object,
+    Quantity,
+    Rule,
+    Str,
+    opaque,
+)
+from torchjob_core.spec.types import template_container
+
+# `<dns-subdomain>/<name>`, the shape of an extended resource name.
+GPU_RESOURCE_PATTERN: Final = (
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*)"
+    r"/([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)$"
+)
+# `<domain>/<path>`, as Kueue's MultiKueue (`kueue.x-k8s.io/multikueue`) and the batch Job API expect.
+MANAGED_BY_PATTERN: Final = (
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"
+    r"/[A-Za-z0-9]([-A-Za-z0-9_./]*[A-Za-z0-9])?$"
+)
+MAX_MANAGED_BY_LENGTH: Final = 63
+# One interface name or a comma-separated list: what both NCCL_SOCKET_IFNAME and GLOO_SOCKET_IFNAME take.
+NETWORK_INTERFACE_PATTERN: Final = r"^[A-Za-z0-9_.:@-]+(,[A-Za-z0-9_.:@-]+)*$"
+MAX_NETWORK_INTERFACE_LENGTH: Final = 256
+LABEL_VALUE_PATTERN: Final = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
+ENV_NAME_PATTERN: Final = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
+ABS_PATH_PATTERN: Final = r"^/"
+
+# List and string sizes: they bound the CEL cost estimate at admission (and load enforces them too).
+MAX_ENV: Final = 256
+MAX_VOLUMES: Final = 128
+MAX_ARGS: Final = 1024
+MAX_EXIT_CODES: Final = 255
+MAX_TEMPLATE_CONTAINERS: Final = 32
+MAX_RESOURCES: Final = 32
+MAX_NAME_LENGTH: Final = 253
+MAX_STRING_LENGTH: Final = 4096
+
+_GPU_RESOURCE_MSG: Final = "must not set the GPU resource: set spec.resources.gpusPerNode instead"
+_MANAGED_BY_IMMUTABLE_MSG: Final = "managedBy is immutable: it cannot be set, changed or removed once created"
+
+
+def _quoted(names: tuple[str, ...]) -> str:
+    return ", ".join(f"'{n}'" for n in names)
+
+
+def _string_map(description: str, max_properties: int = MAX_ENV) -> Map:
+    return Map(description, values=Str(), max_properties=max_properties)
+
+
+def _quantity_map(description: str) -> Map:
+    values = Quantity("A resource quantity.")
+    return Map(description, values=values, max_properties=MAX_RESOURCES)
+
+
+def _resources() -> Object:
+    def gpu_not_in(key: str) -> Rule:
+        return Rule(
+            f"!has(self.{key}) || !(self.gpuResourceName in self.{key})",
+            _GPU_RESOURCE_MSG,
+            lambda r: r["gpuResourceName"] not in r.get(key, {}),
+            f".{key}",
+        )
+
+    return Object(
+        "Compute resources of the trainer container on every node.",
+        properties={
+            "gpusPerNode": Int(
+                "GPUs per node, rendered as requests and limits of gpuResourceName. procsPerNode "
+                "auto starts one process per GPU.",
+                default=0,
+                minimum=0,
+                maximum=constants.MAX_GPUS_PER_NODE,
+            ),
+            "gpuResourceName": Str(
+                "Extended resource name for GPUs, e.g. nvidia.com/gpu, nvidia.com/mig-1g.10gb or "
+                "a shared-GPU resource.",
+                default=constants.DEFAULT_GPU_RESOURCE,
+                max_length=MAX_NAME_LENGTH,
+                pattern=GPU_RESOURCE_PATTERN,
+            ),
+            "requests": _quantity_map(
+                "Resource requests (cpu, memory, ephemeral-storage, any extended resource) as quantities. "
+                "Set GPUs with gpusPerNode."
+            ),
+            "limits": _quantity_map(
+                "Resource limits as quantities. When limits.memory is set it must be at least "
+                "requests.memory + the /dev/shm sizeLimit, because /dev/shm pages count against it."
+            ),
+        },
+        default={},
+        rules=(gpu_not_in("limits"), gpu_not_in("requests")),
+    )
+
+
+def is_reserved_env(name: str) -> bool:
+    """True for env names torchjob sets itself (PET_*, TORCHJOB_*, MASTER_ADDR, RANK, ...)."""
+    return name.startswith(constants.RESERVED_ENV_PREFIXES) or name in constants.RESERVED_ENV_NAMES
+
+
+def _env() -> Array:
+    prefixes = " || ".join(f"self.name.startsWith('{p}')" for p in constants.RESERVED_ENV_PREFIXES)
+    item = Object(
+        "A core/v1 EnvVar.",
+        properties={
+            "name": Str("Variable name.", max_length=MAX_NAME_LENGTH, pattern=ENV_NAME_PATTERN),
+            "value": Str("Value; $(VAR) references to earlier variables (including TORCHJOB_*) expand."),
+            "valueFrom": opaque(
+                "core/v1 EnvVarSource: see `kubectl explain pod.spec.containers.env.valueFrom`."
+            ),
+        },
+        required=("name",),
+        rules=(
+            Rule(
+                f"!({prefixes} || self.name in [{_quoted(constants.RESERVED_ENV_NAMES)}])",
+                "is reserved: torchjob sets PET_*, TORCHJOB_*, MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE, "
+                "LOCAL_RANK, LOCAL_WORLD_SIZE, GROUP_RANK and TORCH_DISABLE_SHARE_RDZV_TCP_STORE itself",
+                lambda e: not is_reserved_env(e["name"]),
+                ".name",
+            ),
+        ),
+    )
+    return Array(
+        "Environment of the trainer container (core/v1 EnvVar list). PET_*, TORCHJOB_*, "
+        "MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, GROUP_RANK and "
+        "TORCH_DISABLE_SHARE_RDZV_TCP_STORE are set by torchjob and rejected here.",
+        items=item,
+        max_items=MAX_ENV,
+        map_keys=("name",),
+    )
+
+
+def _volumes() -> Array:
+    volume = Object(
+        "A core/v1 Volume: see `kubectl explain pod.spec.volumes`.",
+        properties={"name": Str("Volume name, referenced by volumeMounts.", max_length=63)},
+        required=("name",),
+        preserve_unknown=True,
+        rules=(
+            Rule(
+                f"!(self.name in [{_quoted(constants.RESERVED_VOLUME_NAMES)}])",
+                "is reserved for the volumes torchjob adds (dshm, torchjob-checkpoints)",
+                lambda v: v["name"] not in constants.RESERVED_VOLUME_NAMES,
+                ".name",
+            ),
+        ),
+    )
+    return Array(
+        "Pod volumes (core/v1 Volume list). The /dev/shm volume is added by torchjob.",
+        items=volume,
+        max_items=MAX_VOLUMES,
+        map_keys=("name",),
+    )
+
+
+def _volume_mounts() -> Array:
+    mount = Object(
+        "A core/v1 VolumeMount: see `kubectl explain pod.spec.containers.volumeMounts`.",
+        properties={
+            "name": Str("Name of a volume in spec.volumes.", max_length=63),
+            "mountPath": Str("Absolute path in the trainer container.", max_length=1024),
+        },
+        required=("name", "mountPath"),
+        preserve_unknown=True,
+        rules=(
+            Rule(
+                f"self.mountPath != '{constants.SHM_MOUNT_PATH}'",
+                "is reserved: torchjob mounts /dev/shm; size it with spec.sharedMemory.sizeLimit",
+                lambda m: m["mountPath"] != constants.SHM_MOUNT_PATH,
+                ".mountPath",
+            ),
+        ),
+    )
+    return Array(
+        "Mounts into the trainer container (core/v1 VolumeMount list).",
+        items=mount,
+        max_items=MAX_VOLUMES,
+        map_keys=("mountPath",),
+    )
+
+
+def _data_loader() -> Object:
+    return Object(
+        "DataLoader settings passed to the trainer (TORCHJOB_* env) and used to size /dev/shm.",
+        properties={
+            "numWorkers": IntOrAuto(
+                "DataLoader worker processes per training process: auto (from the CPU limit per "
+                "process) or an integer >= 0.",
+                minimum=0,
+                maximum=constants.MAX_NUM_WORKERS,
+            ),
+            "pinMemory": Str(
+                'Pin host memory for faster host-to-GPU copies: auto (on with CUDA), "true" or '
+                '"false" (quote them in YAML).',
+                enum=constants.PIN_MEMORY_VALUES,
+                default="auto",
+            ),
+            "persistentWorkers": Bool(
+                "Keep workers alive across epochs (saves start-up time).", default=True
+            ),
+            "prefetchFactor": Int(
+                "Batches each worker loads ahead.",
+                default=constants.DEFAULT_PREFETCH_FACTOR,
+                minimum=1,
+                maximum=constants.MAX_PREFETCH_FACTOR,
+            ),
+            "batchBytesHint": Quantity(
+                "Bytes of one batch of one process, used only to size /dev/shm.",
+                default=constants.DEFAULT_BATCH_BYTES_HINT,
+                positive=True,
+            ),
+        },
+        default={},
+    )
+
+
+def _shared_memory() -> Object:
+    size_limit = Quantity(
+        "Override of the /dev/shm size. Default: max(256Mi, 2 x procsPerNode x workers x "
+        "prefetchFactor x batchBytesHint) rounded up to Mi, where workers is numWorkers, or with numWorkers "
+        "auto the CPU limit (else request) per process, or 4 when no CPU is set. /dev/shm pages count "
+        "against the memory limit: when limits.memory is set it must be >= requests.memory + sizeLimit, "
+        "otherwise the job is rejected (the operator never raises your limit).",
+        positive=True,
+    )
+    return Object(
+        "/dev/shm, always mounted as a Memory emptyDir (the container runtime default is 64 MB).",
+        properties={"sizeLimit": size_limit},
+        default={},
+    )
+
+
+def _checkpoint() -> Object:
+    directory = Str(
+        "Directory for checkpoints (TORCHJOB_CHECKPOINT_DIR). Without a volumeMount here "
+        "torchjob mounts an emptyDir (kept across in-pod restarts only); mount a PersistentVolumeClaim to "
+        "keep checkpoints across gang restarts.",
+        default=constants.DEFAULT_CHECKPOINT_DIR,
+        pattern=ABS_PATH_PATTERN,
+        max_length=1024,
+    )
+    return Object("Checkpointing by rank 0.", properties={"dir": directory}, default={})
+
+
+def _metrics() -> Object:
+    port = Int(
+        "Base port: local rank r serves on port + r (container ports metrics-<r>). 0 disables.",
+        default=constants.DEFAULT_METRICS_PORT,
+        minimum=0,
+        maximum=65535,
+    )
+    return Object("Per-rank Prometheus endpoints.", properties={"port": port}, default={})
+
+
+def _elastic() -> Object:
+    return Object(
+        "Elastic training (torchrun --nnodes MIN:MAX, c10d rendezvous). Absent: a fixed number "
+        "of nodes, which never waits the 30 s rendezvous last call.",
+        properties={
+            "minNodes": Int(
+                "Fewest nodes to train with.",
+                default=constants.DEFAULT_ELASTIC_MIN_NODES,
+                minimum=1,
+                maximum=constants.MAX_NODES,
+            ),
+            "maxNodes": Int("Most nodes to train with.", minimum=1, maximum=constants.MAX_NODES),
+            "maxRestarts": Int(
+                "torchrun --max-restarts: in-pod restarts of the worker group.",
+                default=constants.DEFAULT_ELASTIC_MAX_RESTARTS,
+                minimum=0,
+                maximum=constants.MAX_ELASTIC_RESTARTS,
+            ),
+        },
+        required=("maxNodes",),
+    )
+
+
+def _exit_codes(description: str, default: Any = MISSING) -> Array:
+    return Array(
+        description,
+        items=Int(minimum=1, maximum=255, fmt=None),
+        max_items=MAX_EXIT_CODES,
+        unique=True,
+        default=default,
+    )
+
+
+def _run_policy_limits() -> dict[str, Field]:
+    return {
+        "backoffLimit": Int(
+            "Restarts (gang restarts and elastic node replacements) before the job is Failed. "
+            "Restarts caused by a disruption (preemption, eviction, drain, node loss) are not counted.",
+            default=constants.DEFAULT_BACKOFF_LIMIT,
+            minimum=0,
+            maximum=constants.MAX_BACKOFF_LIMIT,
+        ),
+        "backoffSeconds": Int(
+            "Base delay before a restart, doubled with each counted restart, capped at 300.",
+            default=constants.DEFAULT_BACKOFF_SECONDS,
+            minimum=0,
+            maximum=constants.MAX_BACKOFF_SECONDS,
+        ),
+        "retryableExitCodes": _exit_codes(
+            "Exit codes that cause a gang restart. Pods with a DisruptionTarget condition (eviction, "
+            "preemption, node loss) always count as retryable.",
+            list(constants.DEFAULT_RETRYABLE_EXIT_CODES),
+        ),
+        "permanentExitCodes": _exit_codes(
+            "Exit codes that fail the job at once. Codes in neither list: 1-127 permanent, 128-255 retryable."
+        ),
+    }
+
+
+def _run_policy_lifecycle() -> dict[str, Field]:
+    return {
+        "activeDeadlineSeconds": Int(
+            "Running-time limit; then Failed with reason DeadlineExceeded.", minimum=1
+        ),
+        "startupDeadlineSeconds": Int(
+            "Time allowed until all ranks run; then Failed with reason StartupDeadlineExceeded.",
+            minimum=1,
+        ),
+        "ttlSecondsAfterFinished": Int(
+            "Delete the TrainingJob (and by owner references its pods) this long after it "
+            "finished. Pods of failed attempts and their logs are kept until then.",
+            minimum=0,
+        ),
+        "cleanPodPolicy": Str(
+            "Pods deleted when the job finishes: None, Running (still-running pods only; failed "
+            "pods keep their logs) or All.",
+            enum=constants.CLEAN_POD_POLICIES,
+            default=constants.DEFAULT_CLEAN_POD_POLICY,
+        ),
+        "suspend": Bool("true deletes the pods and keeps the status; false resumes.", default=False),
+    }
+
+
+def _run_policy() -> Object:
+    no_overlap = Rule(
+        "!has(self.permanentExitCodes) || !has(self.retryableExitCodes) || "
+        "!self.permanentExitCodes.exists(c, c in self.retryableExitCodes)",
+        "an exit code must not be in both retryableExitCodes and permanentExitCodes",
+        lambda p: not set(p.get("permanentExitCodes", ())) & set(p.get("retryableExitCodes", ())),
+        ".permanentExitCodes",
+    )
+    return Object(
+        "Failure handling, deadlines and clean-up.",
+        properties={**_run_policy_limits(), **_run_policy_lifecycle()},
+        default={},
+        rules=(no_overlap,),
+    )
+
+
+def _scheduling() -> Object:
+    return Object(
+        "Gang scheduling and queueing.",
+        properties={
+            "gang": Bool(
+                "Create a PodGroup so that all pods (minNodes when elastic) are placed together; "
+                "its minResources are their requests.",
+                default=False,
+            ),
+            "gangScheduler": Str(
+                "PodGroup flavour when gang is true: volcano (default; also sets schedulerName "
+                "volcano) or coscheduling (scheduler-plugins).",
+                enum=constants.GANG_SCHEDULERS,
+            ),
+            "queue": Str(
+                "Kueue LocalQueue name, set as the label kueue.x-k8s.io/queue-name on pods.",
+                max_length=63,
+                pattern=LABEL_VALUE_PATTERN,
+            ),
+        },
+        default={},
+        rules=(
+            Rule(
+                "!has(self.gangScheduler) || self.gang",
+                "gangScheduler may only be set when gang is true",
+                lambda s: "gangScheduler" not in s or s["gang"],
+                ".gangScheduler",
+            ),
+        ),
+    )
+
+
+def _template() -> Object:
+    container = Object(
+        "A core/v1 Container. The one named trainer is merged under torchjob's fields.",
+        properties={
+            "name": Str("Container name.", max_length=63),
+            "image": Str(
+                "Container image; for trainer, used when spec.image is empty.",
+                max_length=MAX_STRING_LENGTH,
+            ),
+        },
+        required=("name",),
+        preserve_unknown=True,
+    )
+    containers = Array(
+        "Containers; a container named trainer supplies defaults for the trainer.",
+        items=container,
+        max_items=MAX_TEMPLATE_CONTAINERS,
+    )
+    metadata = opaque(
+        "Labels and annotations copied to every pod.",
+        labels=_string_map("Pod labels."),
+        annotations=_string_map("Pod annotations."),
+    )
+    return Object(
+        "Escape hatch: a core/v1 PodTemplateSpec merged under the fields above (torchjob's "
+        "fields win; its secure defaults such as runAsUser may be overridden here).",
+        properties={
+            "metadata": metadata,
+            "spec": opaque("core/v1 PodSpec: see `kubectl explain pod.spec`.", containers=containers),
+        },
+    )
+
+
+def _workload() -> dict[str, Field]:
+    """What runs: the image, the command torchrun starts, and how many processes on how many nodes."""
+    return {
+        "image": Str(
+            "Trainer image. Required unless template.spec.containers[name=trainer].image is set.",
+            min_length=1,
+            max_length=MAX_STRING_LENGTH,
+        ),
+        "managedBy": Str(
+            f"Controller that reconciles this job: {constants.CONTROLLER_NAME} (the default) or "
+            "another one, such as kueue.x-k8s.io/multikueue, in which case this operator creates nothing and "
+            "writes no status for it. Immutable.",
+            max_length=MAX_MANAGED_BY_LENGTH,
+            pattern=MANAGED_BY_PATTERN,
+            rules=(Rule("self == oldSelf", _MANAGED_BY_IMMUTABLE_MSG, None),),
+        ),
+        "imagePullPolicy": Str("Always, IfNotPresent or Never.", enum=constants.IMAGE_PULL_POLICIES),
+        "command": Array(
+            "What torchrun starts in each process (an executable on PATH).",
+            items=Str(),
+            max_items=MAX_ARGS,
+            min_items=1,
+            default=list(constants.DEFAULT_COMMAND),
+        ),
+        "args": Array("Arguments of the command.", items=Str(), max_items=MAX_ARGS),
+        "launcher": Str(
+            "torchjob (torchjob-launch: runs torchrun and exits with the failing worker's exit "
+            "code) or torchrun (plain torchrun --no-python, for images without torchjob).",
+            enum=constants.LAUNCHERS,
+            default="torchjob",
+        ),
+        "nodes": Int(
+            "Pods, one torchrun agent each.",
+            default=constants.DEFAULT_NODES,
+            minimum=1,
+            maximum=constants.MAX_NODES,
+        ),
+        "procsPerNode": IntOrAuto(
+            "Processes per node: auto (one per GPU, else 1) or an integer.",
+            minimum=1,
+            maximum=constants.MAX_PROCS_PER_NODE,
+        ),
+        "backend": Str(
+            "Process-group backend: auto (nccl with GPUs, else gloo), nccl or gloo.",
+            enum=constants.BACKENDS,
+            default="auto",
+        ),
+    }
+
+
+def _environment() -> dict[str, Field]:
+    """The trainer container's env and volumes."""
+    return {
+        "env": _env(),
+        "envFrom": Array(
+            "core/v1 EnvFromSource list for the trainer container.",
+            items=opaque("A core/v1 EnvFromSource."),
+            max_items=MAX_ENV,
+        ),
+        "volumes": _volumes(),
+        "volumeMounts": _volume_mounts(),
+    }
+
+
+def _placement() -> dict[str, Field]:
+    """Where and as whom the pods run."""
+    name = MAX_NAME_LENGTH
+    return {
+        "nodeSelector": _string_map("Node labels the pods must match."),
+        "tolerations": Array(
+            "core/v1 Toleration list.",
+            items=opaque("A core/v1 Toleration."),
+            max_items=MAX_ENV,
+        ),
+        "affinity": opaque("core/v1 Affinity: see `kubectl explain pod.spec.affinity`."),
+        "priorityClassName": Str("PriorityClass of the pods (and the Volcano PodGroup).", max_length=name),
+        "schedulerName": Str(
+            "Scheduler for the pods (default: volcano with a Volcano gang, else the cluster default).",
+            max_length=name,
+        ),
+        "serviceAccountName": Str("ServiceAccount of the pods.", max_length=name),
+        "automountServiceAccountToken": Bool(
+            "Mount an API token into the pods (off: trainers need none).", default=False
+        ),
+    }
+
+
+def _diagnostics() -> dict[str, Field]:
+    return {
+        "debug": Bool(
+            "Distributed debugging presets: TORCH_DISTRIBUTED_DEBUG=INFO, "
+            "TORCH_CPP_LOG_LEVEL=INFO, TORCH_SHOW_CPP_STACKTRACES=1, LOGLEVEL=INFO, and with nccl "
+            "NCCL_DEBUG=INFO, NCCL_DEBUG_SUBSYS=INIT,NET and TORCH_NCCL_DESYNC_DEBUG=1. An env entry of the "
+            "same name wins.",
+            default=False,
+        ),
+        "networkInterface": Str(
+            "Network interface(s) for collectives, e.g. eth0 or eth0,eth1: sets "
+            "NCCL_SOCKET_IFNAME and GLOO_SOCKET_IFNAME (an env entry of the same name wins).",
+            max_length=MAX_NETWORK_INTERFACE_LENGTH,
+            pattern=NETWORK_INTERFACE_PATTERN,
+        ),
+    }
+
+
+def _has_trainer_image(s: dict[str, Any]) -> bool:
+    trainer = template_container(s.get("template") or {})
+    return "image" in s or bool(trainer and trainer.get("image"))
+
+
+def _spec_rules() -> tuple[Rule, ...]:
+    """Rules across spec's sections, each naming the field to fix."""
+    return (
+        Rule(
+            "has(self.image) || (has(self.template) && has(self.template.spec) && "
+            "has(self.template.spec.containers) && self.template.spec.containers.exists(c, "
+            "c.name == 'trainer' && has(c.image) && c.image != ''))",
+            "image is required unless spec.template.spec.containers[name=trainer].image is set",
+            _has_trainer_image,
+            ".image",
+            required=True,
+        ),
+        Rule(
+            "!has(self.elastic) || self.elastic.minNodes <= self.nodes",
+            "minNodes must be less than or equal to spec.nodes",
+            lambda s: "elastic" not in s or s["elastic"]["minNodes"] <= s["nodes"],
+            ".elastic.minNodes",
+        ),
+        Rule(
+            "!has(self.elastic) || self.nodes <= self.elastic.maxNodes",
+            "maxNodes must be greater than or equal to spec.nodes",
+            lambda s: "elastic" not in s or s["nodes"] <= s["elastic"]["maxNodes"],
+            ".elastic.maxNodes",
+        ),
+        Rule(
+            "self.backend != 'nccl' || self.resources.gpusPerNode > 0",
+            "backend nccl needs GPUs: set spec.resources.gpusPerNode or use gloo",
+            lambda s: s["backend"] != "nccl" or s["resources"]["gpusPerNode"] > 0,
+            ".backend",
+        ),
+        Rule("has(self.managedBy) == has(oldSelf.managedBy)", _MANAGED_BY_IMMUTABLE_MSG, None, ".managedBy"),
+        Rule(
+            "!has(self.volumeMounts) || self.volumeMounts.all(m, has(self.volumes) && "
+            "self.volumes.exists(v, v.name == m.name))",
+            "every volumeMount must name a volume in spec.volumes",
+            lambda s: (
+                {m["name"] for m in s.get("volumeMounts", ())} <= {v["name"] for v in s.get("volumes", ())}
+            ),
+            ".volumeMounts",
+        ),
+    )
+
+
+SPEC: Final = Object(
+    "Desired state of a distributed PyTorch training job.",
+    properties={
+        **_workload(),
+        "resources": _resources(),
+        **_environment(),
+        **_placement(),
+        **_diagnostics(),
+        "dataLoader": _data_loader(),
+        "sharedMemory": _shared_memory(),
+        "checkpoint": _checkpoint(),
+        "metrics": _metrics(),
+        "elastic": _elastic(),
+        "runPolicy": _run_policy(),
+        "scheduling": _scheduling(),
+        "template": _template(),
+    },
+    rules=_spec_rules(),
+)
+
+# What load reads of metadata. The CRD may restrict only metadata.name (the apiserver owns the rest), so
+# the CRD takes just `name` from here.
+METADATA: Final = Object(
+    properties={
+        "name": Str(max_length=constants.MAX_JOB_NAME_LENGTH, pattern=constants.DNS_LABEL_PATTERN),
+        "namespace": Str(default="default", max_length=63),
+        "uid": Str(default=""),
+        "generation": Int(default=0, minimum=0, fmt="int64"),
+        "labels": _string_map("", max_properties=10_000),
+        "annotations": _string_map("", max_properties=10_000),
+    },
+    required=("name",),
+    default={},
+    preserve_unknown=True,
+)
+
+
+def _condition() -> Object:
+    return Object(
+        "One condition of the job.",
+        properties={
+            "type": Str(
+                "Created, Pending, Running, Restarting, Succeeded, Failed or Suspended.",
+                max_length=64,
+            ),
+            "status": Str("True, False or Unknown.", enum=("True", "False", "Unknown")),
+            "reason": Str(
+                "CamelCase reason (e.g. Unschedulable, ImagePullBackOff, BackoffLimitExceeded).",
+                max_length=1024,
+            ),
+            "message": Str("Human-readable detail.", max_length=32768),
+            "lastTransitionTime": Str("When status last changed.", fmt="date-time"),
+            "observedGeneration": Int("metadata.generation this condition was computed from.", fmt="int64"),
+        },
+        required=("type", "status"),
+    )
+
+
+def _status_counts() -> dict[str, Field]:
+    """Restart bookkeeping."""
+    return {
+        "attempt": Int("Current gang attempt (pods are named ...-r<attempt>)."),
+        "restartCount": Int("Restarts so far: gang restarts plus elastic node replacements."),
+        "disruptions": Int(
+            "Restarts caused by a disruption (preemption, eviction, drain, node loss); these do "
+            "not count against backoffLimit."
+        ),
+        "nodeReplacements": Array(
+            "Elastic jobs: how often each node (by index) was replaced alone in the current "
+            "attempt; a replacement pod is named ...-r<attempt>-<n>.",
+            items=Int("Replacements of this node."),
+            max_items=constants.MAX_NODES,
+        ),
+        "replacingNodes": Array(
+            "Elastic jobs: nodes whose replacement pod has not been seen yet.",
+            items=Int("Node index."),
+            max_items=constants.MAX_NODES,
+        ),
+    }
+
+
+def _status_times() -> dict[str, Field]:
+    return {
+        "startTime": Str("When the operator first created pods.", fmt="date-time"),
+        "runningTime": Str("When all ranks of the current attempt were first running.", fmt="date-time"),
+        "completionTime": Str("When the job Succeeded or Failed.", fmt="date-time"),
+        "lastRestartTime": Str("When the latest gang restart or node replacement began.", fmt="date-time"),
+    }
+
+
+STATUS: Final = Object(
+    "Observed state, written by the operator.",
+    properties={
+        "phase": Str(
+            "Created, Pending, Running, Restarting, Succeeded, Failed or Suspended.",
+            enum=constants.PHASES,
+        ),
+        "reason": Str("Short CamelCase reason of the current phase (printer column).", max_length=1024),
+        "message": Str("Human-readable detail of the current phase.", max_length=32768),
+        "conditions": Array(
+            "Conditions, one per type.",
+            items=_condition(),
+            max_items=16,
+            map_keys=("type",),
+        ),
+        **_status_counts(),
+        "nodes": Object(
+            "Pods of the current attempt by phase.",
+            properties={
+                k: Int(f"{k.capitalize()} pods.")
+                for k in ("total", "pending", "running", "succeeded", "failed")
+            },
+        ),
+        "nodesReady": Str("running/total pods of the current attempt, e.g. 2/2 (printer column)."),
+        "lastExitCode": Int("Exit code of the latest failed trainer container.", nullable=True),
+        **_status_times(),
+        "observedGeneration": Int("metadata.generation the status was computed from.", fmt="int64"),
+    },
+)
