@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from torchjob_core import constants
-from torchjob_core.spec.api import METADATA, SPEC, STATUS
+from torchjob_core.spec.api import METADATA, RESTART_COUNT_DESCRIPTION, SPEC, STATUS
 
 Schema = dict[str, Any]
 
@@ -50,7 +50,7 @@ def crd() -> dict[str, Any]:
             "name": "Restarts",
             "type": "integer",
             "jsonPath": ".status.restartCount",
-            "description": "Gang restarts.",
+            "description": RESTART_COUNT_DESCRIPTION,
         },
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
         {

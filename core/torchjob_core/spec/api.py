@@ -647,11 +647,19 @@ def _condition() -> Object:
     )
 
 
+# restartCount goes up once per failure the operator handles by restarting: a gang restart or an elastic
+# node replacement (however many nodes it replaces), whether or not a disruption caused it.
+RESTART_COUNT_DESCRIPTION: Final = (
+    "Restarts so far: gang restarts plus elastic node replacements, including those caused by a disruption "
+    "(which do not count against backoffLimit)."
+)
+
+
 def _status_counts() -> dict[str, Field]:
-    """Restart bookkeeping."""
+    """Restart bookkeeping; restartCount is also the Restarts printer column."""
     return {
         "attempt": Int("Current gang attempt (pods are named ...-r<attempt>)."),
-        "restartCount": Int("Restarts so far: gang restarts plus elastic node replacements."),
+        "restartCount": Int(RESTART_COUNT_DESCRIPTION),
         "disruptions": Int(
             "Restarts caused by a disruption (preemption, eviction, drain, node loss); these do "
             "not count against backoffLimit."
