@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from torchjob_core import constants, quantity
+from torchjob_core.failure_policy import RestartPolicy
 from torchjob_core.render import env as renv
 from torchjob_core.render import meta, pods
 from torchjob_core.spec import TrainingJob
 
-from torchjob_cli.localrun import NodePlan, RestartPolicy
+from torchjob_cli.localrun import NodePlan
 from torchjob_cli.progress import RANK_PREFIX_TEMPLATE
 
 LOCALHOST = "127.0.0.1"
@@ -184,14 +185,7 @@ def node_plans(
 
 
 def policy(job: TrainingJob) -> RestartPolicy:
-    rp = job.spec.run_policy
-    return RestartPolicy(
-        backoff_limit=rp.backoff_limit,
-        backoff_seconds=float(rp.backoff_seconds),
-        retryable_exit_codes=tuple(rp.retryable_exit_codes),
-        permanent_exit_codes=tuple(rp.permanent_exit_codes),
-        elastic_min_nodes=job.spec.elastic.min_nodes if job.spec.elastic else None,
-    )
+    return RestartPolicy.of(job)
 
 
 def run_dir_for(job: TrainingJob, workdir: Path | None) -> Path:

@@ -1,11 +1,12 @@
 """Run the planned nodes as local process sessions: stream output, watch exits, restart per policy.
 
 One attempt starts every node's agent, pumps their output lines through a queue to the caller's
-sink, and ends when all nodes succeed, one fails, or the user interrupts. A failure stops the other
-nodes (SIGTERM to each session, SIGKILL after the grace), then the gang restarts if the run policy
-says the exit code is retryable and the backoff limit allows. An elastic job that can go on without
-the failed node (the operator's own `replaceable_alone` rule) keeps the others running and starts that
-node again alone after the backoff, as the operator replaces a lost pod.
+sink, and ends when all nodes succeed, one fails, or the user interrupts. What a failure leads to is
+`failure_policy.after_failure`, the operator's own decision: fail (permanent exit code, backoff limit),
+restart the gang (after stopping the other nodes: SIGTERM to each, SIGKILL after the grace), or, for an
+elastic job that can go on without the failed node, keep the others running and start that node again
+alone after the backoff, as the operator replaces a lost pod. Local nodes are processes on one
+machine: there are no disruptions.
 """
 
 from __future__ import annotations
@@ -17,12 +18,12 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import IO
 
-from torchjob_core.failure_policy import Verdict, backoff_seconds, classify_exit, replaceable_alone
+from torchjob_core.failure_policy import Action, Decision, Exit, Failure, RestartPolicy, after_failure
 
 from torchjob_cli import procs
 
@@ -38,15 +39,6 @@ class NodePlan:
     env: dict[str, str]
     cwd: Path
     log_file: Path
-
-
-@dataclasses.dataclass(frozen=True)
-class RestartPolicy:
-    backoff_limit: int = 0
-    backoff_seconds: float = 0.0
-    retryable_exit_codes: tuple[int, ...] = (137, 143)
-    permanent_exit_codes: tuple[int, ...] = ()
-    elastic_min_nodes: int | None = None  # None: not elastic, every failure restarts the gang
 
 
 class Outcome(enum.Enum):
@@ -180,102 +172,121 @@ def run_gang(
     with _Interrupt() as interrupt:
         while True:
             plans = {p.node_rank: p for p in plans_for_attempt(gang)}
-            attempt = _Attempt(list(plans.values()), gang)
-            failed: tuple[int, int] | None = None
-            replacing: dict[int, float] = {}  # node -> when (monotonic clock) it starts again
-            try:
-                while True:
-                    attempt.drain(on_line)
-                    if interrupt.signum is not None:
-                        break
-                    now = time.monotonic()
-                    for node, due in sorted(replacing.items()):
-                        if now >= due:
-                            del replacing[node]
-                            attempt.start_node(plans[node], f"--- node {node} replaced (restart {restarts})")
-                    codes = {n: p.poll() for n, p in attempt.procs.items() if n not in replacing}
-                    bad = [(n, _exit_code(c)) for n, c in codes.items() if c not in (None, 0)]
-                    if bad:
-                        running = [n for n, c in codes.items() if c is None]
-                        if not _replace_alone(policy, bad, running, restarts):
-                            failed = bad[0]
-                            break
-                        restarts += 1
-                        delay = backoff_seconds(restarts, policy.backoff_seconds)
-                        for node, _ in bad:
-                            replacing[node] = now + delay
-                        lost = ", ".join(str(n) for n, _ in bad)
-                        on_event(
-                            f"{_what(policy, *bad[0])}: replacing node {lost} alone in {delay:g}s "
-                            f"(restart {restarts} of backoffLimit {policy.backoff_limit}); "
-                            f"node(s) {', '.join(map(str, running))} keep training"
-                        )
-                        continue
-                    if all(c == 0 for c in codes.values()):
-                        break  # done: a replacement still waiting is not needed any more
-                    time.sleep(POLL_SECONDS)
-                if interrupt.signum is not None:
-                    on_event("interrupted: stopping every node (Ctrl-C again to kill at once)")
-                    _stop_interruptible(attempt, interrupt, grace)
-                else:
-                    attempt.stop(grace=grace)
-            finally:
-                attempt.stop(grace=0)
-                attempt.close(on_line)
+            decision, restarts = _run_attempt(
+                plans, gang, restarts, policy, interrupt, on_line=on_line, on_event=on_event, grace=grace
+            )
             if interrupt.signum is not None:
-                return RunResult(Outcome.INTERRUPTED, 128 + interrupt.signum, restarts, message="interrupted")
-            if failed is None:
+                return _interrupted(interrupt, restarts)
+            if decision is None:
                 return RunResult(Outcome.SUCCEEDED, 0, restarts)
-            node, exit_code = failed
-            what = _what(policy, node, exit_code)
-            if _verdict(policy, exit_code) is Verdict.PERMANENT:
-                return RunResult(
-                    Outcome.FAILED, exit_code, restarts, node, f"{what}: not restarting (permanent)"
-                )
-            if restarts >= policy.backoff_limit:
-                return RunResult(
-                    Outcome.FAILED,
-                    exit_code,
-                    restarts,
-                    node,
-                    f"{what}: backoffLimit {policy.backoff_limit} reached after {restarts} restart(s)",
-                )
-            restarts += 1
+            if decision.fails:
+                return _failed(policy, decision, restarts)
+            restarts = decision.restarts
             gang += 1
-            delay = backoff_seconds(restarts, policy.backoff_seconds)
             on_event(
-                f"{what}: restarting the gang in {delay:g}s "
+                f"{_what(policy, decision.exit)}: restarting the gang in {decision.delay_seconds:g}s "
                 f"(restart {restarts} of backoffLimit {policy.backoff_limit})"
             )
-            _sleep_unless_interrupted(delay, interrupt, sleep)
+            _sleep_unless_interrupted(decision.delay_seconds, interrupt, sleep)
             if interrupt.signum is not None:
-                return RunResult(Outcome.INTERRUPTED, 128 + interrupt.signum, restarts, message="interrupted")
+                return _interrupted(interrupt, restarts)
+
+
+def _run_attempt(
+    plans: Mapping[int, NodePlan],
+    gang: int,
+    restarts: int,
+    policy: RestartPolicy,
+    interrupt: _Interrupt,
+    *,
+    on_line: LineSink,
+    on_event: EventSink,
+    grace: float,
+) -> tuple[Decision | None, int]:
+    """Start gang attempt `gang`, watch it to its end, stop what is left; the decision that ended it
+    (None: every node succeeded, or an interrupt) and the restarts counted so far."""
+    attempt = _Attempt(list(plans.values()), gang)
+    try:
+        decision, restarts = _watch(
+            attempt, plans, restarts, policy, interrupt, on_line=on_line, on_event=on_event
+        )
+        if interrupt.signum is not None:
+            on_event("interrupted: stopping every node (Ctrl-C again to kill at once)")
+            _stop_interruptible(attempt, interrupt, grace)
+        else:
+            attempt.stop(grace=grace)
+    finally:
+        attempt.stop(grace=0)
+        attempt.close(on_line)
+    return decision, restarts
+
+
+def _watch(
+    attempt: _Attempt,
+    plans: Mapping[int, NodePlan],
+    restarts: int,
+    policy: RestartPolicy,
+    interrupt: _Interrupt,
+    *,
+    on_line: LineSink,
+    on_event: EventSink,
+) -> tuple[Decision | None, int]:
+    """Poll the nodes until all succeed, an interrupt, or a failure that failure_policy does not
+    absorb by replacing the lost nodes alone (those it starts again here, after the backoff)."""
+    replacing: dict[int, float] = {}  # node -> when (monotonic clock) it starts again
+    while True:
+        attempt.drain(on_line)
+        if interrupt.signum is not None:
+            return None, restarts
+        now = time.monotonic()
+        for node, due in sorted(replacing.items()):
+            if now >= due:
+                del replacing[node]
+                attempt.start_node(plans[node], f"--- node {node} replaced (restart {restarts})")
+        codes = {n: p.poll() for n, p in attempt.procs.items() if n not in replacing}
+        exits = [Exit(n, _exit_code(c)) for n, c in codes.items() if c not in (None, 0)]
+        if exits:
+            running = [n for n, c in codes.items() if c is None]
+            failure = Failure(exits=exits, lost=[e.node for e in exits], running=running)
+            decision = after_failure(policy, failure, counted_restarts=restarts)
+            if decision.action is not Action.REPLACE_ALONE:
+                return decision, restarts
+            restarts = decision.restarts
+            for e in exits:
+                replacing[e.node] = now + decision.delay_seconds
+            on_event(
+                f"{_what(policy, decision.exit)}: replacing node {', '.join(str(e.node) for e in exits)} "
+                f"alone in {decision.delay_seconds:g}s (restart {restarts} of backoffLimit "
+                f"{policy.backoff_limit}); node(s) {', '.join(map(str, running))} keep training"
+            )
+            continue
+        if all(c == 0 for c in codes.values()):
+            return None, restarts  # done: a replacement still waiting is not needed any more
+        time.sleep(POLL_SECONDS)
 
 
 def _exit_code(returncode: int) -> int:
     return returncode if returncode > 0 else 128 - returncode  # Popen's -N: killed by signal N
 
 
-def _verdict(policy: RestartPolicy, exit_code: int) -> Verdict:
-    # The operator's own rules, so a local run restarts exactly when the cluster would.
-    return classify_exit(
-        exit_code, retryable=policy.retryable_exit_codes, permanent=policy.permanent_exit_codes
-    )
+def _what(policy: RestartPolicy, exit: Exit | None) -> str:
+    assert exit is not None, "a local failure always has an exit code"
+    return f"node {exit.node} exited with code {exit.code} ({policy.verdict(exit.code).value})"
 
 
-def _what(policy: RestartPolicy, node: int, exit_code: int) -> str:
-    return f"node {node} exited with code {exit_code} ({_verdict(policy, exit_code).value})"
+def _interrupted(interrupt: _Interrupt, restarts: int) -> RunResult:
+    assert interrupt.signum is not None
+    return RunResult(Outcome.INTERRUPTED, 128 + interrupt.signum, restarts, message="interrupted")
 
 
-def _replace_alone(
-    policy: RestartPolicy, bad: Sequence[tuple[int, int]], running: Sequence[int], restarts: int
-) -> bool:
-    """An elastic job's retryable failures, within the budget, that the survivors can go on without."""
-    return (
-        all(_verdict(policy, code) is Verdict.RETRYABLE for _, code in bad)
-        and restarts < policy.backoff_limit
-        and replaceable_alone(policy.elastic_min_nodes, [n for n, _ in bad], running)
-    )
+def _failed(policy: RestartPolicy, decision: Decision, restarts: int) -> RunResult:
+    assert decision.exit is not None
+    what = _what(policy, decision.exit)
+    if decision.action is Action.FAIL_PERMANENT:
+        why = "not restarting (permanent)"
+    else:
+        why = f"backoffLimit {policy.backoff_limit} reached after {restarts} restart(s)"
+    return RunResult(Outcome.FAILED, decision.exit.code, restarts, decision.exit.node, f"{what}: {why}")
 
 
 def _stop_interruptible(attempt: _Attempt, interrupt: _Interrupt, grace: float) -> None:

@@ -32,11 +32,11 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from torchjob_core import failure_policy, reasons, status
-from torchjob_core.spec import RunPolicy, TrainingJob
+from torchjob_core.spec import TrainingJob
 
 from torchjob_operator.observe import PodObs
 
@@ -302,6 +302,52 @@ def _failure_of(pod: PodObs) -> str:
     return f"exit code {pod.exit_code}"
 
 
+@dataclasses.dataclass(frozen=True)
+class _Lost:
+    """The current attempt's pods that ended it: failed, deleted by someone else, or vanished."""
+
+    failed: list[PodObs]
+    gone: list[PodObs]  # deleted while not Failed: a drain, the eviction API, the pod GC
+    vanished: list[int]  # node indexes whose pod disappeared while the job was Running
+    disrupted: list[PodObs]  # pods with a DisruptionTarget condition (or an eviction reason)
+
+    def __bool__(self) -> bool:
+        return bool(self.failed or self.gone or self.vanished)
+
+    def failure(self, pods: _Attempt, *, training: bool) -> failure_policy.Failure:
+        return failure_policy.Failure(
+            exits=[failure_policy.Exit(p.index, p.exit_code) for p in self.failed if p.exit_code is not None],
+            lost=sorted({p.index for p in [*self.failed, *self.gone]} | set(self.vanished)),
+            running=[i for i, p in pods.current.items() if p.phase == "Running" and not p.deleting],
+            disruption=bool(self.disrupted or self.gone or self.vanished),
+            training=training,
+        )
+
+    def first(self, job: TrainingJob) -> tuple[str, str]:
+        """The pod the Event names and why it went, the disruption first."""
+        if self.disrupted:
+            return self.disrupted[0].name, _failure_of(self.disrupted[0])
+        if self.gone:
+            return self.gone[0].name, "pod deleted"
+        if self.vanished:
+            return f"{job.name}-node-{self.vanished[0]}", "pod deleted"
+        return self.failed[0].name, _failure_of(self.failed[0])
+
+
+def _lost(job: TrainingJob, pods: _Attempt, plan: Plan, phase: str) -> _Lost:
+    # A node whose elastic replacement is not created (or not seen) yet has not vanished.
+    replacing = set(plan.status.get("replacingNodes") or [])
+    current = pods.current.values()
+    return _Lost(
+        failed=[p for p in current if p.phase == "Failed"],
+        gone=[p for p in current if p.deleting and p.phase != "Failed"],
+        vanished=[i for i in range(job.spec.nodes) if i not in pods.current and i not in replacing]
+        if phase == "Running"
+        else [],
+        disrupted=[p for p in current if p.disrupted],
+    )
+
+
 def _handle_failures(
     job: TrainingJob,
     pods: _Attempt,
@@ -311,84 +357,52 @@ def _handle_failures(
     *,
     move: Any,
 ) -> bool:
-    """Fail or restart on a failed (or vanished) pod of the current attempt; True if it did."""
-    rp = job.spec.run_policy
+    """Carry out failure_policy's decision on a failed (or vanished) pod of the current attempt; True
+    if there was one."""
     phase = str(observed.get("phase") or "")
-    failed = [p for p in pods.current.values() if p.phase == "Failed"]
-    # Someone else deleting a pod of the running attempt (drain, eviction API, pod GC) is a disruption.
-    gone = [p for p in pods.current.values() if p.deleting and p.phase != "Failed"]
-    # A node whose elastic replacement is not created (or not seen) yet has not vanished.
-    replacing = set(plan.status.get("replacingNodes") or [])
-    vanished = (
-        [i for i in range(job.spec.nodes) if i not in pods.current and i not in replacing]
-        if phase == "Running"
-        else []
-    )
-    if not (failed or gone or vanished):
+    lost = _lost(job, pods, plan, phase)
+    if not lost:
         return False
-
-    # A disruption (preemption, eviction, drain, node loss) explains the failures around it: the peers
-    # that lost a rank exit with errors of their own. Such a restart is not the job's fault: no exit
-    # code fails the job then, and it does not count against backoffLimit.
-    disrupted = [p for p in pods.current.values() if p.disrupted]
-    disruption = bool(disrupted or gone or vanished)
-    codes = [p.exit_code for p in failed if p.exit_code is not None]
-    permanent = [] if disruption else [p for p in failed if _permanent(p, rp)]
-    if codes:
-        plan.status["lastExitCode"] = permanent[0].exit_code if permanent else codes[0]
-    if permanent:
-        pod = permanent[0]
-        _fail(job, pods, plan, now, reasons.PERMANENT_EXIT.format(pod=pod.name, code=pod.exit_code))
-        return True
-
-    if disrupted:
-        first_pod, why = disrupted[0].name, _failure_of(disrupted[0])
-    elif gone:
-        first_pod, why = gone[0].name, "pod deleted"
-    elif vanished:
-        first_pod, why = f"{job.name}-node-{vanished[0]}", "pod deleted"
-    else:
-        first_pod, why = failed[0].name, _failure_of(failed[0])
+    failure = lost.failure(pods, training=phase == "Running")
     restarts = int(observed.get("restartCount") or 0)
     disruptions = int(observed.get("disruptions") or 0)
-    counted = restarts - disruptions
-    if not disruption and counted >= rp.backoff_limit:
+    decision = failure_policy.after_failure(
+        failure_policy.RestartPolicy.of(job), failure, counted_restarts=restarts - disruptions
+    )
+    if decision.exit is not None:
+        plan.status["lastExitCode"] = decision.exit.code
+    first_pod, why = lost.first(job)
+    limit = job.spec.run_policy.backoff_limit
+    if decision.action is failure_policy.Action.FAIL_PERMANENT:
+        assert decision.exit is not None
+        pod = pods.current[decision.exit.node]
+        _fail(job, pods, plan, now, reasons.PERMANENT_EXIT.format(pod=pod.name, code=decision.exit.code))
+        return True
+    if decision.action is failure_policy.Action.FAIL_BACKOFF_LIMIT:
         reason_message = reasons.BACKOFF_LIMIT.format(
-            pod=first_pod, why=why, count=counted, limit=rp.backoff_limit
+            pod=first_pod, why=why, count=decision.restarts, limit=limit
         )
         _fail(job, pods, plan, now, reason_message)
         return True
 
-    if not disruption:
-        counted += 1
-        budget = f"restart {counted}/{rp.backoff_limit}"
+    if decision.counted:
+        budget = f"restart {decision.restarts}/{limit}"
     else:
         plan.status["disruptions"] = disruptions + 1
         budget = "not counted against backoffLimit"
-    delay = failure_policy.backoff_seconds(max(counted, 1), rp.backoff_seconds)
     plan.status.update(restartCount=restarts + 1, lastRestartTime=status.timestamp(now))
-    plan.wake_at(delay)
-    fields: dict[str, Any] = {"pod": first_pod, "why": why, "budget": budget, "delay": delay}
-    lost = sorted({p.index for p in [*failed, *gone]} | set(vanished))
-    if phase == "Running" and _replaceable(job, pods, lost):
-        _replace_nodes(job, plan, lost)
-        move("Running", reasons.NODE_REPLACED.format(nodes=", ".join(map(str, lost)), **fields))
+    plan.wake_at(decision.delay_seconds)
+    fields: dict[str, Any] = {"pod": first_pod, "why": why, "budget": budget, "delay": decision.delay_seconds}
+    if decision.action is failure_policy.Action.REPLACE_ALONE:
+        _replace_nodes(job, plan, failure.lost)
+        move("Running", reasons.NODE_REPLACED.format(nodes=", ".join(map(str, failure.lost)), **fields))
         return True
     plan.status.update(attempt=int(observed.get("attempt") or 0) + 1, nodeReplacements=[], replacingNodes=[])
     # Keep failed pods (their logs); stop the rest of the gang now.
     plan.delete = [p.name for p in [*pods.current.values(), *pods.stale] if p.active]
-    template = reasons.DISRUPTED if disruption else reasons.RETRYABLE_EXIT
+    template = reasons.RETRYABLE_EXIT if decision.counted else reasons.DISRUPTED
     move("Restarting", template.format(**fields))
     return True
-
-
-def _permanent(pod: PodObs, rp: RunPolicy) -> bool:
-    return pod.exit_code is not None and (
-        failure_policy.classify_exit(
-            pod.exit_code, retryable=rp.retryable_exit_codes, permanent=rp.permanent_exit_codes
-        )
-        is failure_policy.Verdict.PERMANENT
-    )
 
 
 def _min_running(job: TrainingJob) -> int:
@@ -396,14 +410,7 @@ def _min_running(job: TrainingJob) -> int:
     return job.spec.nodes if job.spec.elastic is None else job.spec.elastic.min_nodes
 
 
-def _replaceable(job: TrainingJob, pods: _Attempt, lost: Sequence[int]) -> bool:
-    """Whether an elastic job can go on without the `lost` nodes while each is replaced alone."""
-    elastic = job.spec.elastic
-    running = [i for i, p in pods.current.items() if p.phase == "Running" and not p.deleting]
-    return failure_policy.replaceable_alone(elastic.min_nodes if elastic else None, lost, running)
-
-
-def _replace_nodes(job: TrainingJob, plan: Plan, lost: Sequence[int]) -> None:
+def _replace_nodes(job: TrainingJob, plan: Plan, lost: Collection[int]) -> None:
     replacements = [int(n) for n in plan.status.get("nodeReplacements") or []]
     replacements += [0] * (job.spec.nodes - len(replacements))
     for index in lost:

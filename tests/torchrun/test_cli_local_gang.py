@@ -8,7 +8,8 @@ import sys
 import time
 from pathlib import Path
 
-from torchjob_cli.localrun import NodePlan, Outcome, RestartPolicy, run_gang
+from torchjob_cli.localrun import NodePlan, Outcome, run_gang
+from torchjob_core.failure_policy import RestartPolicy
 
 KILL_SELF = "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"
 
