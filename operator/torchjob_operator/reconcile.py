@@ -26,13 +26,17 @@ Rules, in the order a pass applies them:
    once the worker group finishes).
 6. Otherwise create missing pods of the current attempt and report Pending (with the blocking pod's
    reason) or Running (every rank running).
+
+`decide` applies these as named functions over one `_Pass` (`_finished`, `_suspended`, `_past_deadline`,
+`_failures`, `_succeeded`, `_create_missing`, then `_report`); what follows a failure is
+`torchjob_core.failure_policy.after_failure`, the rule the CLI's local run uses too.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from torchjob_core import failure_policy, reasons, status
@@ -138,137 +142,190 @@ def _seconds_until(when: dt.datetime, now: dt.datetime) -> float:
     return max((when - now).total_seconds(), 0.0)
 
 
+@dataclasses.dataclass
+class _Pass:
+    """One pass over one job: what it read, and the plan it builds."""
+
+    job: TrainingJob
+    pods: _Attempt
+    observed: Mapping[str, Any]
+    now: dt.datetime
+    plan: Plan
+    counts: dict[str, int]
+
+    @property
+    def phase(self) -> str:
+        return str(self.observed.get("phase") or "")
+
+    @property
+    def start(self) -> dt.datetime | None:
+        return status.parse_time(self.observed.get("startTime"))
+
+    @property
+    def attempt(self) -> int:
+        return int(self.observed.get("attempt") or 0)
+
+    def move(self, phase_to: str, reason_message: tuple[str, str]) -> None:
+        reason, message = reason_message
+        self.plan.status = status.with_phase(
+            self.plan.status, phase_to, reason, message, now=self.now, generation=self.job.metadata.generation
+        )
+
+    def fail(self, reason_message: tuple[str, str]) -> None:
+        _fail(self.job, self.pods, self.plan, self.now, reason_message)
+
+
 def decide(job: TrainingJob, pods: Sequence[PodObs], observed: Mapping[str, Any], now: dt.datetime) -> Plan:
-    """The plan for one pass over `job` given its pods and its last written status."""
-    rp = job.spec.run_policy
+    """The plan for one pass over `job` given its pods and its last written status: the first rule
+    that applies (module docstring, in order) decides the pass; with none, it reports the pods."""
+    p = _begin(job, pods, observed, now)
+    for rule in _RULES:
+        if rule(p):
+            break
+    else:
+        _report(p)
+    return with_events(p.plan, observed)
+
+
+def _begin(job: TrainingJob, pods: Sequence[PodObs], observed: Mapping[str, Any], now: dt.datetime) -> _Pass:
+    """Sort the pods into the current attempt and the stale rest; the status they report."""
     total = job.spec.nodes
-    gen = job.metadata.generation
     attempt = int(observed.get("attempt") or 0)
-    restarts = int(observed.get("restartCount") or 0)
-    phase = str(observed.get("phase") or "")
     replacements = [int(n) for n in observed.get("nodeReplacements") or []]
     pods_by_attempt = _split(job, pods, attempt, replacements)
     counts = pods_by_attempt.counts(total)
-    replacing = [i for i in observed.get("replacingNodes") or [] if i not in pods_by_attempt.current]
-
     st: dict[str, Any] = dict(observed)
     st.update(
         attempt=attempt,
-        restartCount=restarts,
+        restartCount=int(observed.get("restartCount") or 0),
         nodes=counts,
         nodesReady=f"{counts['running']}/{total}",
-        observedGeneration=gen,
+        observedGeneration=job.metadata.generation,
     )
     if "replacingNodes" in observed:
-        st["replacingNodes"] = replacing
-    plan = Plan(status=st)
-
-    def move(phase_to: str, reason_message: tuple[str, str]) -> None:
-        reason, message = reason_message
-        plan.status = status.with_phase(plan.status, phase_to, reason, message, now=now, generation=gen)
-
-    if phase in status.TERMINAL_PHASES:
-        _finish(job, pods_by_attempt, plan, now)
-        return with_events(plan, observed)
-
-    if rp.suspend:
-        plan.delete = [
-            p.name for p in [*pods_by_attempt.current.values(), *pods_by_attempt.stale] if p.active
+        st["replacingNodes"] = [
+            i for i in observed["replacingNodes"] or [] if i not in pods_by_attempt.current
         ]
-        move("Suspended", reasons.SUSPENDED.format())
-        return with_events(plan, observed)
+    return _Pass(job, pods_by_attempt, observed, now, Plan(status=st), counts)
 
-    start = status.parse_time(observed.get("startTime"))
-    if rp.active_deadline_seconds is not None and start is not None and phase != "Suspended":
+
+def _finished(p: _Pass) -> bool:
+    """A Succeeded or Failed job only cleans up (cleanPodPolicy) and expires (TTL)."""
+    if p.phase not in status.TERMINAL_PHASES:
+        return False
+    _finish(p.job, p.pods, p.plan, p.now)
+    return True
+
+
+def _suspended(p: _Pass) -> bool:
+    if not p.job.spec.run_policy.suspend:
+        return False
+    p.plan.delete = [pod.name for pod in [*p.pods.current.values(), *p.pods.stale] if pod.active]
+    p.move("Suspended", reasons.SUSPENDED.format())
+    return True
+
+
+def _past_deadline(p: _Pass) -> bool:
+    """activeDeadlineSeconds (not while suspended) and startupDeadlineSeconds; else wake at the next."""
+    rp = p.job.spec.run_policy
+    start = p.start
+    if rp.active_deadline_seconds is not None and start is not None and p.phase != "Suspended":
         deadline = start + dt.timedelta(seconds=rp.active_deadline_seconds)
-        if now >= deadline:
-            _fail(
-                job, pods_by_attempt, plan, now, reasons.DEADLINE.format(seconds=rp.active_deadline_seconds)
-            )
-            return with_events(plan, observed)
-        plan.wake_at(_seconds_until(deadline, now))
+        if p.now >= deadline:
+            p.fail(reasons.DEADLINE.format(seconds=rp.active_deadline_seconds))
+            return True
+        p.plan.wake_at(_seconds_until(deadline, p.now))
+    since = _attempt_start(p.observed, rp.backoff_seconds)
+    if p.phase in ("Created", "Pending") and rp.startup_deadline_seconds is not None and since is not None:
+        deadline = since + dt.timedelta(seconds=rp.startup_deadline_seconds)
+        if p.now >= deadline:
+            detail = str(p.observed.get("message") or "pods pending")
+            p.fail(reasons.STARTUP_DEADLINE.format(seconds=rp.startup_deadline_seconds, detail=detail))
+            return True
+        p.plan.wake_at(_seconds_until(deadline, p.now))
+    return False
 
-    if phase in ("Created", "Pending") and rp.startup_deadline_seconds is not None:
-        since = _attempt_start(observed, rp.backoff_seconds)
-        if since is not None:
-            deadline = since + dt.timedelta(seconds=rp.startup_deadline_seconds)
-            if now >= deadline:
-                detail = str(observed.get("message") or "pods pending")
-                reason_message = reasons.STARTUP_DEADLINE.format(
-                    seconds=rp.startup_deadline_seconds, detail=detail
-                )
-                _fail(job, pods_by_attempt, plan, now, reason_message)
-                return with_events(plan, observed)
-            plan.wake_at(_seconds_until(deadline, now))
 
-    if phase != "Suspended" and _handle_failures(job, pods_by_attempt, plan, observed, now, move=move):
-        return with_events(plan, observed)
+def _succeeded(p: _Pass) -> bool:
+    """Every node Succeeded; for an elastic job the first one (torchrun then ends every agent)."""
+    succeeded = [pod for pod in p.pods.current.values() if pod.phase == "Succeeded"]
+    if p.job.spec.elastic is None and p.counts["succeeded"] == p.job.spec.nodes:
+        reason_message = reasons.SUCCEEDED.format(total=p.job.spec.nodes)
+    elif p.job.spec.elastic is not None and succeeded:
+        reason_message = reasons.ELASTIC_SUCCEEDED.format(pod=succeeded[0].name)
+    else:
+        return False
+    p.plan.status["completionTime"] = status.timestamp(p.now)
+    p.move("Succeeded", reason_message)
+    _finish(p.job, p.pods, p.plan, p.now)
+    return True
 
-    succeeded = [p for p in pods_by_attempt.current.values() if p.phase == "Succeeded"]
-    if job.spec.elastic is None and counts["succeeded"] == total:
-        plan.status["completionTime"] = status.timestamp(now)
-        move("Succeeded", reasons.SUCCEEDED.format(total=total))
-        _finish(job, pods_by_attempt, plan, now)
-        return with_events(plan, observed)
-    if job.spec.elastic is not None and succeeded:
-        plan.status["completionTime"] = status.timestamp(now)
-        move("Succeeded", reasons.ELASTIC_SUCCEEDED.format(pod=succeeded[0].name))
-        _finish(job, pods_by_attempt, plan, now)
-        return with_events(plan, observed)
 
-    if phase == "Restarting":
-        ready_at = _attempt_start(observed, rp.backoff_seconds)
-        if ready_at is not None and now < ready_at:
-            plan.delete = [p.name for p in pods_by_attempt.stale if p.active]
-            plan.wake_at(_seconds_until(ready_at, now))
-            return with_events(plan, observed)
-
-    # Pods of another attempt (or a suspended run) must be gone before their hostnames are reused.
-    plan.delete = [p.name for p in pods_by_attempt.stale if p.active]
-    leaving = [p for p in pods_by_attempt.stale if p.active or p.deleting]
-    if phase == "Suspended":
-        leaving += [p for p in pods_by_attempt.current.values() if p.deleting]
-    missing = [i for i in range(total) if i not in pods_by_attempt.current]
-    if missing and leaving:
-        return with_events(plan, observed)  # their deletion events wake the next pass
-    if missing and phase == "Running":
+def _create_missing(p: _Pass) -> bool:
+    """Create the current attempt's missing pods once the backoff has passed and the pods of another
+    attempt (or of a suspended run, same hostnames) are gone; True unless nothing is missing."""
+    backoff_base = p.job.spec.run_policy.backoff_seconds
+    ready_at = _attempt_start(p.observed, backoff_base)
+    waiting = ready_at is not None and p.now < ready_at
+    p.plan.delete = [pod.name for pod in p.pods.stale if pod.active]
+    if p.phase == "Restarting" and waiting:
+        assert ready_at is not None
+        p.plan.wake_at(_seconds_until(ready_at, p.now))
+        return True
+    missing = [i for i in range(p.job.spec.nodes) if i not in p.pods.current]
+    if not missing:
+        return False
+    leaving = [pod for pod in p.pods.stale if pod.active or pod.deleting]
+    if p.phase == "Suspended":
+        leaving += [pod for pod in p.pods.current.values() if pod.deleting]
+    if leaving:
+        return True  # their deletion events wake the next pass
+    if p.phase == "Running" and waiting:
         # Elastic node replacements wait out the same backoff as a gang restart.
-        ready_at = _attempt_start(observed, rp.backoff_seconds)
-        if ready_at is not None and now < ready_at:
-            plan.wake_at(_seconds_until(ready_at, now))
-            return with_events(plan, observed)
-    if missing:
-        plan.create = [PodKey(i, attempt, _replacement(replacements, i)) for i in missing]
-        plan.ensure_service = True
-        plan.ensure_podgroup = job.spec.scheduling.gang
-        if start is None or phase == "Suspended":
-            # Like a Kubernetes Job, a resumed job's clocks (both deadlines) start again.
-            plan.status["startTime"] = status.timestamp(now)
-            if rp.active_deadline_seconds is not None:
-                plan.wake_at(float(rp.active_deadline_seconds))
-        if rp.startup_deadline_seconds is not None and phase in ("", "Created", "Suspended", "Restarting"):
-            plan.wake_at(float(rp.startup_deadline_seconds))
-        if phase == "":
-            move("Created", reasons.PODS_CREATED.format(count=len(missing), attempt=attempt))
-        elif phase == "Suspended":
-            move("Pending", reasons.RESUMED.format(count=len(missing), attempt=attempt))
-        elif phase == "Restarting":
-            move("Pending", reasons.PODS_CREATED.format(count=len(missing), attempt=attempt))
-        return with_events(plan, observed)
+        assert ready_at is not None
+        p.plan.wake_at(_seconds_until(ready_at, p.now))
+        return True
+    _create(p, missing)
+    return True
 
-    if start is None:
+
+def _create(p: _Pass, missing: Sequence[int]) -> None:
+    rp = p.job.spec.run_policy
+    replacements = [int(n) for n in p.observed.get("nodeReplacements") or []]
+    p.plan.create = [PodKey(i, p.attempt, _replacement(replacements, i)) for i in missing]
+    p.plan.ensure_service = True
+    p.plan.ensure_podgroup = p.job.spec.scheduling.gang
+    if p.start is None or p.phase == "Suspended":
+        # Like a Kubernetes Job, a resumed job's clocks (both deadlines) start again.
+        p.plan.status["startTime"] = status.timestamp(p.now)
+        if rp.active_deadline_seconds is not None:
+            p.plan.wake_at(float(rp.active_deadline_seconds))
+    if rp.startup_deadline_seconds is not None and p.phase in ("", "Created", "Suspended", "Restarting"):
+        p.plan.wake_at(float(rp.startup_deadline_seconds))
+    created = reasons.PODS_CREATED.format(count=len(missing), attempt=p.attempt)
+    if p.phase == "":
+        p.move("Created", created)
+    elif p.phase == "Suspended":
+        p.move("Pending", reasons.RESUMED.format(count=len(missing), attempt=p.attempt))
+    elif p.phase == "Restarting":
+        p.move("Pending", created)
+
+
+def _report(p: _Pass) -> None:
+    """Every pod of the attempt exists: Running when every rank runs, else Pending and why."""
+    if p.start is None:
         # The write that set startTime was lost (e.g. a conflict): the oldest pod says when it began.
-        created = sorted(p.created for p in pods_by_attempt.current.values() if p.created)
-        plan.status["startTime"] = created[0] if created else status.timestamp(now)
+        created = sorted(pod.created for pod in p.pods.current.values() if pod.created)
+        p.plan.status["startTime"] = created[0] if created else status.timestamp(p.now)
+    counts, total = p.counts, p.job.spec.nodes
     if counts["running"] == total or (counts["pending"] == 0 and counts["running"] > 0):
-        if phase != "Running":
-            plan.status["runningTime"] = status.timestamp(now)
-        move("Running", reasons.ALL_RUNNING.format(total=total))
-    elif phase == "Running" and counts["running"] >= _min_running(job):
+        if p.phase != "Running":
+            p.plan.status["runningTime"] = status.timestamp(p.now)
+        p.move("Running", reasons.ALL_RUNNING.format(total=total))
+    elif p.phase == "Running" and counts["running"] >= _min_running(p.job):
         pass  # elastic: still training on the rest while a replaced node starts; its reason stays
     else:
-        move("Pending", _pending_reason(pods_by_attempt, counts))
-    return with_events(plan, observed)
+        p.move("Pending", _pending_reason(p.pods, counts))
 
 
 def _attempt_start(observed: Mapping[str, Any], backoff_base: int) -> dt.datetime | None:
@@ -348,61 +405,57 @@ def _lost(job: TrainingJob, pods: _Attempt, plan: Plan, phase: str) -> _Lost:
     )
 
 
-def _handle_failures(
-    job: TrainingJob,
-    pods: _Attempt,
-    plan: Plan,
-    observed: Mapping[str, Any],
-    now: dt.datetime,
-    *,
-    move: Any,
-) -> bool:
-    """Carry out failure_policy's decision on a failed (or vanished) pod of the current attempt; True
-    if there was one."""
-    phase = str(observed.get("phase") or "")
-    lost = _lost(job, pods, plan, phase)
+def _failures(p: _Pass) -> bool:
+    """A failed, deleted or vanished pod of the current attempt: carry out failure_policy's decision."""
+    if p.phase == "Suspended":
+        return False
+    lost = _lost(p.job, p.pods, p.plan, p.phase)
     if not lost:
         return False
-    failure = lost.failure(pods, training=phase == "Running")
-    restarts = int(observed.get("restartCount") or 0)
-    disruptions = int(observed.get("disruptions") or 0)
-    decision = failure_policy.after_failure(
-        failure_policy.RestartPolicy.of(job), failure, counted_restarts=restarts - disruptions
-    )
+    restarts = int(p.observed.get("restartCount") or 0)
+    counted = restarts - int(p.observed.get("disruptions") or 0)
+    failure = lost.failure(p.pods, training=p.phase == "Running")
+    policy = failure_policy.RestartPolicy.of(p.job)
+    decision = failure_policy.after_failure(policy, failure, counted_restarts=counted)
     if decision.exit is not None:
-        plan.status["lastExitCode"] = decision.exit.code
-    first_pod, why = lost.first(job)
-    limit = job.spec.run_policy.backoff_limit
+        p.plan.status["lastExitCode"] = decision.exit.code
+    first_pod, why = lost.first(p.job)
     if decision.action is failure_policy.Action.FAIL_PERMANENT:
         assert decision.exit is not None
-        pod = pods.current[decision.exit.node]
-        _fail(job, pods, plan, now, reasons.PERMANENT_EXIT.format(pod=pod.name, code=decision.exit.code))
-        return True
-    if decision.action is failure_policy.Action.FAIL_BACKOFF_LIMIT:
-        reason_message = reasons.BACKOFF_LIMIT.format(
-            pod=first_pod, why=why, count=decision.restarts, limit=limit
-        )
-        _fail(job, pods, plan, now, reason_message)
-        return True
-
-    if decision.counted:
-        budget = f"restart {decision.restarts}/{limit}"
+        pod = p.pods.current[decision.exit.node]
+        p.fail(reasons.PERMANENT_EXIT.format(pod=pod.name, code=decision.exit.code))
+    elif decision.action is failure_policy.Action.FAIL_BACKOFF_LIMIT:
+        limit = policy.backoff_limit
+        p.fail(reasons.BACKOFF_LIMIT.format(pod=first_pod, why=why, count=decision.restarts, limit=limit))
     else:
-        plan.status["disruptions"] = disruptions + 1
-        budget = "not counted against backoffLimit"
-    plan.status.update(restartCount=restarts + 1, lastRestartTime=status.timestamp(now))
-    plan.wake_at(decision.delay_seconds)
-    fields: dict[str, Any] = {"pod": first_pod, "why": why, "budget": budget, "delay": decision.delay_seconds}
-    if decision.action is failure_policy.Action.REPLACE_ALONE:
-        _replace_nodes(job, plan, failure.lost)
-        move("Running", reasons.NODE_REPLACED.format(nodes=", ".join(map(str, failure.lost)), **fields))
-        return True
-    plan.status.update(attempt=int(observed.get("attempt") or 0) + 1, nodeReplacements=[], replacingNodes=[])
-    # Keep failed pods (their logs); stop the rest of the gang now.
-    plan.delete = [p.name for p in [*pods.current.values(), *pods.stale] if p.active]
-    template = reasons.RETRYABLE_EXIT if decision.counted else reasons.DISRUPTED
-    move("Restarting", template.format(**fields))
+        _restart(p, decision, failure.lost, pod=first_pod, why=why)
     return True
+
+
+def _restart(
+    p: _Pass, decision: failure_policy.Decision, lost: Collection[int], *, pod: str, why: str
+) -> None:
+    """Replace the `lost` nodes alone, or restart the gang: this pass only bumps `attempt` (persisted
+    before any pod of the new attempt exists); later passes create its pods after the backoff."""
+    plan, observed = p.plan, p.observed
+    if decision.counted:
+        budget = f"restart {decision.restarts}/{p.job.spec.run_policy.backoff_limit}"
+    else:
+        plan.status["disruptions"] = int(observed.get("disruptions") or 0) + 1
+        budget = "not counted against backoffLimit"
+    restarts = int(observed.get("restartCount") or 0)
+    plan.status.update(restartCount=restarts + 1, lastRestartTime=status.timestamp(p.now))
+    plan.wake_at(decision.delay_seconds)
+    fields: dict[str, Any] = {"pod": pod, "why": why, "budget": budget, "delay": decision.delay_seconds}
+    if decision.action is failure_policy.Action.REPLACE_ALONE:
+        _replace_nodes(p.job, plan, lost)
+        p.move("Running", reasons.NODE_REPLACED.format(nodes=", ".join(map(str, lost)), **fields))
+        return
+    plan.status.update(attempt=p.attempt + 1, nodeReplacements=[], replacingNodes=[])
+    # Keep failed pods (their logs); stop the rest of the gang now.
+    plan.delete = [o.name for o in [*p.pods.current.values(), *p.pods.stale] if o.active]
+    template = reasons.RETRYABLE_EXIT if decision.counted else reasons.DISRUPTED
+    p.move("Restarting", template.format(**fields))
 
 
 def _min_running(job: TrainingJob) -> int:
@@ -474,3 +527,14 @@ def invalid(job_status: Mapping[str, Any], error: str, *, generation: int, now: 
     st["completionTime"] = status.timestamp(now)
     st["observedGeneration"] = generation
     return with_events(Plan(status=st), job_status)
+
+
+# The rules a pass applies, in order; the first that applies decides it (see the module docstring).
+_RULES: tuple[Callable[[_Pass], bool], ...] = (
+    _finished,
+    _suspended,
+    _past_deadline,
+    _failures,
+    _succeeded,
+    _create_missing,
+)
