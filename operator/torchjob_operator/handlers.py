@@ -5,6 +5,10 @@
 - pod and job events poke the job's loop;
 - one daemon per TrainingJob runs the loop.
 
+What the handlers share (settings, the API client, its request ledger, the job loops) is one
+`OperatorRuntime`, which `main` creates and hands to Kopf as the operator's memo; Kopf gives every
+handler that memo (per-object memos are shallow copies, so they hold the same runtime).
+
 Jobs whose `spec.managedBy` names another controller (Kueue's MultiKueue, say) match no handler: no
 finalizer, no pods, no status from this operator. The field is immutable, so a job never changes sides.
 """
@@ -26,19 +30,36 @@ from torchjob_operator.settings import Settings
 POD_LABELS = {constants.LABEL_JOB_NAME: kopf.PRESENT}
 
 
+MEMO_KEY = "runtime"
+
+
 @dataclasses.dataclass
-class Runtime:
+class OperatorRuntime:
+    """The operator's state for its whole run, in Kopf's memo under MEMO_KEY."""
+
     settings: Settings = dataclasses.field(default_factory=Settings)
     ledger: k8s.RequestLedger = dataclasses.field(default_factory=k8s.RequestLedger)
+    loops: jobloop.Loops = dataclasses.field(default_factory=jobloop.Loops)
     api: k8s.KubeApi | None = None
 
+    def memo(self) -> kopf.Memo:
+        return kopf.Memo({MEMO_KEY: self})
 
-RUNTIME = Runtime()
+
+def runtime_of(memo: kopf.Memo) -> OperatorRuntime:
+    runtime = memo.get(MEMO_KEY)
+    if not isinstance(runtime, OperatorRuntime):
+        raise TypeError("the operator's memo holds no OperatorRuntime (main creates it)")
+    return runtime
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     """Our own prefix for Kopf's finalizer and annotations; quiet event posting; bounded watches."""
+    # Started without main (`kopf run -m torchjob_operator.handlers`): default settings. Startup
+    # handlers finish before Kopf sees any object, so every per-object memo copies this one.
+    memo.setdefault(MEMO_KEY, OperatorRuntime())
+    runtime = runtime_of(memo)
     settings.persistence.finalizer = constants.FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=constants.OPERATOR_PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
@@ -46,12 +67,12 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     )
     # Our Events come from jobloop; Kopf posts only its own warnings and errors.
     settings.posting.level = logging.WARNING
-    settings.watching.server_timeout = RUNTIME.settings.watch_server_timeout
-    settings.watching.client_timeout = RUNTIME.settings.watch_server_timeout + 30
+    settings.watching.server_timeout = runtime.settings.watch_server_timeout
+    settings.watching.client_timeout = runtime.settings.watch_server_timeout + 30
     # Resources are discovered once at startup: no need to watch CRDs (and no RBAC for them).
     settings.scanning.disabled = True
-    if RUNTIME.api is None:
-        RUNTIME.api = k8s.KubeApi(k8s.load_client(), RUNTIME.ledger)
+    if runtime.api is None:
+        runtime.api = k8s.KubeApi(k8s.load_client(), runtime.ledger)
 
 
 @kopf.index("pods", labels=POD_LABELS)
@@ -62,8 +83,8 @@ def pods_by_job(body: kopf.Body, namespace: str | None, **_: Any) -> dict[tuple[
 
 
 @kopf.on.event("pods", labels=POD_LABELS)
-def pod_changed(labels: kopf.Labels, namespace: str | None, **_: Any) -> None:
-    jobloop.wake((str(namespace), str(labels.get(constants.LABEL_JOB_NAME))))
+def pod_changed(labels: kopf.Labels, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
+    runtime_of(memo).loops.wake((str(namespace), str(labels.get(constants.LABEL_JOB_NAME))))
 
 
 def managed_here(spec: kopf.Spec, **_: Any) -> bool:
@@ -71,8 +92,8 @@ def managed_here(spec: kopf.Spec, **_: Any) -> bool:
 
 
 @kopf.on.event(constants.GROUP, constants.VERSION, constants.PLURAL, when=managed_here)
-def job_changed(name: str, namespace: str | None, **_: Any) -> None:
-    jobloop.wake((str(namespace), name))
+def job_changed(name: str, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
+    runtime_of(memo).loops.wake((str(namespace), name))
 
 
 # A grace period to exit on the stop flag before Kopf resorts to cancelling the task.
@@ -85,15 +106,18 @@ def job_changed(name: str, namespace: str | None, **_: Any) -> None:
     cancellation_timeout=10.0,
 )
 async def run_job(
+    *,
     body: kopf.Body,
     name: str,
     namespace: str | None,
     logger: kopf.Logger,
     stopped: kopf.DaemonStopped,
+    memo: kopf.Memo,
     **kwargs: Any,
 ) -> None:
     """One serialized reconcile loop per TrainingJob, until it is deleted."""
-    assert RUNTIME.api is not None, "startup handler sets the API client"
+    runtime = runtime_of(memo)
+    assert runtime.api is not None, "startup handler sets the API client"
     key = (str(namespace), name)
 
     index: kopf.Index[tuple[str, str], PodObs] = kwargs["pods_by_job"]  # live: Kopf keeps it current
@@ -104,7 +128,7 @@ async def run_job(
     async def wake_on_stop() -> None:
         # Ends the loop's wait at once, so Kopf never has to cancel (and warn about) the daemon.
         await stopped.wait()
-        jobloop.wake(key)
+        runtime.loops.wake(key)
 
     watcher = asyncio.create_task(wake_on_stop())
     try:
@@ -112,12 +136,13 @@ async def run_job(
             key,
             body,
             pods,
-            RUNTIME.api,
-            RUNTIME.settings,
+            runtime.api,
+            runtime.settings,
+            loops=runtime.loops,
             logger=logger,
             conflict=k8s.is_conflict,
             stopped=stopped.is_set,
         )
     finally:
         watcher.cancel()
-        RUNTIME.ledger.forget(key)
+        runtime.ledger.forget(key)

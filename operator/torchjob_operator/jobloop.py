@@ -2,8 +2,9 @@
 
 Kopf runs `run()` as a daemon per job. A pass reads the job body and the pods index, asks
 `reconcile.decide` for a plan, carries it out, and then waits until a pod or job event pokes the job
-(`wake`) or the plan's requeue time (or the resync interval) passes. Only one pass of a job runs at a
-time, so the status it writes is never raced by itself.
+(`Loops.wake`) or the plan's requeue time (or the resync interval) passes. Only one pass of a job runs at
+a time, so the status it writes is never raced by itself. What the loops share (their wake-up events,
+each job's phase for the jobs gauge) is one `Loops` object, owned by the operator's runtime.
 """
 
 from __future__ import annotations
@@ -25,15 +26,32 @@ from torchjob_operator.settings import Settings
 
 JobKey = tuple[str, str]
 
-_wakers: dict[JobKey, asyncio.Event] = {}
-_phases: dict[JobKey, str] = {}
 
+@dataclasses.dataclass
+class Loops:
+    """The running job loops: the event that wakes each, and each job's last phase (the jobs gauge)."""
 
-def wake(key: JobKey) -> None:
-    """Poke a job's loop (called from watch-event handlers)."""
-    event = _wakers.get(key)
-    if event is not None:
-        event.set()
+    wakers: dict[JobKey, asyncio.Event] = dataclasses.field(default_factory=dict)
+    phases: dict[JobKey, str] = dataclasses.field(default_factory=dict)
+
+    def wake(self, key: JobKey) -> None:
+        """Poke a job's loop (called from watch-event handlers); nothing if it is not running."""
+        event = self.wakers.get(key)
+        if event is not None:
+            event.set()
+
+    def waker(self, key: JobKey) -> asyncio.Event:
+        return self.wakers.setdefault(key, asyncio.Event())
+
+    def set_phase(self, key: JobKey, phase: str) -> None:
+        if self.phases.get(key) != phase:
+            self.phases[key] = phase
+            metrics.set_phases(self.phases)
+
+    def forget(self, key: JobKey) -> None:
+        self.wakers.pop(key, None)
+        self.phases.pop(key, None)
+        metrics.set_phases(self.phases)
 
 
 def _rv(value: object) -> int:
@@ -51,6 +69,8 @@ class JobState:
     bucket: TokenBucket
     #: The job body our last status write returned: newer than the watch until the watch catches up.
     written: dict[str, Any] | None = None
+    #: The phase of the last plan carried out (None before the first).
+    phase: str | None = None
 
 
 def _freshest(body: Mapping[str, Any], state: JobState) -> Mapping[str, Any]:
@@ -92,16 +112,7 @@ async def one_pass(
     try:
         job = spec.load(body)
     except spec.SpecError as exc:
-        plan = reconcile.invalid(observed, str(exc), generation=int(meta.get("generation") or 0), now=now())
-        if plan.status != observed:
-            api_key = key
-            state.written = await api.patch_status(
-                api_key, plan.status, str(meta.get("resourceVersion") or "")
-            )
-            for event in plan.events:
-                await api.post_event(
-                    api_key, str(meta.get("uid") or ""), event.type, event.reason, event.message
-                )
+        await _report_invalid(key, meta, observed, str(exc), api=api, state=state, now=now())
         return None
 
     plan = reconcile.decide(job, pod_list, observed, now())
@@ -124,10 +135,7 @@ async def one_pass(
     if outcome.status is not None:
         state.written = outcome.status
         _record(body, observed, outcome.plan.status, now())
-    # Every pass, not only on writes: a restarted operator counts jobs whose status did not change.
-    if _phases.get(key) != outcome.plan.status.get("phase"):
-        _phases[key] = str(outcome.plan.status.get("phase") or "")
-        metrics.set_phases(_phases)
+    state.phase = str(outcome.plan.status.get("phase") or "")
     if logger is not None and (outcome.created or outcome.deleted or changed):
         logger.info(
             "phase=%s attempt=%s created=%d deleted=%d",
@@ -139,6 +147,25 @@ async def one_pass(
     if outcome.job_deleted:
         return None
     return outcome.plan.requeue_after
+
+
+async def _report_invalid(
+    key: JobKey,
+    meta: Mapping[str, Any],
+    observed: Mapping[str, Any],
+    error: str,
+    *,
+    api: actuate.Api,
+    state: JobState,
+    now: dt.datetime,
+) -> None:
+    """A manifest `spec.load` rejects: status Failed/InvalidSpec (once), and its Event."""
+    plan = reconcile.invalid(observed, error, generation=int(meta.get("generation") or 0), now=now)
+    if plan.status == observed:
+        return
+    state.written = await api.patch_status(key, plan.status, str(meta.get("resourceVersion") or ""))
+    for event in plan.events:
+        await api.post_event(key, str(meta.get("uid") or ""), event.type, event.reason, event.message)
 
 
 def _record(
@@ -160,17 +187,18 @@ async def run(
     api: actuate.Api,
     settings: Settings,
     *,
+    loops: Loops,
     logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
     conflict: Callable[[BaseException], bool],
     stopped: Callable[[], bool] = lambda: False,
 ) -> None:
-    """The daemon body: passes until `stopped()` (job deleted or operator stopping; `wake` it then)."""
+    """The daemon body: passes until `stopped()` (job deleted or operator stopping; `loops.wake` it then)."""
     nodes = int((body.get("spec") or {}).get("nodes") or 1)
     state = JobState(
         inflight=actuate.InFlight(ttl=settings.inflight_seconds),
         bucket=TokenBucket(capacity=settings.budget.burst(nodes), rate=settings.budget.per_second),
     )
-    event = _wakers.setdefault(key, asyncio.Event())
+    event = loops.waker(key)
     failures = 0
     try:
         while not stopped():
@@ -190,6 +218,9 @@ async def run(
                     logger.warning("reconcile failed (retry in %.0fs): %s", due, exc)
             finally:
                 metrics.RECONCILE.observe(time.monotonic() - started)
+            # Every pass, not only on writes: a restarted operator counts jobs whose status did not change.
+            if state.phase is not None:
+                loops.set_phase(key, state.phase)
             timeout = settings.resync_seconds if due is None else min(due, settings.resync_seconds)
             try:
                 await asyncio.wait_for(event.wait(), timeout=timeout)
@@ -197,6 +228,4 @@ async def run(
             except TimeoutError:
                 pass
     finally:
-        _wakers.pop(key, None)
-        _phases.pop(key, None)
-        metrics.set_phases(_phases)
+        loops.forget(key)

@@ -13,7 +13,7 @@ from torchjob_operator import handlers, metrics, settings
 
 def main(argv: Sequence[str] | None = None) -> int:
     cfg = settings.from_args(argv)
-    handlers.RUNTIME.settings = cfg
+    runtime = handlers.OperatorRuntime(settings=cfg)
     kopf.configure(verbose=cfg.verbose)
     if cfg.metrics_port:
         start_http_server(cfg.metrics_port, registry=metrics.REGISTRY)
@@ -25,6 +25,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         namespaces=cfg.namespaces,
         clusterwide=not cfg.namespaces,
         liveness_endpoint=f"http://0.0.0.0:{cfg.health_port}/healthz" if cfg.health_port else None,
+        memo=runtime.memo(),
     )
     return 0
 

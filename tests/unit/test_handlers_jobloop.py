@@ -1,17 +1,22 @@
-"""jobloop.one_pass + actuate against a hand-written fake API: request counts, ordering, idempotence."""
+"""jobloop.one_pass + actuate against a hand-written fake API: request counts, ordering, idempotence;
+the loops' shared state and the runtime in Kopf's memo."""
 
 from __future__ import annotations
 
 import asyncio
 import copy
 import datetime as dt
+import logging
 from collections.abc import Mapping
 from typing import Any
 
-from torchjob_operator import actuate, jobloop
+import kopf
+import pytest
+from torchjob_operator import actuate, handlers, jobloop, metrics
 from torchjob_operator.actuate import PodGroupUnavailableError
 from torchjob_operator.budget import TokenBucket
 from torchjob_operator.observe import PodObs, observe_pod
+from torchjob_operator.settings import Settings
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 Key = tuple[str, str]
@@ -205,3 +210,67 @@ def test_gang_without_its_scheduler_creates_no_pod_and_says_why() -> None:
     assert api.pods == {}
     assert (api.job["status"]["phase"], api.job["status"]["reason"]) == ("Pending", "GangSchedulerMissing")
     assert api.events == [("Warning", "GangSchedulerMissing")]
+
+
+def jobs_in(phase: str) -> float | None:
+    return metrics.REGISTRY.get_sample_value("torchjob_operator_jobs", {"phase": phase})
+
+
+def test_loops_wake_running_jobs_and_count_their_phases() -> None:
+    loops, key = jobloop.Loops(), ("ns", "j")
+    loops.wake(key)  # no loop runs for it: nothing to poke, nothing registered
+    assert loops.wakers == {}
+
+    async def poke() -> bool:
+        event = loops.waker(key)
+        loops.wake(key)
+        return event.is_set()
+
+    assert asyncio.run(poke())
+    loops.set_phase(key, "Running")
+    loops.set_phase(("ns", "k"), "Running")
+    assert jobs_in("Running") == 2
+    loops.forget(key)
+    assert jobs_in("Running") == 1 and key not in loops.wakers
+    loops.forget(("ns", "k"))
+    assert jobs_in("Running") == 0
+
+
+def test_a_loop_publishes_its_phase_and_forgets_the_job_when_stopped() -> None:
+    api, loops = FakeApi(job_body(2)), jobloop.Loops()
+    passes: list[str | None] = []
+
+    def stopped() -> bool:
+        passes.append(loops.phases.get(("ns", "j")))
+        return len(passes) > 1
+
+    asyncio.run(
+        jobloop.run(
+            ("ns", "j"),
+            copy.deepcopy(api.job),
+            api.observed,
+            api,
+            Settings(resync_seconds=0.01),
+            loops=loops,
+            logger=logging.getLogger("test"),
+            conflict=lambda exc: False,
+            stopped=stopped,
+        )
+    )
+    assert passes == [None, "Created"]  # the phase is published after the pass
+    assert loops.wakers == {} and loops.phases == {}
+
+
+def test_the_runtime_travels_in_kopfs_memo() -> None:
+    runtime = handlers.OperatorRuntime()
+    per_object = copy.copy(runtime.memo())  # Kopf gives each object a shallow copy of the operator's memo
+    assert handlers.runtime_of(per_object) is runtime
+
+    async def poke() -> bool:
+        event = runtime.loops.waker(("ns", "j"))
+        handlers.job_changed(name="j", namespace="ns", memo=per_object)
+        return event.is_set()
+
+    assert asyncio.run(poke())
+    with pytest.raises(TypeError):
+        handlers.runtime_of(kopf.Memo())
