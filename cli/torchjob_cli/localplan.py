@@ -1,8 +1,11 @@
-"""Render a TrainingJob into local node plans: the pod's env, with cluster-only values made local.
+"""Render a TrainingJob into local node plans: the pod the operator would create, run as a process.
 
-The env comes from the operator's own renderers (`torchrun_env`, `trainer_env`), so a local run gets
-what a pod gets. Only what must differ on one machine is changed: the rendezvous host is 127.0.0.1,
-ports are free ones, downward-API values become plain values, and paths live under the run dir.
+Each node's argv and env come from `render_pod` (its trainer container's command, args and env, in
+their order), so a local run is the cluster's run by construction. Only what a process cannot get
+from Kubernetes is substituted, each in one place here: the rendezvous is 127.0.0.1 at free ports and
+every node gets its own metrics ports (`local_values`), the checkpoint volume is a directory of the
+run dir, downward-API references and `$(VAR)` are resolved as the kubelet does (`resolve_env`), and
+torchrun's log settings and the summary file are added (`local_only_env`).
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 import shutil
 import socket
 import sys
@@ -20,7 +24,7 @@ from typing import Any
 from torchjob_core import constants, quantity
 from torchjob_core.failure_policy import RestartPolicy
 from torchjob_core.render import env as renv
-from torchjob_core.render import meta, pods
+from torchjob_core.render import pods
 from torchjob_core.spec import TrainingJob
 
 from torchjob_cli.localrun import NodePlan
@@ -77,30 +81,89 @@ def metrics_urls(job: TrainingJob, ports: Ports) -> dict[int, str]:
     return {r: f"http://{LOCALHOST}:{ports.metrics_base + r}/metrics" for r in range(total)}
 
 
-def resolve_env(entries: Iterable[Mapping[str, Any]], *, pod_name: str, namespace: str) -> dict[str, str]:
-    """Plain values for a pod env list; downward-API references become what the pod would read."""
+def trainer_container(pod: Mapping[str, Any]) -> dict[str, Any]:
+    containers: list[dict[str, Any]] = pod["spec"]["containers"]
+    return next(c for c in containers if c["name"] == constants.CONTAINER_NAME)
+
+
+def _container(job: TrainingJob, node_rank: int, attempt: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    pod = pods.render_pod(job, node_rank, attempt)
+    return pod, trainer_container(pod)
+
+
+# `$(VAR)` and the `$$` escape, as Kubernetes expands env values, args and commands.
+_REFERENCE = re.compile(r"\$(?:\$|\(([^)]*)\))")
+
+
+def expand(value: str, defined: Mapping[str, str]) -> str:
+    """The kubelet's `$(VAR)` expansion: a defined VAR becomes its value, an undefined one stays as
+    written, and `$$` is a literal `$` (so `$$(VAR)` reads `$(VAR)`)."""
+
+    def one(match: re.Match[str]) -> str:
+        name = match.group(1)
+        return "$" if name is None else defined.get(name, match.group(0))
+
+    return _REFERENCE.sub(one, value)
+
+
+def _field_value(field: str | None, *, pod_name: str, namespace: str) -> str | None:
+    if field == "metadata.name":
+        return pod_name
+    if field == "metadata.namespace":
+        return namespace
+    if field in ("status.podIP", "status.hostIP"):
+        return LOCALHOST
+    if field == "spec.nodeName":
+        return socket.gethostname()
+    return None
+
+
+def _resource_value(ref: Mapping[str, Any], resources: Mapping[str, Any]) -> str | None:
+    """`limits.cpu` and the like as the kubelet gives them: rounded up in units of the divisor. A CPU
+    limit the container lacks is this host's CPU count (the kubelet gives the node's allocatable)."""
+    kind, _, resource = str(ref.get("resource") or "").partition(".")
+    amount = (resources.get(kind) or {}).get(resource)
+    if amount is None and (kind, resource) == ("limits", "cpu"):
+        amount = os.cpu_count() or 1
+    if amount is None:
+        return None
+    units = quantity.parse(str(amount)) / quantity.parse(str(ref.get("divisor") or "1"))
+    return str(max(1, math.ceil(units)))
+
+
+def resolve_env(
+    entries: Iterable[Mapping[str, Any]],
+    *,
+    pod_name: str,
+    namespace: str,
+    resources: Mapping[str, Any] | None = None,
+) -> dict[str, str]:
+    """Plain values for a pod env list, as the kubelet computes them: in order, each value's `$(VAR)`
+    expanded from the entries before it; field refs (and, given the container's `resources`, resource
+    refs) become what the pod would read. Secrets and config maps have no local meaning: left unset."""
     out: dict[str, str] = {}
     for entry in entries:
         name = str(entry["name"])
+        value_from = entry.get("valueFrom") or {}
+        value: str | None
         if entry.get("value") is not None:
-            out[name] = str(entry["value"])
-            continue
-        field = ((entry.get("valueFrom") or {}).get("fieldRef") or {}).get("fieldPath")
-        if field == "metadata.name":
-            out[name] = pod_name
-        elif field == "metadata.namespace":
-            out[name] = namespace
-        elif field in ("status.podIP", "status.hostIP"):
-            out[name] = LOCALHOST
-        elif field == "spec.nodeName":
-            out[name] = socket.gethostname()
-        # Secrets, config maps and resource references have no local meaning: left unset.
+            value = expand(str(entry["value"]), out)
+        elif "fieldRef" in value_from:
+            value = _field_value(
+                value_from["fieldRef"].get("fieldPath"), pod_name=pod_name, namespace=namespace
+            )
+        elif "resourceFieldRef" in value_from and resources is not None:
+            value = _resource_value(value_from["resourceFieldRef"], resources)
+        else:
+            value = None
+        if value is not None:
+            out[name] = value
     return out
 
 
-def launcher_argv(job: TrainingJob, bin_dir: Path) -> list[str]:
-    """The pod's container command and args, with the launcher taken from this Python environment."""
-    head, *rest = pods.launcher_command(job)
+def container_argv(container: Mapping[str, Any], bin_dir: Path) -> list[str]:
+    """The container's command and args, with the launcher taken from this Python environment."""
+    head, *rest = container["command"]
     exe = bin_dir / head
     if exe.exists():
         first = [str(exe)]
@@ -108,20 +171,51 @@ def launcher_argv(job: TrainingJob, bin_dir: Path) -> list[str]:
         first = [sys.executable, "-m", "torchjob_trainer.launch"]
     else:
         first = [sys.executable, "-m", "torch.distributed.run"]
-    return [*first, *rest, *job.spec.args]
+    return [*first, *rest, *(container.get("args") or [])]
 
 
-def cpu_limit(job: TrainingJob) -> str:
-    """Whole cores, rounded up, as the downward API gives a pod; the host's count without a limit."""
-    limit = job.spec.resources.limits.get("cpu")
-    if limit is None:
-        return str(os.cpu_count() or 1)
-    return str(max(1, math.ceil(quantity.parse(str(limit)))))
+def launcher_argv(job: TrainingJob, bin_dir: Path) -> list[str]:
+    """The pod's container command and args (the same on every node), run from this environment."""
+    _, container = _container(job, 0, 0)
+    return container_argv(container, bin_dir)
 
 
 def base_env(environ: Mapping[str, str]) -> dict[str, str]:
     """This shell's env without torchrun/torchjob settings, which the plan sets itself."""
     return {k: v for k, v in environ.items() if not k.startswith(("PET_", "TORCHJOB_", "TORCHELASTIC_"))}
+
+
+def local_values(job: TrainingJob, node_rank: int, ports: Ports, run_dir: Path) -> dict[str, str]:
+    """The pod env values a process here must not take from the pod, by name: the rendezvous env as
+    torchrun_env renders it for 127.0.0.1 and free ports, metrics ports no other node's ranks use, and
+    the run dir's checkpoints in place of the pod's volume (shared by the nodes and kept between runs,
+    so a rerun resumes)."""
+    rendezvous = renv.torchrun_env(
+        job, node_rank, master_addr=LOCALHOST, master_port=ports.master, rdzv_port=ports.rdzv
+    )
+    metrics_port = ports.metrics_base + node_rank * job.nproc_per_node if ports.metrics_base else 0
+    return {
+        **{str(e["name"]): str(e["value"]) for e in rendezvous},
+        renv.TORCHJOB_METRICS_PORT: str(metrics_port),
+        renv.TORCHJOB_CHECKPOINT_DIR: str(run_dir / "checkpoints"),
+    }
+
+
+def substitute(entries: Iterable[Mapping[str, Any]], values: Mapping[str, str]) -> list[Mapping[str, Any]]:
+    """`entries` with each name in `values` given that value, where it stands (the order stays)."""
+    return [{"name": e["name"], "value": values[e["name"]]} if e["name"] in values else e for e in entries]
+
+
+def local_only_env(node_rank: int, run_dir: Path) -> dict[str, str]:
+    """What a local agent gets that no pod has: its console prefix, log dir and summary file."""
+    return {
+        # Every worker line reaches the console with its rank; the agent's own lines carry none.
+        "PET_TEE": "3",
+        "PET_LOG_LINE_PREFIX_TEMPLATE": RANK_PREFIX_TEMPLATE.format(node=node_rank),
+        "PET_LOG_DIR": str(run_dir / "torchrun" / f"node-{node_rank}"),
+        "PYTHONUNBUFFERED": "1",
+        "TORCHJOB_SUMMARY_FILE": str(summary_file(run_dir, node_rank)),
+    }
 
 
 def node_env(
@@ -133,33 +227,16 @@ def node_env(
     attempt: int,
     environ: Mapping[str, str],
 ) -> dict[str, str]:
-    """The full environment of node `node_rank`'s agent process."""
-    pod_name = meta.pod_name(job, node_rank, attempt)
+    """The full environment of node `node_rank`'s agent process: the pod's env, in its order, made local."""
+    pod, container = _container(job, node_rank, attempt)
     env = base_env(environ)
     # This environment's bin dir first, so `torchjob-train` and friends resolve to it.
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", os.defpath)])
-    pod_env = [
-        *renv.torchrun_env(
-            job, node_rank, master_addr=LOCALHOST, master_port=ports.master, rdzv_port=ports.rdzv
-        ),
-        *renv.trainer_env(job, cpu_limit=cpu_limit(job)),
-        *renv.preset_env(job),  # before the user's env, which resolve_env lets win
-        *job.spec.env,
-    ]
-    env.update(resolve_env(pod_env, pod_name=pod_name, namespace=job.namespace))
-    metrics_port = ports.metrics_base + node_rank * job.nproc_per_node if ports.metrics_base else 0
-    env.update(
-        {
-            # Every worker line reaches the console with its rank; the agent's own lines carry none.
-            "PET_TEE": "3",
-            "PET_LOG_LINE_PREFIX_TEMPLATE": RANK_PREFIX_TEMPLATE.format(node=node_rank),
-            "PET_LOG_DIR": str(run_dir / "torchrun" / f"node-{node_rank}"),
-            "PYTHONUNBUFFERED": "1",
-            "TORCHJOB_METRICS_PORT": str(metrics_port),
-            "TORCHJOB_CHECKPOINT_DIR": str(run_dir / "checkpoints"),
-            "TORCHJOB_SUMMARY_FILE": str(summary_file(run_dir, node_rank)),
-        }
-    )
+    pod_env = substitute(container.get("env") or [], local_values(job, node_rank, ports, run_dir))
+    meta = pod["metadata"]
+    resources = container.get("resources") or {}
+    env.update(resolve_env(pod_env, pod_name=meta["name"], namespace=meta["namespace"], resources=resources))
+    env.update(local_only_env(node_rank, run_dir))
     env.setdefault("OMP_NUM_THREADS", "1")
     return env
 

@@ -1,13 +1,16 @@
-"""A local node gets the pod's env from the operator's renderers, with cluster values made local."""
+"""A local node runs the rendered pod's container: its command and env, with cluster values made local."""
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 from torchjob_cli import localplan
 from torchjob_core import spec
+from torchjob_core.render import pods
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "cpu-gloo-2node.yaml"
 
@@ -92,3 +95,84 @@ def test_presets_reach_local_ranks_and_the_users_env_wins(tmp_path: Path) -> Non
         "lo",
         "WARNING",
     )
+
+
+def local_manifest(**spec_fields: object) -> dict[str, object]:
+    manifest = yaml.safe_load(EXAMPLE.read_text())
+    manifest["spec"].update(spec_fields)
+    return manifest
+
+
+@pytest.mark.parametrize("elastic", [None, {"minNodes": 1, "maxNodes": 2}])
+def test_node_env_is_the_rendered_pods_env_in_its_order(tmp_path: Path, elastic: object) -> None:
+    """Every pod env entry reaches the process, in the pod's order, with only the local substitutions."""
+    job = spec.load(local_manifest(elastic=elastic) if elastic else local_manifest())
+    ports = localplan.Ports(master=30001, rdzv=30002, metrics_base=31000)
+    container = localplan.trainer_container(pods.render_pod(job, 1, 0))
+    env = localplan.node_env(job, 1, ports, tmp_path, attempt=0, environ={})
+    substituted = localplan.local_values(job, 1, ports, tmp_path)
+
+    pod_names = [e["name"] for e in container["env"]]
+    assert [name for name in env if name in pod_names] == pod_names
+    for entry in container["env"]:
+        want = substituted.get(entry["name"], entry.get("value"))
+        if want is not None:
+            assert env[entry["name"]] == want, entry["name"]
+    assert env["TORCHJOB_CPU_LIMIT"] == "2"  # the container's limits.cpu, as the downward API gives it
+    endpoint = env.get("PET_RDZV_ENDPOINT") or f"{env['PET_MASTER_ADDR']}:{env['PET_MASTER_PORT']}"
+    assert endpoint in ("127.0.0.1:30001", "127.0.0.1:30002")
+
+
+def test_template_env_and_references_resolve_as_the_kubelet_does(tmp_path: Path) -> None:
+    template = {
+        "spec": {"containers": [{"name": "trainer", "env": [{"name": "FROM_TEMPLATE", "value": "t"}]}]}
+    }
+    user_env = [
+        {"name": "RUN", "value": "$(TORCHJOB_JOB_NAME)-$(FROM_TEMPLATE)"},
+        {"name": "OUT", "value": "$(TORCHJOB_CHECKPOINT_DIR)/out"},
+        {"name": "LATER", "value": "$(DEFINED_BELOW) $$(RUN) $(HOME)"},
+        {"name": "DEFINED_BELOW", "value": "x"},
+        {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+    ]
+    job = spec.load(local_manifest(template=template, env=user_env))
+    ports = localplan.Ports(master=30001, rdzv=30002, metrics_base=0)
+    env = localplan.node_env(job, 0, ports, tmp_path, attempt=3, environ={"HOME": "/root"})
+    assert env["FROM_TEMPLATE"] == "t"  # the template's env reaches a local run as it reaches the pod
+    assert env["RUN"] == "cpu-gloo-t"
+    assert env["OUT"] == f"{tmp_path}/checkpoints/out"  # the substituted value, not the pod's path
+    # Only earlier entries of the pod's own env expand; `$$` escapes; the shell's HOME is not the pod's.
+    assert env["LATER"] == "$(DEFINED_BELOW) $(RUN) $(HOME)"
+    assert env["POD"] == "cpu-gloo-node-0-r3"
+
+
+@pytest.mark.parametrize(
+    ("value", "want"),
+    [
+        ("$(A)/$(A)", "1/1"),
+        ("$(MISSING)", "$(MISSING)"),
+        ("$$(A)", "$(A)"),
+        ("$$$(A)", "$1"),
+        ("a$b$", "a$b$"),
+        ("$(A", "$(A"),
+        ("$()", "$()"),
+    ],
+)
+def test_expand_follows_kubernetes(value: str, want: str) -> None:
+    assert localplan.expand(value, {"A": "1"}) == want
+
+
+def test_resource_refs_round_up_in_divisor_units() -> None:
+    def ref(resource: str, divisor: str | None = None) -> dict[str, object]:
+        field: dict[str, object] = {"resource": resource, **({"divisor": divisor} if divisor else {})}
+        return {"name": resource, "valueFrom": {"resourceFieldRef": field}}
+
+    resources = {"limits": {"cpu": "1500m", "memory": "3Gi"}, "requests": {"cpu": "250m"}}
+    env = localplan.resolve_env(
+        [ref("limits.cpu"), ref("requests.cpu", "1m"), ref("limits.memory", "1Mi"), ref("requests.memory")],
+        pod_name="p",
+        namespace="n",
+        resources=resources,
+    )
+    assert env == {"limits.cpu": "2", "requests.cpu": "250", "limits.memory": "3072"}
+    no_limit = localplan.resolve_env([ref("limits.cpu")], pod_name="p", namespace="n", resources={})
+    assert no_limit == {"limits.cpu": str(os.cpu_count() or 1)}  # the node's allocatable: this host
