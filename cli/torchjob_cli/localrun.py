@@ -15,7 +15,6 @@ import dataclasses
 import enum
 import queue
 import signal
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -97,7 +96,7 @@ class _Attempt:
 
     def __init__(self, plans: Sequence[NodePlan], attempt: int) -> None:
         self.lines: queue.Queue[tuple[int, str]] = queue.Queue()
-        self.procs: dict[int, subprocess.Popen[bytes]] = {}
+        self.nodes: dict[int, procs.Node] = {}
         self.threads: list[threading.Thread] = []
         self._logs: list[IO[bytes]] = []
         try:
@@ -109,25 +108,19 @@ class _Attempt:
 
     def start_node(self, plan: NodePlan, header: str) -> None:
         """Start (or, after its failure, start again) one node's agent in a session of its own."""
-        old = self.procs.get(plan.node_rank)
+        old = self.nodes.get(plan.node_rank)
         if old is not None:  # what the failed agent left behind goes with it, as a pod's containers do
-            procs.kill_sessions([old])
+            procs.kill([old])
         plan.log_file.parent.mkdir(parents=True, exist_ok=True)
         log = plan.log_file.open("ab")
         self._logs.append(log)
         log.write(f"{header}\n".encode())
-        proc = subprocess.Popen(
-            plan.argv,
-            env=plan.env,
-            cwd=plan.cwd,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # own session: Ctrl-C reaches us only; we stop it
+        node = procs.start(plan.argv, env=plan.env, cwd=plan.cwd)
+        self.nodes[plan.node_rank] = node
+        assert node.proc.stdout is not None
+        t = threading.Thread(
+            target=_pump, args=(plan.node_rank, node.proc.stdout, log, self.lines), daemon=True
         )
-        self.procs[plan.node_rank] = proc
-        assert proc.stdout is not None
-        t = threading.Thread(target=_pump, args=(plan.node_rank, proc.stdout, log, self.lines), daemon=True)
         t.start()
         self.threads.append(t)
 
@@ -139,11 +132,11 @@ class _Attempt:
                 return
             sink(node, line)
 
-    def stop(self, *, grace: float) -> None:
-        procs.stop_sessions(self.procs.values(), grace=grace)
+    def stop(self, *, grace: float, abort: Callable[[], bool] = lambda: False) -> None:
+        procs.stop(self.nodes.values(), grace=grace, abort=abort)
 
     def close(self, sink: LineSink) -> None:
-        """After every session is gone: flush the remaining output, close the logs."""
+        """After every node's processes are gone: flush the remaining output, close the logs."""
         for t in self.threads:
             t.join(timeout=5)
         self.drain(sink)
@@ -243,7 +236,7 @@ def _watch(
             if now >= due:
                 del replacing[node]
                 attempt.start_node(plans[node], f"--- node {node} replaced (restart {restarts})")
-        codes = {n: p.poll() for n, p in attempt.procs.items() if n not in replacing}
+        codes = {n: node.proc.poll() for n, node in attempt.nodes.items() if n not in replacing}
         exits = [Exit(n, _exit_code(c)) for n, c in codes.items() if c not in (None, 0)]
         if exits:
             running = [n for n, c in codes.items() if c is None]
@@ -292,14 +285,7 @@ def _failed(policy: RestartPolicy, decision: Decision, restarts: int) -> RunResu
 def _stop_interruptible(attempt: _Attempt, interrupt: _Interrupt, grace: float) -> None:
     """SIGTERM now; SIGKILL after the grace or at the next Ctrl-C, whichever comes first."""
     seen = interrupt.count
-    for p in attempt.procs.values():
-        procs.signal_session(p.pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and interrupt.count == seen:
-        if not any(procs.session_members(p.pid) for p in attempt.procs.values()):
-            break
-        time.sleep(POLL_SECONDS)
-    procs.kill_sessions(attempt.procs.values())
+    attempt.stop(grace=grace, abort=lambda: interrupt.count != seen)
 
 
 def _sleep_unless_interrupted(delay: float, interrupt: _Interrupt, sleep: Callable[[float], None]) -> None:

@@ -8,6 +8,7 @@ Reads torchrun's RANK env; prints a few progress lines in the trainer's format, 
                       restarted gang succeeds
   --hang              after the steps, sleep until signalled
   --wait-for PATH     before the steps, wait until PATH exists
+  --ignore-sigterm    ignore SIGTERM (a rank stuck in a collective does not get to exit either)
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -29,7 +31,10 @@ def main() -> int:
     p.add_argument("--once-marker", type=Path)
     p.add_argument("--hang", action="store_true")
     p.add_argument("--wait-for", type=Path)
+    p.add_argument("--ignore-sigterm", action="store_true")
     a = p.parse_args()
+    if a.ignore_sigterm:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
     rank = int(os.environ["RANK"])
     world = int(os.environ["WORLD_SIZE"])
     print(f"fake worker rank {rank}/{world} pid {os.getpid()} up", flush=True)

@@ -4,6 +4,7 @@ a crashing rank, a restart per run policy, Ctrl-C, and bad manifests. No process
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 from collections.abc import Iterator
@@ -137,6 +138,25 @@ def test_sigint_stops_every_process(tmp_path: Path, cli_runs: list[CliRun]) -> N
     assert code == 128 + signal.SIGINT, out
     assert "interrupted: stopping every node" in out
     assert "hang interrupted: every process stopped" in out
+    assert processes_with_marker(run.marker) == []
+
+
+def test_sigterm_leaves_no_worker_behind_in_its_own_session(tmp_path: Path, cli_runs: list[CliRun]) -> None:
+    """torchrun starts every worker in a session of its own. One that ignores SIGTERM outlives the
+    grace, and its agent's SIGKILL orphans it; the CLI still finds and kills it (its marker)."""
+    doc = fake_job("stubborn", procs=2, worker_args=["--hang", "--ignore-sigterm"])
+    run = start(cli_runs, tmp_path, doc, "--grace", "1")
+    for rank in range(4):
+        run.wait_for_output(f"fake worker rank {rank} hanging")
+    workers = [int(pid) for pid in re.findall(r"fake worker rank \d+/\d+ pid (\d+) up", run.output())]
+    assert len(workers) == 4 and all(os.getsid(pid) == pid for pid in workers)  # each leads its own session
+
+    run.proc.send_signal(signal.SIGTERM)
+    code = run.wait(timeout=60)
+
+    out = run.output()
+    assert code == 128 + signal.SIGTERM, out
+    assert "stubborn interrupted: every process stopped" in out
     assert processes_with_marker(run.marker) == []
 
 
