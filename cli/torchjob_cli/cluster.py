@@ -27,7 +27,6 @@ from torchjob_core import constants, spec
 from torchjob_cli import manifests, metrics, views
 
 Obj = dict[str, Any]
-EXIT_NOT_FOUND = 1
 # The kubernetes client is untyped; its entry points are used through Any.
 kconfig: Any = _config
 
@@ -98,7 +97,7 @@ def dispatch(args: argparse.Namespace, console: Console) -> int:
     except client.ApiException as exc:
         reason = views.api_error_message(exc.status, exc.body, exc.reason)
         console.print(f"error: {reason}", style="red", markup=False, highlight=False)
-        return EXIT_NOT_FOUND if exc.status == 404 else 1
+        return 1
     finally:
         cl.api.close()
 

@@ -50,7 +50,6 @@ def run(opts: RunOptions, console: Console) -> int:
         result = run_gang(
             plans, localplan.policy(job), on_line=out.line, on_event=out.event, grace=opts.grace
         )
-        scraper.scrape_once()  # nothing after the end: the ranks are gone, but keep the API uniform
     _report(
         console, job, run_dir, result, tracker=tracker, scrapes_ok=scraper.scrapes_ok, plot_path=opts.plot
     )

@@ -6,7 +6,6 @@ Pure (the caller passes `now`), so the unit tests drive it with fake objects.
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -16,6 +15,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 from torchjob_core import constants
+from torchjob_core.status import parse_time
 
 from torchjob_cli.progress import Progress
 
@@ -26,21 +26,12 @@ _TRAINER_RANK = re.compile(r"\brank (?P<rank>\d+)/\d+\b")
 FINISHED_PHASES = ("Succeeded", "Failed")
 
 
-def parse_time(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
-
-
 def age(since: str | None, now: float) -> str:
     """kubectl-style age: 45s, 12m, 3h, 2d."""
     t = parse_time(since)
     if t is None:
         return "-"
-    s = max(0, int(now - t))
+    s = max(0, int(now - t.timestamp()))
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if s >= size * (2 if unit != "m" else 1):
             return f"{s // size}{unit}"
@@ -231,6 +222,12 @@ def _node_counts(st: Mapping[str, Any]) -> str:
     return ", ".join(f"{k} {n[k]}" for k in keys if k in n) or "-"
 
 
+def _epoch(value: str | None) -> float:
+    """Seconds since the epoch of an API timestamp; 0 (first) for none."""
+    t = parse_time(value)
+    return t.timestamp() if t is not None else 0.0
+
+
 def _event_time(e: Obj) -> str | None:
     series = e.get("series") or {}
     value: str | None = (
@@ -245,7 +242,7 @@ def _event_time(e: Obj) -> str | None:
 
 
 def events_table(events: Sequence[Obj], *, now: float, limit: int = 20) -> RenderableType:
-    recent = sorted(events, key=lambda e: parse_time(_event_time(e)) or 0.0)[-limit:]
+    recent = sorted(events, key=lambda e: _epoch(_event_time(e)))[-limit:]
     if not recent:
         return Text("  <none>")
     t = Table(box=None, pad_edge=False)
