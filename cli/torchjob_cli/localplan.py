@@ -4,8 +4,9 @@ Each node's argv and env come from `render_pod` (its trainer container's command
 their order), so a local run is the cluster's run by construction. Only what a process cannot get
 from Kubernetes is substituted, each in one place here: the rendezvous is 127.0.0.1 at free ports and
 every node gets its own metrics ports (`local_values`), the checkpoint volume is a directory of the
-run dir, downward-API references and `$(VAR)` are resolved as the kubelet does (`resolve_env`), and
-torchrun's log settings and the summary file are added (`local_only_env`).
+run dir, downward-API references and `$(VAR)` (in env values, command and args) are resolved as the
+kubelet does (`resolve_env`, `container_argv`), and torchrun's log settings and the summary file are
+added (`local_only_env`).
 """
 
 from __future__ import annotations
@@ -161,9 +162,10 @@ def resolve_env(
     return out
 
 
-def container_argv(container: Mapping[str, Any], bin_dir: Path) -> list[str]:
-    """The container's command and args, with the launcher taken from this Python environment."""
-    head, *rest = container["command"]
+def container_argv(container: Mapping[str, Any], bin_dir: Path, env: Mapping[str, str]) -> list[str]:
+    """The container's command and args, `$(VAR)` expanded from its `env` as the kubelet does, with
+    the launcher taken from this Python environment."""
+    head, *rest = [expand(str(a), env) for a in [*container["command"], *(container.get("args") or [])]]
     exe = bin_dir / head
     if exe.exists():
         first = [str(exe)]
@@ -171,13 +173,13 @@ def container_argv(container: Mapping[str, Any], bin_dir: Path) -> list[str]:
         first = [sys.executable, "-m", "torchjob_trainer.launch"]
     else:
         first = [sys.executable, "-m", "torch.distributed.run"]
-    return [*first, *rest, *(container.get("args") or [])]
+    return [*first, *rest]
 
 
 def launcher_argv(job: TrainingJob, bin_dir: Path) -> list[str]:
-    """The pod's container command and args (the same on every node), run from this environment."""
+    """The pod's container command and args as written (the same on every node), run from here."""
     _, container = _container(job, 0, 0)
-    return container_argv(container, bin_dir)
+    return container_argv(container, bin_dir, {})
 
 
 def base_env(environ: Mapping[str, str]) -> dict[str, str]:
@@ -218,6 +220,34 @@ def local_only_env(node_rank: int, run_dir: Path) -> dict[str, str]:
     }
 
 
+@dataclasses.dataclass(frozen=True)
+class LocalPod:
+    """Node `node_rank`'s rendered pod, and its trainer container's env as resolved on this machine."""
+
+    pod: dict[str, Any]
+    container: dict[str, Any]
+    env: dict[str, str]  # the container's env, substituted and resolved, in the pod's order
+
+
+def local_pod(job: TrainingJob, node_rank: int, ports: Ports, run_dir: Path, *, attempt: int) -> LocalPod:
+    pod, container = _container(job, node_rank, attempt)
+    entries = substitute(container.get("env") or [], local_values(job, node_rank, ports, run_dir))
+    meta, resources = pod["metadata"], container.get("resources") or {}
+    env = resolve_env(entries, pod_name=meta["name"], namespace=meta["namespace"], resources=resources)
+    return LocalPod(pod, container, env)
+
+
+def process_env(local: LocalPod, node_rank: int, run_dir: Path, environ: Mapping[str, str]) -> dict[str, str]:
+    """The agent process's environment: this shell's, then the pod's, then the local-only settings."""
+    env = base_env(environ)
+    # This environment's bin dir first, so `torchjob-train` and friends resolve to it.
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", os.defpath)])
+    env.update(local.env)
+    env.update(local_only_env(node_rank, run_dir))
+    env.setdefault("OMP_NUM_THREADS", "1")
+    return env
+
+
 def node_env(
     job: TrainingJob,
     node_rank: int,
@@ -228,17 +258,8 @@ def node_env(
     environ: Mapping[str, str],
 ) -> dict[str, str]:
     """The full environment of node `node_rank`'s agent process: the pod's env, in its order, made local."""
-    pod, container = _container(job, node_rank, attempt)
-    env = base_env(environ)
-    # This environment's bin dir first, so `torchjob-train` and friends resolve to it.
-    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", os.defpath)])
-    pod_env = substitute(container.get("env") or [], local_values(job, node_rank, ports, run_dir))
-    meta = pod["metadata"]
-    resources = container.get("resources") or {}
-    env.update(resolve_env(pod_env, pod_name=meta["name"], namespace=meta["namespace"], resources=resources))
-    env.update(local_only_env(node_rank, run_dir))
-    env.setdefault("OMP_NUM_THREADS", "1")
-    return env
+    local = local_pod(job, node_rank, ports, run_dir, attempt=attempt)
+    return process_env(local, node_rank, run_dir, environ)
 
 
 def summary_file(run_dir: Path, node_rank: int) -> Path:
@@ -248,17 +269,20 @@ def summary_file(run_dir: Path, node_rank: int) -> Path:
 def node_plans(
     job: TrainingJob, ports: Ports, run_dir: Path, *, attempt: int, environ: Mapping[str, str]
 ) -> list[NodePlan]:
-    argv = launcher_argv(job, Path(sys.executable).parent)
-    return [
-        NodePlan(
-            node_rank=n,
-            argv=argv,
-            env=node_env(job, n, ports, run_dir, attempt=attempt, environ=environ),
-            cwd=Path.cwd(),
-            log_file=run_dir / f"node-{n}.log",
+    bin_dir = Path(sys.executable).parent
+    plans = []
+    for n in range(job.spec.nodes):
+        local = local_pod(job, n, ports, run_dir, attempt=attempt)
+        plans.append(
+            NodePlan(
+                node_rank=n,
+                argv=container_argv(local.container, bin_dir, local.env),
+                env=process_env(local, n, run_dir, environ),
+                cwd=Path.cwd(),
+                log_file=run_dir / f"node-{n}.log",
+            )
         )
-        for n in range(job.spec.nodes)
-    ]
+    return plans
 
 
 def policy(job: TrainingJob) -> RestartPolicy:

@@ -176,3 +176,13 @@ def test_resource_refs_round_up_in_divisor_units() -> None:
     assert env == {"limits.cpu": "2", "requests.cpu": "250", "limits.memory": "3072"}
     no_limit = localplan.resolve_env([ref("limits.cpu")], pod_name="p", namespace="n", resources={})
     assert no_limit == {"limits.cpu": str(os.cpu_count() or 1)}  # the node's allocatable: this host
+
+
+def test_args_expand_from_each_nodes_env(tmp_path: Path) -> None:
+    job = spec.load(local_manifest(args=["--tag", "$(TORCHJOB_JOB_NAME)-$(PET_NODE_RANK)", "$$(KEEP)"]))
+    ports = localplan.Ports(master=30001, rdzv=30002, metrics_base=0)
+    plans = localplan.node_plans(job, ports, tmp_path, attempt=0, environ={})
+    assert [p.argv[-3:] for p in plans] == [
+        ["--tag", "cpu-gloo-0", "$(KEEP)"],
+        ["--tag", "cpu-gloo-1", "$(KEEP)"],
+    ]
