@@ -101,7 +101,8 @@ class KubeApi:
         except client.ApiException as exc:
             if exc.status == 404:
                 raise PodGroupUnavailableError(
-                    f"{body['apiVersion']} podgroups is not served: install the scheduler"
+                    f"{body['apiVersion']} podgroups is not served: install that scheduler, or for "
+                    "kubernetes turn on its feature gates and API (docs/scheduling.md)"
                 ) from exc
             if exc.status != 409:
                 raise

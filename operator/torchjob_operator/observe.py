@@ -24,6 +24,9 @@ BLOCKING_WAITING_REASONS = frozenset(
         "RunContainerError",
     }
 )
+# kube-scheduler's GangScheduling plugin says this of a gang member that would fit but whose peers do not
+# (yet); its peers' own messages name the shortage.
+GANG_WAIT_MESSAGE = "waiting for minCount pods from a gang"
 # Pod-level reasons that mean the node, not the program, ended the pod.
 DISRUPTION_REASONS = frozenset(
     {"Evicted", "NodeLost", "Preempting", "Shutdown", "Terminated", "UnexpectedAdmissionError"}
@@ -46,6 +49,11 @@ class PodObs:
     message: str = ""
     created: str = ""
     replacement: int = 0  # elastic: how many times this node was replaced within the attempt
+
+    @property
+    def waits_for_gang(self) -> bool:
+        """Held back only by its gang (Kubernetes' gang scheduling), not by a shortage of its own."""
+        return self.phase == "Pending" and GANG_WAIT_MESSAGE in self.message
 
     @property
     def active(self) -> bool:

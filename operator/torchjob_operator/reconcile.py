@@ -343,7 +343,8 @@ def _attempt_start(observed: Mapping[str, Any], backoff_base: int) -> dt.datetim
 
 
 def _pending_reason(pods: _Attempt, counts: Mapping[str, int]) -> tuple[str, str]:
-    for pod in pods.current.values():
+    # A member that only waits for its gang says less than a peer whose message names the shortage.
+    for pod in sorted(pods.current.values(), key=lambda p: p.waits_for_gang):
         if pod.phase == "Pending" and pod.reason:
             reason, message = (
                 pod.reason,

@@ -17,6 +17,10 @@ POD_CIDR = "10.244.0.0/16"  # kwok hands pod IPs out of this
 NODE_IP = "10.0.0.1"
 SA_ISSUER = "https://kubernetes.default.svc.cluster.local"
 STAGES_FILE = Path(__file__).with_name("kwok-stages.yaml")
+# Kubernetes' own gang scheduling (alpha in 1.36, off by default): the Workload/PodGroup API and the
+# scheduler's GangScheduling plugin. Every component gets the same gates, as a cluster would.
+FEATURE_GATES = "--feature-gates=GenericWorkload=true,GangScheduling=true"
+RUNTIME_CONFIG = "--runtime-config=scheduling.k8s.io/v1alpha2=true"  # alpha APIs are not served by default
 
 
 @dataclass(frozen=True)
@@ -85,6 +89,7 @@ def kube_apiserver(lo: Layout) -> list[str]:
         # no resolvable hostnames.
         "--kubelet-preferred-address-types=InternalIP",
         "--profiling=false",
+        FEATURE_GATES, RUNTIME_CONFIG,
     ]  # fmt: skip
 
 
@@ -96,7 +101,7 @@ def _delegated(lo: Layout) -> list[str]:
 def kube_scheduler(lo: Layout) -> list[str]:
     return [
         str(lo.bin_dir / "kube-scheduler"), *_delegated(lo), "--leader-elect=false",
-        "--bind-address=127.0.0.1", f"--secure-port={lo.ports.scheduler}",
+        "--bind-address=127.0.0.1", f"--secure-port={lo.ports.scheduler}", FEATURE_GATES,
     ]  # fmt: skip
 
 
@@ -108,7 +113,7 @@ def kube_controller_manager(lo: Layout) -> list[str]:
         # Signs ServiceAccount tokens and publishes kube-root-ca.crt into every namespace.
         f"--service-account-private-key-file={lo.pki.sa_key}", f"--root-ca-file={lo.pki.ca_cert}",
         "--use-service-account-credentials=false",
-        "--kube-api-qps=200", "--kube-api-burst=400",
+        "--kube-api-qps=200", "--kube-api-burst=400", FEATURE_GATES,
     ]  # fmt: skip
 
 

@@ -27,6 +27,7 @@ CONTRACT_RULES = {
         for g in ("scheduling.volcano.sh", "scheduling.x-k8s.io")
         for v in ("get", "list", "watch", "create", "patch", "delete")
     ),
+    ("scheduling.k8s.io", "podgroups", "create"),
 }
 PEERING_VERBS = ("get", "list", "watch", "patch")
 CLUSTER_ONLY = {

@@ -106,6 +106,17 @@ def test_unschedulable_is_a_warning_event_with_the_pod_message() -> None:
     assert plan.events == [reconcile.Event("Warning", "Unschedulable", "Pod j-node-0-r0: 0/4 nodes")]
 
 
+def test_a_gang_pending_reason_names_the_member_that_does_not_fit() -> None:
+    waiting = "pod group is unschedulable, waiting for minCount pods from a gang to be scheduled"
+    short = "0/7 nodes are available: 2 Insufficient nvidia.com/gpu."
+    pods = [
+        pod(0, "Pending", reason="Unschedulable", message=waiting),
+        pod(1, "Pending", reason="Unschedulable", message=short),
+    ]
+    plan = decide(make_job(2, gang=True), pods, status("Created"))
+    assert (plan.status["reason"], plan.status["message"]) == ("Unschedulable", f"Pod j-node-1-r0: {short}")
+
+
 def test_running_sets_running_time_and_counts() -> None:
     plan = decide(make_job(2), [pod(0), pod(1)], status("Pending"), at=5)
     assert plan.status["runningTime"] == ts(5)

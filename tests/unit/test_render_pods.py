@@ -280,6 +280,25 @@ def test_scheduling_labels_and_annotations(
     assert pod["spec"].get("schedulerName") == scheduler_name
 
 
+@pytest.mark.parametrize(
+    "scheduling",
+    [{}, {"gang": True}, {"gang": True, "gangScheduler": "coscheduling"}],
+    ids=["no-gang", "volcano", "coscheduling"],
+)
+def test_only_the_kubernetes_gang_sets_scheduling_group(scheduling: dict[str, Any]) -> None:
+    assert "schedulingGroup" not in pods.render_pod(job_of(scheduling=scheduling), 0, 0)["spec"]
+
+
+def test_kubernetes_gang_pods_name_their_podgroup_and_keep_the_default_scheduler() -> None:
+    job = job_of(scheduling={"gang": True, "gangScheduler": "kubernetes"}, priorityClassName="high")
+    base = pods.render_pod(job_of(priorityClassName="high"), 1, 2)
+    pod = pods.render_pod(job, 1, 2)
+    # Every attempt and replacement joins the same group: the scheduler drops ended pods from it.
+    assert pod["spec"] == {**base["spec"], "schedulingGroup": {"podGroupName": "j"}}
+    assert pod["metadata"] == base["metadata"]
+    assert pods.render_pod(job, 0, 0, replacement=3)["spec"]["schedulingGroup"] == {"podGroupName": "j"}
+
+
 def test_explicit_scheduler_name_wins_over_volcano() -> None:
     pod = pods.render_pod(job_of(schedulerName="my-sched", scheduling={"gang": True}), 0, 0)
     assert pod["spec"]["schedulerName"] == "my-sched"

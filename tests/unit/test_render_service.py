@@ -78,8 +78,41 @@ def test_headless_service(fields: dict[str, Any], port: int) -> None:
             {"scheduling": {"gang": True}, "elastic": {"minNodes": 2, "maxNodes": 4}},
             {"apiVersion": "scheduling.volcano.sh/v1beta1", "kind": "PodGroup", "spec": {"minMember": 2}},
         ),
+        (
+            # Kubernetes' PodGroup has no minResources and no priority (gated): the pods carry both.
+            {
+                "scheduling": {"gang": True, "gangScheduler": "kubernetes"},
+                "priorityClassName": "high",
+                "resources": {"gpusPerNode": 8},
+            },
+            {
+                "apiVersion": "scheduling.k8s.io/v1alpha2",
+                "kind": "PodGroup",
+                "spec": {"schedulingPolicy": {"gang": {"minCount": 3}}},
+            },
+        ),
+        (
+            {
+                "scheduling": {"gang": True, "gangScheduler": "kubernetes"},
+                "elastic": {"minNodes": 2, "maxNodes": 4},
+            },
+            {
+                "apiVersion": "scheduling.k8s.io/v1alpha2",
+                "kind": "PodGroup",
+                "spec": {"schedulingPolicy": {"gang": {"minCount": 2}}},
+            },
+        ),
     ],
-    ids=["off", "explicit-off", "volcano", "volcano-priority", "coscheduling", "elastic-min"],
+    ids=[
+        "off",
+        "explicit-off",
+        "volcano",
+        "volcano-priority",
+        "coscheduling",
+        "elastic-min",
+        "kubernetes",
+        "kubernetes-elastic-min",
+    ],
 )
 def test_podgroup(fields: dict[str, Any], expected: dict[str, Any] | None) -> None:
     got = podgroup.render_podgroup(job_of(**fields))

@@ -1,4 +1,9 @@
-"""PodGroups for gang scheduling: Volcano or scheduler-plugins coscheduling."""
+"""PodGroups for gang scheduling: Volcano, scheduler-plugins coscheduling, or Kubernetes' own.
+
+Volcano and coscheduling take `minMember` and `minResources` (their schedulers admit a group only when its
+resources fit). Kubernetes' `scheduling.k8s.io/v1alpha2` PodGroup takes only `schedulingPolicy.gang.minCount`:
+kube-scheduler places the group's pods in one pod-group cycle and binds none unless `minCount` fit.
+"""
 
 from __future__ import annotations
 
@@ -39,6 +44,27 @@ def render_podgroup(job: TrainingJob) -> dict[str, Any] | None:
     scheduler = job.spec.scheduling.effective_gang_scheduler
     if scheduler is None:
         return None
+    if scheduler == "kubernetes":
+        api_version = constants.KUBERNETES_PODGROUP_API_VERSION
+        spec = _kubernetes_spec(job)
+    else:
+        api_version, spec = _plugin_spec(job, scheduler)
+    return {
+        "apiVersion": api_version,
+        "kind": "PodGroup",
+        "metadata": meta.object_meta(job, meta.podgroup_name(job)),
+        "spec": spec,
+    }
+
+
+def _kubernetes_spec(job: TrainingJob) -> dict[str, Any]:
+    # No priorityClassName: that field is gated by WorkloadAwarePreemption; the pods carry the priority.
+    # No timeout: the API has none (kube-scheduler's Permit wait is a fixed 5 minutes, docs/scheduling.md).
+    return {"schedulingPolicy": {"gang": {"minCount": min_member(job)}}}
+
+
+def _plugin_spec(job: TrainingJob, scheduler: str) -> tuple[str, dict[str, Any]]:
+    """Volcano's or coscheduling's PodGroup spec, with its apiVersion."""
     spec: dict[str, Any] = {"minMember": min_member(job)}
     resources = min_resources(job)
     if resources:
@@ -49,9 +75,4 @@ def render_podgroup(job: TrainingJob) -> dict[str, Any] | None:
             spec["priorityClassName"] = job.spec.priority_class_name
     else:
         api_version = constants.COSCHEDULING_PODGROUP_API_VERSION
-    return {
-        "apiVersion": api_version,
-        "kind": "PodGroup",
-        "metadata": meta.object_meta(job, meta.podgroup_name(job)),
-        "spec": spec,
-    }
+    return api_version, spec

@@ -199,6 +199,9 @@ def render_pod(job: TrainingJob, index: int, attempt: int, replacement: int = 0)
     scheduler = _scheduler_name(job, tspec)
     if scheduler:
         pod_spec["schedulerName"] = scheduler
+    if spec.scheduling.effective_gang_scheduler == "kubernetes":
+        # Immutable, and may name a PodGroup that does not exist yet (the scheduler waits for it).
+        pod_spec["schedulingGroup"] = {"podGroupName": meta.podgroup_name(job)}
     if spec.service_account_name:
         pod_spec["serviceAccountName"] = spec.service_account_name
 

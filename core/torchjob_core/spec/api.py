@@ -376,13 +376,14 @@ def _scheduling() -> Object:
         "Gang scheduling and queueing.",
         properties={
             "gang": Bool(
-                "Create a PodGroup so that all pods (minNodes when elastic) are placed together; "
-                "its minResources are their requests.",
+                "Create a PodGroup so that all pods (minNodes when elastic) are placed together "
+                "or not at all; volcano and coscheduling groups also get minResources (their requests).",
                 default=False,
             ),
             "gangScheduler": Str(
                 "PodGroup flavour when gang is true: volcano (default; also sets schedulerName "
-                "volcano) or coscheduling (scheduler-plugins).",
+                "volcano), coscheduling (scheduler-plugins), or kubernetes (kube-scheduler's own "
+                "scheduling.k8s.io/v1alpha2 PodGroup; alpha gates GenericWorkload and GangScheduling).",
                 enum=constants.GANG_SCHEDULERS,
             ),
             "queue": Str(

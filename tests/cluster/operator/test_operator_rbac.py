@@ -88,8 +88,15 @@ def run_as_operator(
         assert denied_list.value.status == 403
 
     op = start_operator(kubeconfig)
-    jobs.create("rbac", nodes=2, runPolicy={"ttlSecondsAfterFinished": 1})
+    # Kubernetes' own gang: the chart grants create on its PodGroups, nothing more; a gang restart reuses
+    # the group (the scheduler forgets ended members).
+    gang = {"gang": True, "gangScheduler": "kubernetes"}
+    jobs.create("rbac", nodes=2, runPolicy={"ttlSecondsAfterFinished": 1}, scheduling=gang)
     jobs.wait_phase("rbac", "Running")
+    group = jobs.custom.get_namespaced_custom_object(
+        "scheduling.k8s.io", "v1alpha2", namespace, "podgroups", "rbac"
+    )
+    assert group["spec"]["schedulingPolicy"] == {"gang": {"minCount": 2}}
     jobs.exit("rbac-node-0-r0", 137)
     jobs.wait(
         "rbac",
