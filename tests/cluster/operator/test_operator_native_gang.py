@@ -121,3 +121,22 @@ def test_a_gang_waits_for_a_node_then_binds_all_together(
     assert len(placed) == 3 and third in placed.values()
     conditions = podgroup(jobs, "three")["status"]["conditions"]
     assert [(c["type"], c["status"]) for c in conditions] == [("PodGroupScheduled", "True")]
+
+
+def test_the_gang_timeout_is_the_startup_deadline(
+    operator: OperatorProcess, jobs: Jobs, pool: Callable[[int], str]
+) -> None:
+    # The v1alpha2 API has no timeout and kube-scheduler's Permit wait is fixed, so how long a gang may
+    # wait unplaced is the spec's runPolicy.startupDeadlineSeconds, enforced by the operator.
+    pool(0)
+    jobs.create(
+        "late",
+        nodes=2,
+        gpus=8,
+        scheduling=GANG,
+        nodeSelector={POOL_LABEL: jobs.ns},
+        runPolicy={"startupDeadlineSeconds": 5},
+    )
+    st = jobs.wait_phase("late", "Failed", timeout=60)
+    assert st["reason"] == "StartupDeadlineExceeded" and "Insufficient nvidia.com/gpu" in st["message"], st
+    assert bound(jobs, "late") == {}
