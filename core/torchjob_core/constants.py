@@ -48,6 +48,11 @@ KUBERNETES_PODGROUP_API_VERSION: Final = "scheduling.k8s.io/v1alpha2"
 # The first is the default of spec.scheduling.gangScheduler.
 GANG_SCHEDULERS: Final = ("volcano", "coscheduling", "kubernetes")
 
+# GPUs through Dynamic Resource Allocation (spec.resources.gpuDeviceClassName; resource.k8s.io is GA in 1.34).
+RESOURCE_CLAIM_API_VERSION: Final = "resource.k8s.io/v1"
+GPU_CLAIM_NAME: Final = "torchjob-gpus"  # the pod's resourceClaims entry and the container's claim
+GPU_CLAIM_REQUEST: Final = "gpus"  # the device request inside the claim
+
 # Framework annotations that must not be copied from a template onto pods.
 IGNORED_ANNOTATION_PREFIXES: Final = (
     "kopf.zalando.org",

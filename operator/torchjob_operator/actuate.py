@@ -1,8 +1,9 @@
 """Carry out a reconcile Plan through an `Api` (k8s.KubeApi in production, a fake in tests).
 
-Order: the PodGroup first (a gang must exist before its pods), then deletes, then the Service and the
-creates together, then ONE status write, and Events only after that write succeeded. Creates and
-deletes the operator made recently but the watch does not show yet are not repeated (`InFlight`).
+Order: the PodGroup first (a gang must exist before its pods), then deletes, then the GPUs'
+ResourceClaimTemplate (DRA; before the pods that name it), then the Service and the creates together,
+then ONE status write, and Events only after that write succeeded. Creates and deletes the operator made
+recently but the watch does not show yet are not repeated (`InFlight`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from torchjob_core import reasons, status
+from torchjob_core.render.claims import render_claim_template
 from torchjob_core.render.podgroup import render_podgroup
 from torchjob_core.render.pods import render_pod
 from torchjob_core.render.service import render_service
@@ -33,6 +35,7 @@ class Api(Protocol):
     async def delete_pod(self, job: JobKey, name: str) -> None: ...
     async def ensure_service(self, job: JobKey, body: Mapping[str, Any]) -> None: ...
     async def ensure_podgroup(self, job: JobKey, body: Mapping[str, Any]) -> None: ...
+    async def ensure_claim_template(self, job: JobKey, body: Mapping[str, Any]) -> None: ...
     async def patch_status(
         self, job: JobKey, status: Mapping[str, Any], resource_version: str | None
     ) -> dict[str, Any]: ...
@@ -64,7 +67,8 @@ class Outcome:
 
 
 def cost(plan: reconcile.Plan, status_changed: bool) -> int:
-    """Upper bound of the API requests a plan makes (for the per-job budget)."""
+    """Upper bound of the API requests a plan makes (for the per-job budget). A DRA job's claim template
+    create goes with its pod creates and is not counted: one request, inside the burst's 2 x nodes."""
     ensures = int(plan.ensure_service) + int(plan.ensure_podgroup)
     return (
         ensures
@@ -109,6 +113,10 @@ async def execute(
         inflight.deleted[name] = now
     out.deleted = len(deletes)
 
+    claim_template = render_claim_template(job)
+    if plan.ensure_service and claim_template is not None:
+        # Pods naming a missing template stay unscheduled until the controller-manager retries.
+        await api.ensure_claim_template(key, claim_template)
     bodies = [render_pod(job, key.node, key.attempt, key.replacement) for key in plan.create]
     bodies = [b for b in bodies if b["metadata"]["name"] not in inflight.created]
     # The Service goes with the pods, not before them: pods do not need it to be created.

@@ -88,24 +88,34 @@ class KubeApi:
             if exc.status != 409:
                 raise
 
-    async def ensure_podgroup(self, job: JobKey, body: Mapping[str, Any]) -> None:
+    async def _create_namespaced(self, job: JobKey, body: Mapping[str, Any], plural: str) -> None:
+        """Create-if-absent of a namespaced object of any API group (409: it exists, which is success)."""
         group, version = str(body["apiVersion"]).split("/")
         try:
             await self._call(
                 job,
                 "create",
                 lambda: self.custom.create_namespaced_custom_object(
-                    group, version, job[0], "podgroups", dict(body)
+                    group, version, job[0], plural, dict(body)
                 ),
             )
+        except client.ApiException as exc:
+            if exc.status != 409:
+                raise
+
+    async def ensure_podgroup(self, job: JobKey, body: Mapping[str, Any]) -> None:
+        try:
+            await self._create_namespaced(job, body, "podgroups")
         except client.ApiException as exc:
             if exc.status == 404:
                 raise PodGroupUnavailableError(
                     f"{body['apiVersion']} podgroups is not served: install that scheduler, or for "
                     "kubernetes turn on its feature gates and API (docs/scheduling.md)"
                 ) from exc
-            if exc.status != 409:
-                raise
+            raise
+
+    async def ensure_claim_template(self, job: JobKey, body: Mapping[str, Any]) -> None:
+        await self._create_namespaced(job, body, "resourceclaimtemplates")
 
     async def patch_status(
         self, job: JobKey, status: Mapping[str, Any], resource_version: str | None

@@ -28,6 +28,7 @@ CONTRACT_RULES = {
         for v in ("get", "list", "watch", "create", "patch", "delete")
     ),
     ("scheduling.k8s.io", "podgroups", "create"),
+    ("resource.k8s.io", "resourceclaimtemplates", "create"),
 }
 PEERING_VERBS = ("get", "list", "watch", "patch")
 CLUSTER_ONLY = {

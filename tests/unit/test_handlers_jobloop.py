@@ -50,6 +50,9 @@ class FakeApi:
     async def ensure_podgroup(self, job: Key, body: Mapping[str, Any]) -> None:
         self.calls.append(("create", "podgroup"))
 
+    async def ensure_claim_template(self, job: Key, body: Mapping[str, Any]) -> None:
+        self.calls.append(("create", "resourceclaimtemplate"))
+
     async def patch_status(
         self, job: Key, status: Mapping[str, Any], resource_version: str | None
     ) -> dict[str, Any]:
@@ -274,3 +277,14 @@ def test_the_runtime_travels_in_kopfs_memo() -> None:
     assert asyncio.run(poke())
     with pytest.raises(TypeError):
         handlers.runtime_of(kopf.Memo())
+
+
+def test_gpus_through_dra_create_the_claim_template_before_the_pods() -> None:
+    body = job_body(2)
+    body["spec"]["resources"] = {"gpusPerNode": 2, "gpuDeviceClassName": "gpu.example.com"}
+    api, state = FakeApi(body), new_state()
+    run_pass(api, state, 1)
+    assert api.calls[:3] == [("create", "resourceclaimtemplate"), ("create", "pod"), ("create", "pod")]
+    api.set_all("Running")
+    run_pass(api, state, 2)  # nothing to create: the template is not asked for again
+    assert api.calls.count(("create", "resourceclaimtemplate")) == 1

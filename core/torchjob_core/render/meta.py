@@ -17,6 +17,11 @@ def podgroup_name(job: TrainingJob) -> str:
     return job.name
 
 
+def claim_template_name(job: TrainingJob) -> str:
+    """The ResourceClaimTemplate of the job's GPUs (DRA)."""
+    return f"{job.name}-gpus"
+
+
 def hostname(job: TrainingJob, index: int) -> str:
     """Stable across attempts, so the master address never changes."""
     return f"{job.name}-node-{index}"

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from torchjob_core import constants, quantity
-from torchjob_core.render import meta
+from torchjob_core.render import claims, meta
 from torchjob_core.spec import TrainingJob
 
 
@@ -25,7 +25,7 @@ def pod_requests(job: TrainingJob) -> dict[str, str]:
     defaults them), and the GPUs. Template resources are not counted."""
     res = job.spec.resources
     requests = {**res.limits, **res.requests}
-    if res.gpus_per_node:
+    if res.gpus_per_node and not claims.uses_claims(job):  # claimed GPUs are no resource of the pod
         requests[res.gpu_resource_name] = str(res.gpus_per_node)
     return requests
 

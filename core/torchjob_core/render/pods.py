@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from torchjob_core import constants
-from torchjob_core.render import env, meta, shm
+from torchjob_core.render import claims, env, meta, shm
 from torchjob_core.spec import TrainingJob, is_reserved_env, template_container
 
 JSON = dict[str, Any]
@@ -83,11 +83,13 @@ def _resources(job: TrainingJob, base: JSON) -> JSON:
     res = job.spec.resources
     requests = {**(base.get("requests") or {}), **res.requests}
     limits = {**(base.get("limits") or {}), **res.limits}
-    if res.gpus_per_node:
+    if res.gpus_per_node and not claims.uses_claims(job):
         # Extended resources must have requests == limits.
         requests[res.gpu_resource_name] = str(res.gpus_per_node)
         limits[res.gpu_resource_name] = str(res.gpus_per_node)
     out = {k: v for k, v in base.items() if k not in ("requests", "limits")}
+    if claims.uses_claims(job):
+        out["claims"] = _merge_by("name", base.get("claims") or [], claims.container_claims(job))
     if requests:
         out["requests"] = requests
     if limits:
@@ -186,6 +188,10 @@ def render_pod(job: TrainingJob, index: int, attempt: int, replacement: int = 0)
     if needs_checkpoint_volume(job):
         volumes.append({"name": constants.CHECKPOINT_VOLUME_NAME, "emptyDir": {}})
     pod_spec["volumes"] = _merge_by("name", tspec.get("volumes") or [], volumes)
+    if claims.uses_claims(job):
+        pod_spec["resourceClaims"] = _merge_by(
+            "name", tspec.get("resourceClaims") or [], claims.pod_claims(job)
+        )
     node_selector = {**(tspec.get("nodeSelector") or {}), **spec.node_selector}
     if node_selector:
         pod_spec["nodeSelector"] = node_selector

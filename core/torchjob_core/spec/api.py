@@ -40,6 +40,8 @@ MANAGED_BY_PATTERN: Final = (
 )
 MAX_MANAGED_BY_LENGTH: Final = 63
 # One interface name or a comma-separated list: what both NCCL_SOCKET_IFNAME and GLOO_SOCKET_IFNAME take.
+# A DeviceClass name (DNS subdomain).
+DNS_SUBDOMAIN_PATTERN: Final = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 NETWORK_INTERFACE_PATTERN: Final = r"^[A-Za-z0-9_.:@-]+(,[A-Za-z0-9_.:@-]+)*$"
 MAX_NETWORK_INTERFACE_LENGTH: Final = 256
 LABEL_VALUE_PATTERN: Final = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
@@ -99,6 +101,13 @@ def _resources() -> Object:
                 max_length=MAX_NAME_LENGTH,
                 pattern=GPU_RESOURCE_PATTERN,
             ),
+            "gpuDeviceClassName": Str(
+                "Claim the gpusPerNode GPUs through Dynamic Resource Allocation instead of "
+                "gpuResourceName: a ResourceClaimTemplate per job asking for exactly gpusPerNode devices "
+                "of this DeviceClass (e.g. gpu.nvidia.com), one claim per pod.",
+                max_length=MAX_NAME_LENGTH,
+                pattern=DNS_SUBDOMAIN_PATTERN,
+            ),
             "requests": _quantity_map(
                 "Resource requests (cpu, memory, ephemeral-storage, any extended resource) as quantities. "
                 "Set GPUs with gpusPerNode."
@@ -109,7 +118,16 @@ def _resources() -> Object:
             ),
         },
         default={},
-        rules=(gpu_not_in("limits"), gpu_not_in("requests")),
+        rules=(
+            gpu_not_in("limits"),
+            gpu_not_in("requests"),
+            Rule(
+                "!has(self.gpuDeviceClassName) || self.gpusPerNode > 0",
+                "gpuDeviceClassName needs gpusPerNode > 0: it is the number of devices each pod claims",
+                lambda r: "gpuDeviceClassName" not in r or r["gpusPerNode"] > 0,
+                ".gpuDeviceClassName",
+            ),
+        ),
     )
 
 

@@ -26,6 +26,8 @@ class Metadata:
 class Resources:
     gpus_per_node: int = 0
     gpu_resource_name: str = constants.DEFAULT_GPU_RESOURCE
+    # Set: the GPUs come from a DRA ResourceClaimTemplate of this DeviceClass, not gpu_resource_name.
+    gpu_device_class_name: str | None = None
     # Quantities as written (ints become strings).
     requests: Mapping[str, str] = field(default_factory=dict)
     limits: Mapping[str, str] = field(default_factory=dict)
