@@ -9,6 +9,7 @@ the test says whatever else the session runs.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -94,8 +95,10 @@ def test_a_gang_that_does_not_fit_binds_nothing_until_a_blocker_goes(
     assert group["spec"]["schedulingPolicy"] == {"gang": {"minCount": 2}}
     owner = group["metadata"]["ownerReferences"][0]
     assert (owner["kind"], owner["name"], owner["controller"]) == ("TrainingJob", "gang", True)
+    group_created = datetime.fromisoformat(group["metadata"]["creationTimestamp"].replace("Z", "+00:00"))
     for pod in jobs.pods("gang"):
         assert pod.spec.scheduling_group.pod_group_name == "gang"
+        assert pod.metadata.creation_timestamp >= group_created  # the group first, as for other gangs
 
     jobs.core.delete_namespaced_pod("blocker", jobs.ns)
     st = jobs.wait_phase("gang", "Running")
