@@ -52,4 +52,8 @@ RESUMED = Reason("JobResumed", "spec.runPolicy.suspend is false: created {count}
 GANG_SCHEDULER_MISSING = Reason(
     "GangSchedulerMissing", "No pods created: gang scheduling is on but {error}; retrying every 30s."
 )
+DEVICE_CLAIMS_MISSING = Reason(
+    "DeviceClaimsUnavailable",
+    "No pods created: spec.resources.gpuDeviceClassName is set but {error}; retrying every 30s.",
+)
 INVALID_SPEC = Reason("InvalidSpec", "{error}")

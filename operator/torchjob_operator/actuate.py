@@ -1,7 +1,7 @@
 """Carry out a reconcile Plan through an `Api` (k8s.KubeApi in production, a fake in tests).
 
-Order: the PodGroup first (a gang must exist before its pods), then deletes, then the GPUs'
-ResourceClaimTemplate (DRA; before the pods that name it), then the Service and the creates together,
+Order: what the new pods name first (the PodGroup: a gang must exist before its pods; the GPUs'
+ResourceClaimTemplate under DRA), then deletes, then the Service and the creates together,
 then ONE status write, and Events only after that write succeeded. Creates and deletes the operator made
 recently but the watch does not show yet are not repeated (`InFlight`).
 """
@@ -12,7 +12,7 @@ import asyncio
 import dataclasses
 import datetime as dt
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from torchjob_core import reasons, status
 from torchjob_core.render.claims import render_claim_template
@@ -26,8 +26,22 @@ from torchjob_operator import reconcile
 JobKey = tuple[str, str]
 
 
-class PodGroupUnavailableError(RuntimeError):
+class ApiUnavailableError(RuntimeError):
+    """An API the job's pods depend on is not served; `reason` says which to the user."""
+
+    reason: ClassVar[reasons.Reason]
+
+
+class PodGroupUnavailableError(ApiUnavailableError):
     """The chosen gang scheduler's PodGroup API is not served (its CRD is not installed)."""
+
+    reason = reasons.GANG_SCHEDULER_MISSING
+
+
+class ClaimsUnavailableError(ApiUnavailableError):
+    """resource.k8s.io/v1 is not served (Kubernetes before 1.34, or DRA turned off)."""
+
+    reason = reasons.DEVICE_CLAIMS_MISSING
 
 
 class Api(Protocol):
@@ -98,25 +112,13 @@ async def execute(
         out.job_deleted = True
         return out
 
-    if plan.ensure_podgroup:
-        podgroup = render_podgroup(job)
-        if podgroup is not None:
-            try:
-                await api.ensure_podgroup(key, podgroup)
-            except PodGroupUnavailableError as exc:
-                # Without its scheduler a gang would start piecemeal: create no pods, say why.
-                plan = _without_gang_scheduler(job, plan, str(exc), observed_status, wall_now)
-                out.plan = plan
+    plan = out.plan = await _ensure_named_objects(job, plan, api, observed_status, wall_now)
     deletes = [name for name in plan.delete if name not in inflight.deleted]
     await asyncio.gather(*(api.delete_pod(key, name) for name in deletes))
     for name in deletes:
         inflight.deleted[name] = now
     out.deleted = len(deletes)
 
-    claim_template = render_claim_template(job)
-    if plan.ensure_service and claim_template is not None:
-        # Pods naming a missing template stay unscheduled until the controller-manager retries.
-        await api.ensure_claim_template(key, claim_template)
     bodies = [render_pod(job, key.node, key.attempt, key.replacement) for key in plan.create]
     bodies = [b for b in bodies if b["metadata"]["name"] not in inflight.created]
     # The Service goes with the pods, not before them: pods do not need it to be created.
@@ -137,10 +139,32 @@ async def execute(
     return out
 
 
-def _without_gang_scheduler(
-    job: TrainingJob, plan: reconcile.Plan, error: str, observed: Mapping[str, Any], now: dt.datetime
+async def _ensure_named_objects(
+    job: TrainingJob, plan: reconcile.Plan, api: Api, observed: Mapping[str, Any], now: dt.datetime
 ) -> reconcile.Plan:
-    reason, message = reasons.GANG_SCHEDULER_MISSING.format(error=error)
+    """The PodGroup and claim template the new pods name, before them. When an API is missing, create no
+    pods and say why: a gang would start piecemeal, and pods naming a missing template never schedule."""
+    key = (job.namespace, job.name)
+    podgroup = render_podgroup(job) if plan.ensure_podgroup else None
+    claim_template = render_claim_template(job) if plan.ensure_service else None
+    try:
+        if podgroup is not None:
+            await api.ensure_podgroup(key, podgroup)
+        if claim_template is not None:
+            await api.ensure_claim_template(key, claim_template)
+    except ApiUnavailableError as exc:
+        return _blocked(job, plan, exc.reason.format(error=str(exc)), observed, now)
+    return plan
+
+
+def _blocked(
+    job: TrainingJob,
+    plan: reconcile.Plan,
+    why: tuple[str, str],
+    observed: Mapping[str, Any],
+    now: dt.datetime,
+) -> reconcile.Plan:
+    reason, message = why
     new_status = status.with_phase(
         plan.status, "Pending", reason, message, now=now, generation=job.metadata.generation
     )

@@ -18,7 +18,7 @@ from kubernetes import client, config
 from torchjob_core import constants
 
 from torchjob_operator import metrics
-from torchjob_operator.actuate import PodGroupUnavailableError
+from torchjob_operator.actuate import ClaimsUnavailableError, PodGroupUnavailableError
 
 JobKey = tuple[str, str]  # (namespace, name)
 T = TypeVar("T")
@@ -115,7 +115,14 @@ class KubeApi:
             raise
 
     async def ensure_claim_template(self, job: JobKey, body: Mapping[str, Any]) -> None:
-        await self._create_namespaced(job, body, "resourceclaimtemplates")
+        try:
+            await self._create_namespaced(job, body, "resourceclaimtemplates")
+        except client.ApiException as exc:
+            if exc.status == 404:
+                raise ClaimsUnavailableError(
+                    f"{body['apiVersion']} resourceclaimtemplates is not served (DRA needs Kubernetes 1.34+)"
+                ) from exc
+            raise
 
     async def patch_status(
         self, job: JobKey, status: Mapping[str, Any], resource_version: str | None

@@ -13,7 +13,7 @@ from typing import Any
 import kopf
 import pytest
 from torchjob_operator import actuate, handlers, jobloop, metrics
-from torchjob_operator.actuate import PodGroupUnavailableError
+from torchjob_operator.actuate import ClaimsUnavailableError, PodGroupUnavailableError
 from torchjob_operator.budget import TokenBucket
 from torchjob_operator.observe import PodObs, observe_pod
 from torchjob_operator.settings import Settings
@@ -288,3 +288,21 @@ def test_gpus_through_dra_create_the_claim_template_before_the_pods() -> None:
     api.set_all("Running")
     run_pass(api, state, 2)  # nothing to create: the template is not asked for again
     assert api.calls.count(("create", "resourceclaimtemplate")) == 1
+
+
+class NoDra(FakeApi):
+    async def ensure_claim_template(self, job: Key, body: Mapping[str, Any]) -> None:
+        self.calls.append(("create", "resourceclaimtemplate"))
+        raise ClaimsUnavailableError("resource.k8s.io/v1 resourceclaimtemplates is not served")
+
+
+def test_gpus_through_dra_without_the_api_create_no_pod_and_say_why() -> None:
+    body = job_body(2)
+    body["spec"]["resources"] = {"gpusPerNode": 2, "gpuDeviceClassName": "gpu.example.com"}
+    api, state = NoDra(body), new_state()
+    assert run_pass(api, state, 1) == 30.0
+    assert api.pods == {}
+    st = api.job["status"]
+    assert (st["phase"], st["reason"]) == ("Pending", "DeviceClaimsUnavailable")
+    assert "resourceclaimtemplates is not served" in st["message"]
+    assert api.events == [("Warning", "DeviceClaimsUnavailable")]
