@@ -43,7 +43,7 @@ VOLCANO_SCHEDULER_NAME: Final = "volcano"
 VOLCANO_PODGROUP_API_VERSION: Final = "scheduling.volcano.sh/v1beta1"
 COSCHEDULING_PODGROUP_API_VERSION: Final = "scheduling.x-k8s.io/v1alpha1"
 # Kubernetes' own gang scheduling (kube-scheduler's GangScheduling plugin; alpha gates GenericWorkload and
-# GangScheduling in 1.35/1.36): a PodGroup the pods name in spec.schedulingGroup.podGroupName.
+# GangScheduling): the 1.36 API, a PodGroup the pods name in spec.schedulingGroup.podGroupName.
 KUBERNETES_PODGROUP_API_VERSION: Final = "scheduling.k8s.io/v1alpha2"
 # The first is the default of spec.scheduling.gangScheduler.
 GANG_SCHEDULERS: Final = ("volcano", "coscheduling", "kubernetes")
