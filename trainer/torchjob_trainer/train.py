@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass, replace
+from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from torchjob_trainer import checkpoint, distributed, logs, summary
 from torchjob_trainer.config import TrainerConfig
@@ -31,6 +32,7 @@ from torchjob_trainer.metrics import RankLabels, TrainerMetrics
 from torchjob_trainer.models import build_model
 from torchjob_trainer.preemption import EXIT_PREEMPTED, Preemption
 from torchjob_trainer.profiling import StepProfiler
+from torchjob_trainer.stepstats import StepStats
 from torchjob_trainer.userapi import Workload, as_workload, build_optimizer, load_entrypoint
 
 log = logging.getLogger(__name__)
@@ -123,16 +125,6 @@ def tune_loader(
     return chosen
 
 
-@dataclass
-class Window:
-    """Progress since the last progress line."""
-
-    samples: int = 0
-    steps: int = 0
-    seconds: float = 0.0
-    wait: float = 0.0
-
-
 def _agree_stop(local: bool, device: torch.device) -> bool:
     """True on every rank if any rank was asked to stop (one tiny all-reduce)."""
     if not (dist.is_available() and dist.is_initialized()):
@@ -160,190 +152,250 @@ def run(config: TrainerConfig) -> int:
     device = distributed.pick_device(env.local_rank)
     distributed.init(env, device, config.backend)
     try:
-        return _train(config, env, device, preemption)
+        return Trainer(config, env, device, preemption).train()
     finally:
         preemption.cancel()
         distributed.teardown()
 
 
-def _train(
-    config: TrainerConfig, env: distributed.DistEnv, device: torch.device, preemption: Preemption
-) -> int:
-    cuda = device.type == "cuda"
-    metrics = TrainerMetrics(RankLabels(config.job_name, env.rank, env.local_rank, env.node_rank), cuda=cuda)
-    metrics.serve(config.metrics_port, env.local_rank)
+class Trainer:
+    """One rank's training run: set up and resumed at construction, then `train()`.
 
-    phases: dict[str, float] = {}
-    mark = time.perf_counter()
+    `train_step` is one optimizer step on one batch, callable on its own (autotune measures with it).
+    """
 
-    def phase(name: str) -> None:
-        nonlocal mark
-        now = time.perf_counter()
-        phases[name] = round(now - mark, 3)
-        mark = now
+    def __init__(
+        self,
+        config: TrainerConfig,
+        env: distributed.DistEnv,
+        device: torch.device,
+        preemption: Preemption,
+    ) -> None:
+        self.config, self.env, self.device, self.preemption = config, env, device, preemption
+        phases: dict[str, float] = {}
+        mark = time.perf_counter()
 
-    workload = build_workload(config)
-    phase("workload")
-    model = workload.model.to(device)
-    optimizer = build_optimizer(replace(workload, model=model))
-    phase("optimizer")  # the first optimizer imports torch._dynamo: seconds on a busy CPU
-    ckpt_dir = Path(config.checkpoint_dir) if config.checkpoint_dir else None
-    payload = find_resume(ckpt_dir, env, device)
-    phase("resume")
-    position = checkpoint.Position(0, 0, 0)
-    if payload is not None:
-        model.load_state_dict(payload["model"])
-        optimizer.load_state_dict(payload["optimizer"])
-        position = checkpoint.position_of(payload, world_size=env.world_size, batch_size=config.batch_size)
+        def phase(name: str) -> None:
+            nonlocal mark
+            now = time.perf_counter()
+            phases[name] = round(now - mark, 3)
+            mark = now
+
+        labels = RankLabels(config.job_name, env.rank, env.local_rank, env.node_rank)
+        self.metrics = TrainerMetrics(labels, cuda=device.type == "cuda")
+        self.metrics.serve(config.metrics_port, env.local_rank)
+        mark = time.perf_counter()
+        self.workload = build_workload(config)
+        phase("workload")
+        self.model = self.workload.model.to(device)
+        self.optimizer = build_optimizer(replace(self.workload, model=self.model))
+        phase("optimizer")  # the first optimizer imports torch._dynamo: seconds on a busy CPU
+        self.checkpoint_dir = Path(config.checkpoint_dir) if config.checkpoint_dir else None
+        position = self._resume()
+        phase("resume")
+        self.net = self._wrap_ddp()
+        phase("ddp")
+        self.settings = tune_loader(config, self.workload.dataset, env, device)
+        phase("loader")
+        log.info("start-up phases (seconds): %s", phases)
+        self.sampler, self.loader = self._build_loader()
+        self.steps_per_epoch = self._steps_per_epoch()
+        self.total_steps = self.steps_per_epoch * config.epochs
+        self.epoch, self.step_in_epoch, self.global_step = (
+            position.epoch,
+            position.step_in_epoch,
+            position.global_step,
+        )
+        if self.step_in_epoch >= self.steps_per_epoch:
+            self.epoch, self.step_in_epoch = self.epoch + 1, 0
+        self.profiler = StepProfiler(config.profile_range(), Path(config.profile_dir), env.rank)
+        self.stats = StepStats()
+        self.wall_start = time.perf_counter()
+
+    # -- set-up and resume ----------------------------------------------------------------------------
+
+    def _resume(self) -> checkpoint.Position:
+        """Loads the newest checkpoint any node holds into model and optimizer; where training stands."""
+        payload = find_resume(self.checkpoint_dir, self.env, self.device)
+        if payload is None:
+            return checkpoint.Position(0, 0, 0)
+        self.model.load_state_dict(payload["model"])
+        self.optimizer.load_state_dict(payload["optimizer"])
+        position = checkpoint.position_of(
+            payload, world_size=self.env.world_size, batch_size=self.config.batch_size
+        )
         log.info(
             "resumed at epoch %d, step %d of the epoch, global step %d",
             position.epoch,
             position.step_in_epoch,
             position.global_step,
         )
-    net: nn.Module = model
-    if dist.is_available() and dist.is_initialized():
-        net = DistributedDataParallel(model, device_ids=[device.index] if cuda else None)
-    phase("ddp")
+        return position
 
-    dataset = workload.dataset
-    settings = tune_loader(config, dataset, env, device)
-    phase("loader")
-    log.info("start-up phases (seconds): %s", phases)
-    sampler = ResumableDistributedSampler(
-        dataset, num_replicas=env.world_size, rank=env.rank, shuffle=True, seed=config.seed, drop_last=True
-    )
-    loader = make_loader(dataset, sampler, config.batch_size, settings, seed=config.seed)
-    log.info("DataLoader: %s batch_size=%d", settings.describe(), config.batch_size)
-    metrics.workers.set(settings.num_workers)
-    metrics.prefetch.set(settings.prefetch_factor)
+    def _wrap_ddp(self) -> nn.Module:
+        if not (dist.is_available() and dist.is_initialized()):
+            return self.model
+        cuda = self.device.type == "cuda"
+        return DistributedDataParallel(self.model, device_ids=[self.device.index] if cuda else None)
 
-    steps_per_epoch = len(loader)
-    if config.steps_per_epoch:
-        steps_per_epoch = min(steps_per_epoch, config.steps_per_epoch)
-    if steps_per_epoch == 0:
-        raise ValueError(
-            f"--batch-size (TORCHJOB_BATCH_SIZE): {config.batch_size} x world size {env.world_size} "
-            f"exceeds the dataset's {len(dataset)} samples"  # type: ignore[arg-type]
+    def _build_loader(self) -> tuple[ResumableDistributedSampler, DataLoader[Any]]:
+        config, env, dataset, settings = self.config, self.env, self.workload.dataset, self.settings
+        sampler = ResumableDistributedSampler(
+            dataset,
+            num_replicas=env.world_size,
+            rank=env.rank,
+            shuffle=True,
+            seed=config.seed,
+            drop_last=True,
         )
-    total_steps = steps_per_epoch * config.epochs
-    epoch, step_in_epoch, global_step = position.epoch, position.step_in_epoch, position.global_step
-    if step_in_epoch >= steps_per_epoch:
-        epoch, step_in_epoch = epoch + 1, 0
+        loader = make_loader(dataset, sampler, config.batch_size, settings, seed=config.seed)
+        log.info("DataLoader: %s batch_size=%d", settings.describe(), config.batch_size)
+        self.metrics.workers.set(settings.num_workers)
+        self.metrics.prefetch.set(settings.prefetch_factor)
+        return sampler, loader
 
-    profiler = StepProfiler(config.profile_range(), Path(config.profile_dir), env.rank)
-    totals = summary.RankTotals()
-    window = Window()
-    loss_value = float("nan")
-    preempted = False
-    wall_start = time.perf_counter()
+    def _steps_per_epoch(self) -> int:
+        steps = len(self.loader)
+        if self.config.steps_per_epoch:
+            steps = min(steps, self.config.steps_per_epoch)
+        if steps == 0:
+            raise ValueError(
+                f"--batch-size (TORCHJOB_BATCH_SIZE): {self.config.batch_size} x world size "
+                f"{self.env.world_size} exceeds the dataset's {len(self.workload.dataset)} samples"  # type: ignore[arg-type]
+            )
+        return steps
 
-    def save(reason: str) -> None:
-        if ckpt_dir is None or env.rank != 0:
+    # -- one step -------------------------------------------------------------------------------------
+
+    def train_step(self, inputs: torch.Tensor, target: torch.Tensor) -> float:
+        """One optimizer step on one batch; returns its loss (reading it syncs the device)."""
+        non_blocking = self.settings.pin_memory
+        inputs = inputs.to(self.device, non_blocking=non_blocking)
+        target = target.to(self.device, non_blocking=non_blocking)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self.workload.loss(self.net(inputs), target)
+        loss.backward()  # type: ignore[no-untyped-call]
+        self.optimizer.step()
+        return float(loss.item())
+
+    def _next_step(self, batches: Iterator[Any]) -> bool:
+        """Loads a batch and trains on it, timing both; False when the loader ran out."""
+        t0 = time.perf_counter()
+        try:
+            inputs, target = next(batches)
+        except StopIteration:
+            return False
+        t1 = time.perf_counter()
+        samples = int(target.shape[0])
+        loss = self.train_step(inputs, target)
+        t2 = time.perf_counter()
+        # Drop this batch now: a worker's batch pins shared memory until its last reference goes.
+        del inputs, target
+        self.step_in_epoch += 1
+        self.global_step += 1
+        self.metrics.observe_step(samples=samples, step_seconds=t2 - t0, wait_seconds=t1 - t0, loss=loss)
+        self.metrics.step.set(self.global_step)
+        self.stats.record(samples=samples, seconds=t2 - t0, wait=t1 - t0, loss=loss)
+        if self.global_step % self.config.log_every == 0 or self.step_in_epoch == self.steps_per_epoch:
+            self._report_window()
+        return True
+
+    def _report_window(self) -> None:
+        window = self.stats.take_window()
+        rate, ratio = window.samples_per_second, window.wait_ratio
+        self.metrics.observe_window(samples_per_second=rate, data_wait_ratio=ratio)
+        if self.env.rank != 0:
+            return
+        loss = self.stats.loss
+        fields = {
+            "step": self.global_step,
+            "total_steps": self.total_steps,
+            "epoch": self.epoch,
+            "epochs": self.config.epochs,
+            "loss": round(loss, 6) if math.isfinite(loss) else None,
+            "samples_per_second": round(rate * self.env.world_size, 2),
+            "step_seconds": round(window.mean_step_seconds, 6),
+            "data_wait_ratio": round(ratio, 4),
+            "elapsed_seconds": round(time.perf_counter() - self.wall_start, 3),
+        }
+        log.info("%s", logs.progress_line(fields))
+
+    # -- the run --------------------------------------------------------------------------------------
+
+    def train(self) -> int:
+        """Trains to the last epoch or a preemption; the exit code (0, or 143 after the checkpoint)."""
+        epochs, every = self.config.epochs, self.config.checkpoint_every
+        preempted = False
+        self.net.train()
+        while self.epoch < epochs:
+            if self._train_epoch():
+                preempted = True
+                break
+            if not every or self.epoch + 1 == epochs:
+                self._save(f"end of epoch {self.epoch}")
+            self.epoch, self.step_in_epoch = self.epoch + 1, 0
+        self.profiler.stop()
+        if preempted:
+            self._save_on_preemption()
+        self._report_summary("preempted" if preempted else "completed")
+        return EXIT_PREEMPTED if preempted else 0
+
+    def _train_epoch(self) -> bool:
+        """Trains the rest of the current epoch; True if the ranks agreed to stop (preemption)."""
+        every = self.config.checkpoint_every
+        self.sampler.set_epoch(self.epoch)
+        self.sampler.skip_next_epoch_start(self.step_in_epoch * self.config.batch_size)
+        self.metrics.epoch.set(self.epoch)
+        batches = iter(self.loader)
+        while self.step_in_epoch < self.steps_per_epoch:
+            self.profiler.step(self.global_step)
+            if not self._next_step(batches):
+                break
+            if _agree_stop(self.preemption.requested, self.device):
+                self.preemption.request()
+                return True
+            if every and self.global_step % every == 0:
+                self._save(f"every {every} steps")
+        return False
+
+    def _save(self, reason: str) -> None:
+        if self.checkpoint_dir is None or self.env.rank != 0:
             return
         started = time.perf_counter()
+        config, world_size = self.config, self.env.world_size
         path = checkpoint.save(
-            ckpt_dir,
-            model_state=model.state_dict(),
-            optimizer_state=optimizer.state_dict(),
-            position=checkpoint.Position(epoch, step_in_epoch, global_step),
-            extra={"job": config.job_name, "world_size": env.world_size, "batch_size": config.batch_size},
+            self.checkpoint_dir,
+            model_state=self.model.state_dict(),
+            optimizer_state=self.optimizer.state_dict(),
+            position=checkpoint.Position(self.epoch, self.step_in_epoch, self.global_step),
+            extra={"job": config.job_name, "world_size": world_size, "batch_size": config.batch_size},
             keep=config.keep_checkpoints,
         )
         took = time.perf_counter() - started
-        metrics.checkpoints.inc()
-        metrics.checkpoint_seconds.inc(took)
+        self.metrics.checkpoints.inc()
+        self.metrics.checkpoint_seconds.inc(took)
         log.info("checkpoint %s (%s) written in %.3f s", path, reason, took)
 
-    net.train()
-    while epoch < config.epochs and not preempted:
-        sampler.set_epoch(epoch)
-        sampler.skip_next_epoch_start(step_in_epoch * config.batch_size)
-        metrics.epoch.set(epoch)
-        batches = iter(loader)
-        while step_in_epoch < steps_per_epoch:
-            profiler.step(global_step)
-            t0 = time.perf_counter()
-            try:
-                inputs, target = next(batches)
-            except StopIteration:
-                break
-            t1 = time.perf_counter()
-            inputs = inputs.to(device, non_blocking=settings.pin_memory)
-            target = target.to(device, non_blocking=settings.pin_memory)
-            optimizer.zero_grad(set_to_none=True)
-            loss = workload.loss(net(inputs), target)
-            loss.backward()  # type: ignore[no-untyped-call]
-            optimizer.step()
-            loss_value = float(loss.item())  # syncs the device, so t2 is the true step end
-            t2 = time.perf_counter()
-            step_in_epoch += 1
-            global_step += 1
-            n = int(target.shape[0])
-            # Drop this batch now: a worker's batch pins shared memory until its last reference goes.
-            del inputs, target
-            metrics.observe_step(samples=n, step_seconds=t2 - t0, wait_seconds=t1 - t0, loss=loss_value)
-            metrics.step.set(global_step)
-            totals.samples += n
-            totals.steps += 1
-            totals.loss = loss_value
-            totals.train_seconds += t2 - t0
-            totals.data_wait_seconds += t1 - t0
-            window.samples += n
-            window.steps += 1
-            window.seconds += t2 - t0
-            window.wait += t1 - t0
-            if global_step % config.log_every == 0 or step_in_epoch == steps_per_epoch:
-                rate = window.samples / window.seconds if window.seconds > 0 else 0.0
-                ratio = window.wait / window.seconds if window.seconds > 0 else 0.0
-                metrics.observe_window(samples_per_second=rate, data_wait_ratio=ratio)
-                if env.rank == 0:
-                    log.info(
-                        "%s",
-                        logs.progress_line(
-                            {
-                                "step": global_step,
-                                "total_steps": total_steps,
-                                "epoch": epoch,
-                                "epochs": config.epochs,
-                                "loss": round(loss_value, 6) if math.isfinite(loss_value) else None,
-                                "samples_per_second": round(rate * env.world_size, 2),
-                                "step_seconds": round(window.seconds / max(1, window.steps), 6),
-                                "data_wait_ratio": round(ratio, 4),
-                                "elapsed_seconds": round(time.perf_counter() - wall_start, 3),
-                            }
-                        ),
-                    )
-                window = Window()
-            if _agree_stop(preemption.requested, device):
-                preemption.request()
-                preempted = True
-                break
-            if config.checkpoint_every and global_step % config.checkpoint_every == 0:
-                save(f"every {config.checkpoint_every} steps")
-        if preempted:
-            break
-        if not config.checkpoint_every or epoch + 1 == config.epochs:
-            save(f"end of epoch {epoch}")
-        epoch, step_in_epoch = epoch + 1, 0
-    profiler.stop()
-
-    if preempted:
-        if preemption.remaining() > 0:
-            save("preemption")
+    def _save_on_preemption(self) -> None:
+        if self.preemption.remaining() > 0:
+            self._save("preemption")
         else:
             log.error("no time left in --preemption-grace-seconds to checkpoint; the last checkpoint stays")
-    outcome = "preempted" if preempted else "completed"
-    per_rank = summary.gather(totals, device)
-    if env.rank == 0:
+
+    def _report_summary(self, outcome: str) -> None:
+        # Every rank takes part in the gather; rank 0 reports.
+        per_rank = summary.gather(self.stats.rank_totals(), self.device)
+        if self.env.rank != 0:
+            return
+        settings = self.settings
         summary.report(
             summary.build(
                 per_rank,
-                job=config.job_name,
+                job=self.config.job_name,
                 outcome=outcome,
-                global_step=global_step,
-                total_steps=total_steps,
-                wall_seconds=round(time.perf_counter() - wall_start, 3),
+                global_step=self.global_step,
+                total_steps=self.total_steps,
+                wall_seconds=round(time.perf_counter() - self.wall_start, 3),
                 dataloader={
                     "num_workers": settings.num_workers,
                     "prefetch_factor": settings.prefetch_factor,
@@ -351,6 +403,5 @@ def _train(
                     "persistent_workers": settings.persistent_workers,
                 },
             ),
-            config.summary_file,
+            self.config.summary_file,
         )
-    return EXIT_PREEMPTED if preempted else 0
