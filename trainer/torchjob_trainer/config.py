@@ -118,6 +118,10 @@ class TrainerConfig:
         default=None, metadata=_opt(parse_optional_str, "START:END global steps to profile")
     )
     profile_dir: str = field(default="profiles", metadata=_opt(str, "where profiler traces go"))
+    # Start-up
+    prefetch_imports: bool = field(
+        default=True, metadata=_opt(parse_bool, "import torch._dynamo while the rendezvous waits")
+    )
     # Checkpoint and preemption
     checkpoint_dir: str | None = field(
         default=None, metadata=_opt(parse_optional_str, "rank 0 writes checkpoints here; empty disables")

@@ -32,6 +32,7 @@ from torchjob_trainer.metrics import RankLabels, TrainerMetrics
 from torchjob_trainer.models import build_model
 from torchjob_trainer.preemption import EXIT_PREEMPTED, Preemption
 from torchjob_trainer.profiling import StepProfiler
+from torchjob_trainer.startup import StartupPhases, prefetch_imports
 from torchjob_trainer.stepstats import StepStats
 from torchjob_trainer.userapi import Workload, as_workload, build_optimizer, load_entrypoint
 
@@ -136,6 +137,7 @@ def _agree_stop(local: bool, device: torch.device) -> bool:
 
 def run(config: TrainerConfig) -> int:
     """Train; returns the exit code (0 done, 143 preempted after checkpoint)."""
+    startup = StartupPhases.since_process_start()
     env = distributed.DistEnv.from_env()
     logs.setup(
         config.log_level,
@@ -146,13 +148,21 @@ def run(config: TrainerConfig) -> int:
         local_rank=env.local_rank,
         node_rank=env.node_rank,
     )
+    # Started before the rendezvous: torch._dynamo imports while init_process_group waits for peers.
+    prefetch = prefetch_imports(config.prefetch_imports)
     preemption = Preemption(config.preemption_grace_seconds)
     preemption.install()
     torch.manual_seed(config.seed)
     device = distributed.pick_device(env.local_rank)
+    startup.mark("device")  # logs, signal handler, seed and device (CUDA initialises here)
     distributed.init(env, device, config.backend)
+    startup.mark("rendezvous")
+    if prefetch is not None:
+        # Joined before the workload and optimizer are built: no two threads import one torch module at once.
+        prefetch.wait()
+        startup.mark("import_wait")
     try:
-        return Trainer(config, env, device, preemption).train()
+        return Trainer(config, env, device, preemption, startup).train()
     finally:
         preemption.cancel()
         distributed.teardown()
@@ -162,6 +172,7 @@ class Trainer:
     """One rank's training run: set up and resumed at construction, then `train()`.
 
     `train_step` is one optimizer step on one batch, callable on its own (autotune measures with it).
+    Start-up phases after the rendezvous are marked on `startup` and logged after the first step.
     """
 
     def __init__(
@@ -170,34 +181,27 @@ class Trainer:
         env: distributed.DistEnv,
         device: torch.device,
         preemption: Preemption,
+        startup: StartupPhases | None = None,
     ) -> None:
         self.config, self.env, self.device, self.preemption = config, env, device, preemption
-        phases: dict[str, float] = {}
-        mark = time.perf_counter()
-
-        def phase(name: str) -> None:
-            nonlocal mark
-            now = time.perf_counter()
-            phases[name] = round(now - mark, 3)
-            mark = now
-
+        startup = startup or StartupPhases(time.monotonic())
+        self.startup: StartupPhases | None = startup
         labels = RankLabels(config.job_name, env.rank, env.local_rank, env.node_rank)
         self.metrics = TrainerMetrics(labels, cuda=device.type == "cuda")
         self.metrics.serve(config.metrics_port, env.local_rank)
-        mark = time.perf_counter()
+        startup.mark("metrics")
         self.workload = build_workload(config)
-        phase("workload")
+        startup.mark("workload")
         self.model = self.workload.model.to(device)
         self.optimizer = build_optimizer(replace(self.workload, model=self.model))
-        phase("optimizer")  # the first optimizer imports torch._dynamo: seconds on a busy CPU
+        startup.mark("optimizer")  # the first optimizer imports torch._dynamo unless prefetched
         self.checkpoint_dir = Path(config.checkpoint_dir) if config.checkpoint_dir else None
         position = self._resume()
-        phase("resume")
+        startup.mark("resume")
         self.net = self._wrap_ddp()
-        phase("ddp")
+        startup.mark("ddp")
         self.settings = tune_loader(config, self.workload.dataset, env, device)
-        phase("loader")
-        log.info("start-up phases (seconds): %s", phases)
+        startup.mark("loader")
         self.sampler, self.loader = self._build_loader()
         self.steps_per_epoch = self._steps_per_epoch()
         self.total_steps = self.steps_per_epoch * config.epochs
@@ -296,6 +300,10 @@ class Trainer:
         self.metrics.observe_step(samples=samples, step_seconds=t2 - t0, wait_seconds=t1 - t0, loss=loss)
         self.metrics.step.set(self.global_step)
         self.stats.record(samples=samples, seconds=t2 - t0, wait=t1 - t0, loss=loss)
+        if self.startup is not None:  # the first step: start-up ends here
+            self.startup.mark("first_step")
+            log.info("%s", self.startup.line())
+            self.startup = None
         if self.global_step % self.config.log_every == 0 or self.step_in_epoch == self.steps_per_epoch:
             self._report_window()
         return True
