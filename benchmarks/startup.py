@@ -1,0 +1,236 @@
+"""Start-up benchmark: time to the first training step of a local run (default: the README example, 2x2).
+
+Runs `torchjob run MANIFEST` (each node a torchrun agent with its processes) and reads every rank's
+`start-up phases (seconds): {...}` line (see `torchjob_trainer/startup.py`). It prints, per rank, each
+phase from the process's start to the end of its first step, then the job's figures against the goals
+of issue 13 (2 cores):
+
+- rendezvous -> first step <= 2 s (from `init_process_group` returning to the first step's end);
+- process start -> first step <= 5 s (the trainer process's own start);
+- launch -> first step: from starting `torchjob run` (agents' start-up and rendezvous included).
+
+Each variant runs `--repeat` times: `prefetch` (the default: torch._dynamo imports in a thread while the
+rendezvous waits) and `no-prefetch` (`--prefetch-imports false`: it imports in the first optimizer).
+The slowest rank of a run is the job's figure (the first step is a collective); the median over
+repeats is reported. `--json PATH` writes everything, with the machine and its load.
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/startup.py --repeat 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+TORCHJOB = Path(sys.executable).parent / "torchjob"
+PREFIX = "start-up phases (seconds): "
+LINE = re.compile(r"\[node (\d+) rank (\d+)\] (\S+Z) .*?" + re.escape(PREFIX) + r"(\{.*?\})")
+GOALS = {"rendezvous_to_first_step": 2.0, "process_to_first_step": 5.0}
+VARIANTS = {"prefetch": [], "no-prefetch": ["--prefetch-imports", "false"]}
+
+
+@dataclass
+class RankStartup:
+    node: int
+    rank: int
+    phases: dict[str, float]
+    logged_at: float  # wall clock of the line, right after the first step
+
+    @property
+    def process_to_first_step(self) -> float:
+        return sum(self.phases.values())
+
+    @property
+    def rendezvous_to_first_step(self) -> float:
+        names = list(self.phases)
+        after = names[names.index("rendezvous") + 1 :] if "rendezvous" in names else names
+        return sum(self.phases[n] for n in after)
+
+
+def parse_ranks(output: str) -> list[RankStartup]:
+    ranks = []
+    for m in LINE.finditer(output):
+        logged = datetime.strptime(m.group(3), "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
+        ranks.append(RankStartup(int(m.group(1)), int(m.group(2)), json.loads(m.group(4)), logged))
+    return sorted(ranks, key=lambda r: r.rank)
+
+
+def manifest_with(manifest: Path, extra_args: list[str], directory: Path) -> Path:
+    doc = yaml.safe_load(manifest.read_text())
+    doc["spec"]["args"] = [*doc["spec"].get("args", []), *extra_args]
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / manifest.name
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def run_once(manifest: Path, workdir: Path) -> tuple[float, list[RankStartup], float]:
+    """One local run: its launch wall clock, every rank's start-up, and the run's wall time."""
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    launched = time.time()
+    done = subprocess.run(
+        [str(TORCHJOB), "run", str(manifest), "--workdir", str(workdir)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    took = time.time() - launched
+    if done.returncode != 0:
+        raise SystemExit(
+            f"torchjob run failed ({done.returncode}):\n{done.stdout[-3000:]}{done.stderr[-3000:]}"
+        )
+    return launched, parse_ranks(done.stdout + done.stderr), took
+
+
+def job_figures(launched: float, ranks: list[RankStartup]) -> dict[str, float]:
+    """The slowest rank's figures: every rank waits for it at the first step's all-reduce."""
+    return {
+        "process_to_first_step": round(max(r.process_to_first_step for r in ranks), 3),
+        "rendezvous_to_first_step": round(max(r.rendezvous_to_first_step for r in ranks), 3),
+        "launch_to_first_step": round(max(r.logged_at for r in ranks) - launched, 3),
+    }
+
+
+def print_ranks(name: str, ranks: list[RankStartup]) -> None:
+    names = list(dict.fromkeys(n for r in ranks for n in r.phases))
+    print(f"\n{name}: phases per rank (seconds)")
+    print(f"{'phase':>14} " + " ".join(f"{'rank ' + str(r.rank):>8}" for r in ranks))
+    for n in names:
+        print(f"{n:>14} " + " ".join(f"{r.phases.get(n, 0.0):>8.3f}" for r in ranks))
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "cpus": os.cpu_count(),
+        "affinity": len(os.sched_getaffinity(0)),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+HEAVY = "import torch._dynamo, torchjob_trainer.train"
+# A launcher that pre-imports, then forks its workers: each child finds the modules loaded, and exits.
+PRELOAD_THEN_FORK = f"""
+{HEAVY}
+import os
+pids = []
+for _ in range({{procs}}):
+    pid = os.fork()
+    if pid == 0:
+        {HEAVY}
+        os._exit(0)
+    pids.append(pid)
+for pid in pids:
+    os.waitpid(pid, 0)
+"""
+
+
+def fork_probe(procs: int) -> dict[str, float]:
+    """What pre-importing in the launcher could save: `procs` fresh interpreters importing the trainer's
+    heavy modules at once, against one import in a parent that then forks `procs` children.
+
+    The launcher starts workers as new programs (torchrun's subprocess start), so today nothing it
+    imports reaches them; only a fork-based start would make their imports free.
+    """
+    started = time.monotonic()
+    fresh = [subprocess.Popen([sys.executable, "-c", HEAVY]) for _ in range(procs)]
+    if any(p.wait() != 0 for p in fresh):
+        raise SystemExit("a fresh interpreter failed to import the trainer")
+    fresh_s = time.monotonic() - started
+    started = time.monotonic()
+    subprocess.run([sys.executable, "-c", PRELOAD_THEN_FORK.format(procs=procs)], check=True)
+    forked_s = time.monotonic() - started
+    return {"procs": procs, "fresh_imports_s": round(fresh_s, 3), "preload_then_fork_s": round(forked_s, 3)}
+
+
+def measure_run(name: str, manifest: Path, index: int, tmp: Path) -> dict[str, Any]:
+    load = round(os.getloadavg()[0], 2)
+    launched, ranks, took = run_once(manifest, tmp / f"{name}-{index}")
+    figures = job_figures(launched, ranks)
+    print_ranks(f"{name} run {index + 1} (load {load:.2f} at its start)", ranks)
+    print("  job: " + ", ".join(f"{k} {v:.2f} s" for k, v in figures.items()))
+    return {
+        "figures": figures,
+        "load": load,
+        "wall_seconds": round(took, 3),
+        "ranks": [asdict(r) for r in ranks],
+    }
+
+
+def run_variants(names: list[str], manifest: Path, repeat: int, tmp: Path) -> dict[str, Any]:
+    """Runs the variants in turn, `repeat` rounds, so that a change in the machine's load hits all alike."""
+    manifests = {name: manifest_with(manifest, VARIANTS[name], tmp / name) for name in names}
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+    for index in range(repeat):
+        for name in names:
+            runs[name].append(measure_run(name, manifests[name], index, tmp))
+    return {
+        name: {
+            "runs": done,
+            "median": {k: statistics.median(r["figures"][k] for r in done) for k in done[0]["figures"]},
+        }
+        for name, done in runs.items()
+    }
+
+
+def print_table(results: dict[str, Any]) -> None:
+    before, after = results["machine_before"], results["machine_after"]
+    print(f"\nmachine: {after['cpus']} CPUs, load {before['load_average']} -> {after['load_average']}")
+    print("median of the slowest rank; goal ratio = figure / goal (<= 1 meets it)")
+    header = ("variant", "launch->1st", "process->1st", "rdzv->1st", "process/5s", "rdzv/2s")
+    print(" ".join(f"{h:>12}" for h in header))
+    for name, v in results["variants"].items():
+        m = v["median"]
+        process, rdzv = m["process_to_first_step"], m["rendezvous_to_first_step"]
+        row = (
+            m["launch_to_first_step"],
+            process,
+            rdzv,
+            process / GOALS["process_to_first_step"],
+            rdzv / GOALS["rendezvous_to_first_step"],
+        )
+        print(f"{name:>12} " + " ".join(f"{x:>12.2f}" for x in row))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    p.add_argument("--manifest", type=Path, default=REPO / "examples" / "cpu-gloo-2node.yaml")
+    p.add_argument("--repeat", type=int, default=1)
+    p.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated: {', '.join(VARIANTS)}")
+    p.add_argument("--json", type=Path, help="write the results here")
+    p.add_argument(
+        "--fork-probe", type=int, metavar="PROCS", help="also time PROCS fresh imports vs one + fork"
+    )
+    args = p.parse_args()
+    results: dict[str, Any] = {"machine_before": machine(), "manifest": str(args.manifest), "variants": {}}
+    with tempfile.TemporaryDirectory(prefix="torchjob-startup-") as tmp:
+        results["variants"] = run_variants(args.variants.split(","), args.manifest, args.repeat, Path(tmp))
+    if args.fork_probe:
+        results["fork_probe"] = fork_probe(args.fork_probe)
+    results["machine_after"] = machine()
+    print_table(results)
+    if args.fork_probe:
+        print("fork probe (seconds): " + json.dumps(results["fork_probe"]))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
