@@ -171,7 +171,8 @@ def run(config: TrainerConfig) -> int:
 class Trainer:
     """One rank's training run: set up and resumed at construction, then `train()`.
 
-    `train_step` is one optimizer step on one batch, callable on its own (autotune measures with it).
+    `train_step` is one optimizer step on one batch, callable on its own once DDP is set up (autotune can
+    measure the loader with it).
     Start-up phases after the rendezvous are marked on `startup` and logged after the first step.
     """
 
@@ -200,7 +201,10 @@ class Trainer:
         startup.mark("resume")
         self.net = self._wrap_ddp()
         startup.mark("ddp")
+        # train_step works from here on; until the loader is chosen, batches are not pinned.
+        self.non_blocking = False
         self.settings = tune_loader(config, self.workload.dataset, env, device)
+        self.non_blocking = self.settings.pin_memory  # copies from pinned batches overlap the step
         startup.mark("loader")
         self.sampler, self.loader = self._build_loader()
         self.steps_per_epoch = self._steps_per_epoch()
@@ -273,9 +277,8 @@ class Trainer:
 
     def train_step(self, inputs: torch.Tensor, target: torch.Tensor) -> float:
         """One optimizer step on one batch; returns its loss (reading it syncs the device)."""
-        non_blocking = self.settings.pin_memory
-        inputs = inputs.to(self.device, non_blocking=non_blocking)
-        target = target.to(self.device, non_blocking=non_blocking)
+        inputs = inputs.to(self.device, non_blocking=self.non_blocking)
+        target = target.to(self.device, non_blocking=self.non_blocking)
         self.optimizer.zero_grad(set_to_none=True)
         loss = self.workload.loss(self.net(inputs), target)
         loss.backward()  # type: ignore[no-untyped-call]
