@@ -9,12 +9,17 @@ of issue 13 (2 cores):
 - process start -> first step <= 5 s (the trainer process's own start);
 - launch -> first step: from starting `torchjob run` (agents' start-up and rendezvous included).
 
-Each variant runs `--repeat` times: `prefetch` (the default: torch._dynamo imports in a thread while the
-rendezvous waits) and `no-prefetch` (`--prefetch-imports false`: it imports in the first optimizer).
-The slowest rank of a run is the job's figure (the first step is a collective); the median over
-repeats is reported. `--json PATH` writes everything, with the machine and its load.
+Each variant runs `--repeat` times, in turn, the order reversed every other round: `prefetch` (the
+default: torch._dynamo imports in a thread while the rendezvous waits) and `no-prefetch`
+(`--prefetch-imports false`: it imports in the first optimizer). The slowest rank of a run is the job's
+figure (the first step is a collective); the median over repeats is reported. `--json PATH` writes
+everything, with the machine and its load.
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/startup.py --repeat 3
+Probes: `--skew S` starts two one-process ranks S seconds apart, both variants in each round (where the
+overlap should pay); `--fork-probe N` times N fresh interpreters importing the trainer's heavy modules
+against one import followed by N forks (what a launcher that pre-imports could save).
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/startup.py --repeat 3 --skew 6 --fork-probe 2
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import json
 import os
 import platform
 import re
+import socket
 import statistics
 import subprocess
 import sys
@@ -160,6 +166,53 @@ def fork_probe(procs: int) -> dict[str, float]:
     return {"procs": procs, "fresh_imports_s": round(fresh_s, 3), "preload_then_fork_s": round(forked_s, 3)}
 
 
+TRAIN = Path(sys.executable).parent / "torchjob-train"
+SKEW_ARGS = ["--steps-per-epoch", "3", "--num-workers", "0", "--metrics-port", "0"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def alternate(names: list[str], index: int) -> list[str]:
+    """The variants in turn, the order reversed every other round: the second run of a pair on this
+    machine was 1-3 s faster whichever variant it was (warm caches), so a fixed order favours one."""
+    return names if index % 2 == 0 else names[::-1]
+
+
+def skewed_start(delay: float, index: int) -> dict[str, dict[str, float]]:
+    """Two one-process ranks, the second started `delay` s after the first (pods that start apart): the
+    job's wall time to the end of both runs and each rank's time to its first step, per variant."""
+    out: dict[str, dict[str, float]] = {}
+    for name in alternate(list(VARIANTS), index):
+        extra = VARIANTS[name]
+        env = {
+            **os.environ,
+            "OMP_NUM_THREADS": "1",
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(free_port()),
+        }
+        env.update(WORLD_SIZE="2", LOCAL_RANK="0", LOCAL_WORLD_SIZE="1")
+        started = time.monotonic()
+        procs = []
+        for rank in (0, 1):
+            if rank:
+                time.sleep(delay)
+            argv = [str(TRAIN), *SKEW_ARGS, *extra]
+            procs.append(
+                subprocess.Popen(argv, env={**env, "RANK": str(rank)}, stderr=subprocess.PIPE, text=True)
+            )
+        logs = [p.communicate()[1] for p in procs]
+        wall = time.monotonic() - started
+        firsts = [re.search(r"first step ([\d.]+) s after process start", text) for text in logs]
+        out[name] = {"wall_s": round(wall, 3)}
+        for rank, m in enumerate(firsts):
+            out[name][f"rank{rank}_process_to_first_step_s"] = float(m.group(1)) if m else float("nan")
+    return out
+
+
 def measure_run(name: str, manifest: Path, index: int, tmp: Path) -> dict[str, Any]:
     load = round(os.getloadavg()[0], 2)
     launched, ranks, took = run_once(manifest, tmp / f"{name}-{index}")
@@ -179,7 +232,7 @@ def run_variants(names: list[str], manifest: Path, repeat: int, tmp: Path) -> di
     manifests = {name: manifest_with(manifest, VARIANTS[name], tmp / name) for name in names}
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
     for index in range(repeat):
-        for name in names:
+        for name in alternate(names, index):
             runs[name].append(measure_run(name, manifests[name], index, tmp))
     return {
         name: {
@@ -214,6 +267,8 @@ def main() -> None:
     p.add_argument("--manifest", type=Path, default=REPO / "examples" / "cpu-gloo-2node.yaml")
     p.add_argument("--repeat", type=int, default=1)
     p.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated: {', '.join(VARIANTS)}")
+    p.add_argument("--no-local-run", action="store_true", help="only the probes (--skew, --fork-probe)")
+    p.add_argument("--skew", type=float, metavar="SECONDS", help="also run two ranks started this far apart")
     p.add_argument("--json", type=Path, help="write the results here")
     p.add_argument(
         "--fork-probe", type=int, metavar="PROCS", help="also time PROCS fresh imports vs one + fork"
@@ -221,13 +276,20 @@ def main() -> None:
     args = p.parse_args()
     results: dict[str, Any] = {"machine_before": machine(), "manifest": str(args.manifest), "variants": {}}
     with tempfile.TemporaryDirectory(prefix="torchjob-startup-") as tmp:
-        results["variants"] = run_variants(args.variants.split(","), args.manifest, args.repeat, Path(tmp))
+        if not args.no_local_run:
+            results["variants"] = run_variants(
+                args.variants.split(","), args.manifest, args.repeat, Path(tmp)
+            )
     if args.fork_probe:
         results["fork_probe"] = fork_probe(args.fork_probe)
+    if args.skew is not None:
+        results["skewed_start"] = [skewed_start(args.skew, i) for i in range(args.repeat)]
     results["machine_after"] = machine()
     print_table(results)
     if args.fork_probe:
         print("fork probe (seconds): " + json.dumps(results["fork_probe"]))
+    for i, skewed in enumerate(results.get("skewed_start", [])):
+        print(f"skewed start {args.skew} s, round {i + 1}: " + json.dumps(skewed))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
 
