@@ -130,64 +130,103 @@ def scrape(port: int) -> str:
         return str(resp.read().decode())
 
 
-def operator_run(api: Any, kubeconfig: Path, jobs: int, nodes: int) -> dict[str, float]:
+def start_operator(kubeconfig: Path, ns: str) -> tuple[subprocess.Popen[bytes], int]:
+    """The operator as a process serving `ns`, once its /metrics answers; returns it and that port."""
     from harness.ports import free_ports
+
+    metrics_port, health_port = free_ports(2)
+    env = dict(os.environ, KUBECONFIG=str(kubeconfig))
+    cmd = [sys.executable, "-m", "torchjob_operator", "--namespace", ns, "--standalone"]
+    cmd += ["--metrics-port", str(metrics_port), "--health-port", str(health_port)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO_ROOT)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            scrape(metrics_port)
+            return proc, metrics_port
+        except OSError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                stop_process(proc)
+                raise RuntimeError("operator did not start") from None
+            time.sleep(0.1)
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def create_jobs(custom: Any, ns: str, jobs: int, nodes: int) -> dict[str, float]:
+    """Creates the TrainingJobs; returns when each create was sent, by job name."""
+    created_at: dict[str, float] = {}
+    for i in range(jobs):
+        name = f"job-{i}"
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "TrainingJob",
+            "metadata": {"name": name},
+            "spec": {"image": "x", "nodes": nodes, "resources": {"requests": SMALL}},
+        }
+        created_at[name] = time.monotonic()
+        custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, body)
+    return created_at
+
+
+def wait_for_status(custom: Any, ns: str, timeout: float = 120) -> None:
+    """Lets status writes settle (every job reports a phase) before requests are counted."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        items = custom.list_namespaced_custom_object(GROUP, VERSION, ns, PLURAL)["items"]
+        if all((i.get("status") or {}).get("phase") in ("Pending", "Running") for i in items):
+            return
+        time.sleep(0.5)
+
+
+def api_requests(metrics_text: str) -> float:
+    pattern = r'torchjob_operator_api_requests_total\{verb="\w+"\} (\S+)'
+    return sum(float(v) for v in re.findall(pattern, metrics_text))
+
+
+def peak_rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def remove_jobs(custom: Any, core: Any, ns: str) -> None:
+    for item in custom.list_namespaced_custom_object(GROUP, VERSION, ns, PLURAL)["items"]:
+        custom.patch_namespaced_custom_object(
+            GROUP, VERSION, ns, PLURAL, item["metadata"]["name"], {"metadata": {"finalizers": None}}
+        )
+    core.delete_namespace(ns)
+
+
+def operator_run(api: Any, kubeconfig: Path, jobs: int, nodes: int) -> dict[str, float]:
     from kubernetes import client
 
     core: Any = client.CoreV1Api(api)
     custom: Any = client.CustomObjectsApi(api)
     ns = f"bench-op-{os.getpid()}"
     make_namespace(core, ns)
-    metrics_port, health_port = free_ports(2)
-    env = dict(os.environ, KUBECONFIG=str(kubeconfig))
-    cmd = [sys.executable, "-m", "torchjob_operator", "--namespace", ns, "--standalone"]
-    cmd += ["--metrics-port", str(metrics_port), "--health-port", str(health_port)]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO_ROOT)
+    proc, metrics_port = start_operator(kubeconfig, ns)
     try:
-        deadline = time.monotonic() + 60
-        while True:  # ready when /metrics answers
-            try:
-                scrape(metrics_port)
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("operator did not start") from None
-                time.sleep(0.1)
         watcher = PodWatch(api, ns)
-        created_at: dict[str, float] = {}
         start = time.monotonic()
-        for i in range(jobs):
-            name = f"job-{i}"
-            body = {
-                "apiVersion": f"{GROUP}/{VERSION}",
-                "kind": "TrainingJob",
-                "metadata": {"name": name},
-                "spec": {"image": "x", "nodes": nodes, "resources": {"requests": SMALL}},
-            }
-            created_at[name] = time.monotonic()
-            custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, body)
+        created_at = create_jobs(custom, ns, jobs, nodes)
         watcher.eventually(jobs * nodes, 600)
         total = max(watcher.seen.values()) - start
         per_job: dict[str, float] = {}
         for pod, seen in watcher.seen.items():
             job = watcher.labels[pod].get("torchjob.dev/job-name", "")
             per_job[job] = max(per_job.get(job, 0.0), seen - created_at[job])
-        # Let status writes settle (every job reports a phase) before counting requests.
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            items = custom.list_namespaced_custom_object(GROUP, VERSION, ns, PLURAL)["items"]
-            if all((i.get("status") or {}).get("phase") in ("Pending", "Running") for i in items):
-                break
-            time.sleep(0.5)
-        text = scrape(metrics_port)
-        requests = sum(
-            float(v) for v in re.findall(r'torchjob_operator_api_requests_total\{verb="\w+"\} (\S+)', text)
-        )
-        rss_kib = 0
-        with open(f"/proc/{proc.pid}/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    rss_kib = int(line.split()[1])
+        wait_for_status(custom, ns)
+        requests = api_requests(scrape(metrics_port))
         watcher.stop()
         return {
             "total_seconds": total,
@@ -195,20 +234,11 @@ def operator_run(api: Any, kubeconfig: Path, jobs: int, nodes: int) -> dict[str,
             "job_p50_seconds": statistics.median(per_job.values()),
             "job_p99_seconds": percentile(list(per_job.values()), 0.99),
             "api_requests_per_job": requests / jobs,
-            "operator_peak_rss_mib": rss_kib / 1024,
+            "operator_peak_rss_mib": peak_rss_mib(proc.pid),
         }
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        for item in custom.list_namespaced_custom_object(GROUP, VERSION, ns, PLURAL)["items"]:
-            custom.patch_namespaced_custom_object(
-                GROUP, VERSION, ns, PLURAL, item["metadata"]["name"], {"metadata": {"finalizers": None}}
-            )
-        core.delete_namespace(ns)
+        stop_process(proc)
+        remove_jobs(custom, core, ns)
 
 
 def main() -> int:

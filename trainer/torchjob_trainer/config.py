@@ -133,9 +133,19 @@ class TrainerConfig:
     )
 
     def __post_init__(self) -> None:
+        self._check_choices()
+        self._check_bounds()
+        if self.user_entrypoint is not None and ":" not in self.user_entrypoint:
+            raise _fail("user_entrypoint", f"must be module:function, got {self.user_entrypoint!r}")
+        if self.profile_steps is not None:
+            self.profile_range()  # validates
+
+    def _check_choices(self) -> None:
         for name, choices in (("model", MODELS), ("dataset", DATASETS), ("backend", BACKENDS)):
             if getattr(self, name) not in choices:
                 raise _fail(name, f"must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
+
+    def _check_bounds(self) -> None:
         positive = ("dataset_size", "image_size", "num_classes", "batch_size", "epochs", "prefetch_factor")
         for name in (*positive, "autotune_batches", "log_every", "keep_checkpoints"):
             if getattr(self, name) < 1:
@@ -143,20 +153,14 @@ class TrainerConfig:
         for name in ("steps_per_epoch", "sample_cost_us", "checkpoint_every", "metrics_port"):
             if getattr(self, name) < 0:
                 raise _fail(name, f"must be >= 0, got {getattr(self, name)}")
+        for name in ("cpu_limit", "lr", "preemption_grace_seconds"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise _fail(name, f"must be > 0, got {value}")
         if self.num_workers is not None and self.num_workers < 0:
             raise _fail("num_workers", f"must be auto or >= 0, got {self.num_workers}")
-        if self.cpu_limit is not None and self.cpu_limit <= 0:
-            raise _fail("cpu_limit", f"must be > 0, got {self.cpu_limit}")
         if self.metrics_port > 65535:
             raise _fail("metrics_port", f"must be <= 65535, got {self.metrics_port}")
-        if self.lr <= 0:
-            raise _fail("lr", f"must be > 0, got {self.lr}")
-        if self.preemption_grace_seconds <= 0:
-            raise _fail("preemption_grace_seconds", f"must be > 0, got {self.preemption_grace_seconds}")
-        if self.user_entrypoint is not None and ":" not in self.user_entrypoint:
-            raise _fail("user_entrypoint", f"must be module:function, got {self.user_entrypoint!r}")
-        if self.profile_steps is not None:
-            self.profile_range()  # validates
 
     def profile_range(self) -> tuple[int, int] | None:
         """The `[start, end)` global steps to profile, from `START:END`."""
