@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from torchjob_core import spec
 from torchjob_core.render import claims, podgroup, pods
+from unit.jobs import job_of
 
 OWNER = {
     "apiVersion": "torchjob.dev/v1alpha1",
@@ -23,17 +23,6 @@ LABELS = {
     "torchjob.dev/job-name": "j",
 }
 DRA = {"gpusPerNode": 4, "gpuDeviceClassName": "gpu.example.com"}
-
-
-def job_of(**spec_fields: Any) -> spec.TrainingJob:
-    return spec.load(
-        {
-            "apiVersion": "torchjob.dev/v1alpha1",
-            "kind": "TrainingJob",
-            "metadata": {"name": "j", "namespace": "ns", "uid": "u"},
-            "spec": {"image": "img:1", **spec_fields},
-        }
-    )
 
 
 def trainer(pod: dict[str, Any]) -> dict[str, Any]:

@@ -10,6 +10,7 @@ import pytest
 import yaml
 from torchjob_core import spec
 from torchjob_core.render import pods
+from unit.jobs import job_of
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -18,17 +19,6 @@ def load_example(name: str, **meta: Any) -> spec.TrainingJob:
     manifest = yaml.safe_load((EXAMPLES / name).read_text())
     manifest["metadata"].update(meta)
     return spec.load(manifest)
-
-
-def job_of(**spec_fields: Any) -> spec.TrainingJob:
-    return spec.load(
-        {
-            "apiVersion": "torchjob.dev/v1alpha1",
-            "kind": "TrainingJob",
-            "metadata": {"name": "j", "namespace": "ns", "uid": "u"},
-            "spec": {"image": "img:1", **spec_fields},
-        }
-    )
 
 
 def env_of(pod: dict[str, Any]) -> dict[str, Any]:
