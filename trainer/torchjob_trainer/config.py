@@ -18,7 +18,7 @@ from torchjob_core import constants
 
 ENV_PREFIX = constants.TRAINER_ENV_PREFIX
 MODELS = ("mlp", "cnn", "resnet18")
-DATASETS = ("synthetic", "fakedata", "mnist", "cifar10")
+DATASETS = ("synthetic", "jpeg", "fakedata", "mnist", "cifar10")
 BACKENDS = ("auto", "nccl", "gloo")
 
 
@@ -102,6 +102,9 @@ class TrainerConfig:
     shm_path: str = field(default="/dev/shm", metadata=_opt(str, "shared-memory mount to size against"))
     autotune: bool = field(default=False, metadata=_opt(parse_bool, "measure loader configs, pick fastest"))
     autotune_batches: int = field(default=20, metadata=_opt(int, "batches measured per autotune candidate"))
+    autotune_seconds: float = field(
+        default=60.0, metadata=_opt(float, "autotune's time budget (s); candidates left then are skipped")
+    )
     # Observability
     metrics_port: int = field(
         default=constants.DEFAULT_METRICS_PORT,
@@ -153,7 +156,7 @@ class TrainerConfig:
         for name in ("steps_per_epoch", "sample_cost_us", "checkpoint_every", "metrics_port"):
             if getattr(self, name) < 0:
                 raise _fail(name, f"must be >= 0, got {getattr(self, name)}")
-        for name in ("cpu_limit", "lr", "preemption_grace_seconds"):
+        for name in ("cpu_limit", "lr", "autotune_seconds", "preemption_grace_seconds"):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise _fail(name, f"must be > 0, got {value}")

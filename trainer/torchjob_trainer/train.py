@@ -18,13 +18,12 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from torchjob_trainer import checkpoint, distributed, logs, summary
 from torchjob_trainer.config import TrainerConfig
-from torchjob_trainer.data import autotune, cpu
+from torchjob_trainer.data import autotune, cpu, probe
 from torchjob_trainer.data.datasets import build_dataset
 from torchjob_trainer.data.loader import (
     LoaderSettings,
     ResumableDistributedSampler,
     make_loader,
-    measure_batch_bytes,
     resolve_settings,
     shm_safe,
 )
@@ -93,35 +92,55 @@ def tune_loader(
     dataset: Dataset[Any],
     env: distributed.DistEnv,
     device: torch.device,
+    step: autotune.StepFn = autotune.no_step,
 ) -> LoaderSettings:
     cuda = device.type == "cuda"
     budget = cpu.cpu_budget(config.cpu_limit)
-    settings = resolve_settings(config, local_world_size=env.local_world_size, cuda=cuda, budget=budget)
-    batch_bytes = measure_batch_bytes(dataset, config.batch_size)
-    log.info("one batch is %d bytes", batch_bytes)
+    fetch = probe.probe_fetch(dataset, config.batch_size, handoff=config.num_workers is None)
+    settings = resolve_settings(
+        config, local_world_size=env.local_world_size, cuda=cuda, budget=budget, probe=fetch
+    )
+    log.info("one batch is %d bytes", fetch.batch_bytes)
 
     def safe(s: LoaderSettings) -> LoaderSettings:
         return shm_safe(
-            s, batch_bytes=batch_bytes, local_world_size=env.local_world_size, shm_path=config.shm_path
+            s, batch_bytes=fetch.batch_bytes, local_world_size=env.local_world_size, shm_path=config.shm_path
         )
 
     settings = safe(settings)
     if not config.autotune:
         return settings
-    options = list(dict.fromkeys(safe(c) for c in autotune.candidates(settings, budget.cpus)))
+    per_process = budget.cpus / max(1, env.local_world_size)
+    options = list(dict.fromkeys(safe(c) for c in autotune.candidates(settings, per_process)))
     sampler: DistributedSampler[Any] = DistributedSampler(
         dataset, num_replicas=env.world_size, rank=env.rank, seed=config.seed
     )
 
     def measure(s: LoaderSettings) -> autotune.Measurement:
         loader = make_loader(dataset, sampler, config.batch_size, replace(s, persistent_workers=False))
-        rate, first = autotune.time_batches(loader, config.autotune_batches, config.batch_size)
+        rate, first = autotune.time_steps(loader, step, config.autotune_batches, config.batch_size)
         del loader
         return autotune.Measurement(s, rate, first)
 
-    best, _ = autotune.autotune(options, measure)
-    # Every rank measured under the same contention; rank 0 decides so that all ranks load alike.
-    chosen: LoaderSettings = _broadcast(best, env, device)
+    log.info(
+        "autotune: %d candidates (worker counts %s) x %d batches each with the training step running, "
+        "within --autotune-seconds %.0f",
+        len(options),
+        [o.num_workers for o in options],
+        config.autotune_batches,
+        config.autotune_seconds,
+    )
+    coll = autotune.Collectives(
+        broadcast=lambda value: _broadcast(value, env, device), agree=lambda flag: _agree_stop(flag, device)
+    )
+    # Every rank measures under the same contention; rank 0's list and picks are broadcast.
+    chosen, _ = autotune.autotune(
+        coll.broadcast(options),
+        measure,
+        max_seconds=config.autotune_seconds,
+        coll=coll,
+        refine=lambda best: [safe(c) for c in autotune.refinements(best)],
+    )
     log.info("autotune chose %s", chosen.describe())
     return chosen
 
@@ -203,7 +222,8 @@ class Trainer:
         startup.mark("ddp")
         # train_step works from here on; until the loader is chosen, batches are not pinned.
         self.non_blocking = False
-        self.settings = tune_loader(config, self.workload.dataset, env, device)
+        with autotune.preserving(self.net, self.optimizer):  # autotune measures; it must not train
+            self.settings = tune_loader(config, self.workload.dataset, env, device, self._tuning_step)
         self.non_blocking = self.settings.pin_memory  # copies from pinned batches overlap the step
         startup.mark("loader")
         self.sampler, self.loader = self._build_loader()
@@ -274,6 +294,10 @@ class Trainer:
         return steps
 
     # -- one step -------------------------------------------------------------------------------------
+
+    def _tuning_step(self, batch: Any) -> None:
+        """One real training step: what autotune measures each loader config against."""
+        self.train_step(*batch)
 
     def train_step(self, inputs: torch.Tensor, target: torch.Tensor) -> float:
         """One optimizer step on one batch; returns its loss (reading it syncs the device)."""

@@ -10,6 +10,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 MAX_AUTO_WORKERS = 16
+OVERSUBSCRIPTION = 2  # workers per CPU for `auto` (see auto_num_workers)
 
 
 @dataclass(frozen=True)
@@ -68,12 +69,15 @@ def cpu_budget(
 
 
 def auto_num_workers(budget: CpuBudget, local_world_size: int) -> int:
-    """Workers per process: the CPUs each process may use, floored.
+    """Workers per process: twice the CPUs each process may use, floored, at most 16.
 
     Below one CPU per process extra worker processes only add contention and IPC, so load in-process.
-    The main process mostly waits (on the GPU, or on workers), so it gets no reserved core.
+    Above it, one worker per CPU leaves cores idle: a worker waits whenever its prefetch slots are full
+    or the loader's in-order delivery waits on a slower sibling, and the main process mostly waits (on
+    the GPU, or on workers). On CPU-bound decode 2 workers per CPU beat 1 (docs/benchmarks-dataloader.md);
+    their cost is memory (forked copies of the dataset) and shared memory, which the shm check bounds.
     """
     per_process = budget.cpus / max(1, local_world_size)
     if per_process < 1:
         return 0
-    return min(MAX_AUTO_WORKERS, int(per_process))
+    return min(MAX_AUTO_WORKERS, int(OVERSUBSCRIPTION * per_process))

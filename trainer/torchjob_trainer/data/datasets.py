@@ -79,6 +79,10 @@ def build_dataset(config: TrainerConfig) -> Dataset[Any]:
         return SyntheticDataset(
             config.dataset_size, (3, size, size), config.num_classes, config.sample_cost_us, config.seed
         )
+    if config.dataset == "jpeg":
+        from torchjob_trainer.data.jpeg import JpegDataset  # noqa: PLC0415  (imports torchvision)
+
+        return JpegDataset(config.dataset_size, size, config.num_classes, seed=config.seed)
     # torchvision is slow to import; only the vision datasets need it.
     import torchvision  # noqa: PLC0415
     from torchvision import transforms  # noqa: PLC0415

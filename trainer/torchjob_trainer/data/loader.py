@@ -6,7 +6,7 @@ import logging
 import signal
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
@@ -14,6 +14,9 @@ from torch.utils.data._utils.collate import default_collate
 
 from torchjob_trainer.config import TrainerConfig
 from torchjob_trainer.data import cpu, shm
+
+if TYPE_CHECKING:
+    from torchjob_trainer.data.probe import FetchProbe
 
 log = logging.getLogger(__name__)
 
@@ -35,20 +38,32 @@ class LoaderSettings:
 
 
 def resolve_settings(
-    config: TrainerConfig, *, local_world_size: int, cuda: bool, budget: cpu.CpuBudget | None = None
+    config: TrainerConfig,
+    *,
+    local_world_size: int,
+    cuda: bool,
+    budget: cpu.CpuBudget | None = None,
+    probe: FetchProbe | None = None,
 ) -> LoaderSettings:
-    """Turn `auto` into numbers: workers from the cgroup CPU quota / processes per node, pinning on CUDA."""
+    """Turn `auto` into numbers: in-process when the probe says batches are cheap, else workers from the
+    cgroup CPU quota / processes per node; pinning on CUDA."""
     workers = config.num_workers
     if workers is None:
         budget = budget or cpu.cpu_budget(config.cpu_limit)
         workers = cpu.auto_num_workers(budget, local_world_size)
-        log.info(
-            "num_workers=auto -> %d (%.2f CPUs from %s / %d processes per node)",
-            workers,
-            budget.cpus,
-            budget.source,
-            local_world_size,
-        )
+        if probe is not None and probe.cheap and workers > 0:
+            log.info("num_workers=auto -> 0: %s; workers would only add IPC", probe.describe())
+            workers = 0
+        else:
+            log.info(
+                "num_workers=auto -> %d (%.2f CPUs from %s / %d processes per node, %d per CPU)%s",
+                workers,
+                budget.cpus,
+                budget.source,
+                local_world_size,
+                cpu.OVERSUBSCRIPTION,
+                f"; {probe.describe()}" if probe is not None else "",
+            )
     pin = cuda if config.pin_memory is None else config.pin_memory
     return LoaderSettings(workers, pin, config.persistent_workers, config.prefetch_factor)
 
@@ -90,13 +105,17 @@ def batch_nbytes(batch: Any) -> int:
     return 0
 
 
+def fetch_batch(dataset: Dataset[Any], indices: list[int]) -> Any:
+    """One collated batch fetched in this process, the way a loader worker fetches it."""
+    getitems = getattr(dataset, "__getitems__", None)
+    raw = getitems(indices) if getitems is not None else [dataset[i] for i in indices]
+    return collate(raw)
+
+
 def measure_batch_bytes(dataset: Dataset[Any], batch_size: int) -> int:
     """Bytes of one collated batch, fetched in this process (what one in-flight batch costs in shm)."""
     n = min(batch_size, len(dataset))  # type: ignore[arg-type]
-    getitems = getattr(dataset, "__getitems__", None)
-    indices = list(range(n))
-    raw = getitems(indices) if getitems is not None else [dataset[i] for i in indices]
-    return batch_nbytes(collate(raw))
+    return batch_nbytes(fetch_batch(dataset, list(range(n))))
 
 
 def ignore_sigterm(_worker_id: int) -> None:
@@ -107,6 +126,14 @@ def ignore_sigterm(_worker_id: int) -> None:
     when the main process shuts the loader down or dies.
     """
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+class TunedDataLoader(DataLoader[Any]):
+    """A DataLoader that does not warn about more workers than CPUs: `auto` and autotune oversubscribe
+    on purpose (cpu.auto_num_workers), and torch would warn at every epoch."""
+
+    def check_worker_number_rationality(self) -> None:
+        return None
 
 
 def make_loader(
@@ -120,7 +147,7 @@ def make_loader(
             "persistent_workers": settings.persistent_workers,
         }
     gen = torch.Generator().manual_seed(seed)
-    return DataLoader(
+    return TunedDataLoader(
         dataset,
         batch_size=batch_size,
         sampler=sampler,
