@@ -1,7 +1,12 @@
-"""DataLoader benchmark: naive defaults vs torchjob's tuned and autotuned settings on CPU-bound data.
+"""DataLoader benchmark: naive defaults vs torchjob's tuned and autotuned settings, against the bound.
 
-One process trains a small model on the synthetic dataset whose samples cost `--sample-cost-us` of CPU
-each (a stand-in for decode and augmentation), for a few short epochs, under three loader setups:
+One process trains a small model for a few short epochs on one of two pipelines:
+
+- `--pipeline synthetic`: samples that cost `--sample-cost-us` of CPU each (a stand-in for decode);
+- `--pipeline jpeg`: real decode work: in-memory JPEGs it generates, decoded with PIL and augmented
+  with torchvision transforms v2 (RandomResizedCrop, flip, float, normalise), per sample,
+
+under these loader setups:
 
 - naive: `num_workers=0`, no pinning, no persistent workers, per-sample `__getitem__` + collate;
 - tuned: torchjob's defaults (`num_workers=auto` from the cgroup CPU quota, prefetch 2, persistent
@@ -9,10 +14,16 @@ each (a stand-in for decode and augmentation), for a few short epochs, under thr
 - autotuned: the autotuner's pick among candidate configs, measured for `--autotune-batches` batches;
 - tuned-per-sample: the tuned loader on a dataset without `__getitems__` (what batched fetch adds).
 
-It prints throughput (samples/s of the whole run, epochs' start-up included), the ratio to naive, and the
-data-wait fraction (time blocked in `next(loader)` / step time). `--json PATH` also writes the results.
+- `workers=N` (with `--sweep N,M`): the tuned loader at a fixed worker count.
+
+It prints throughput (samples/s of the whole run, epochs' start-up included), the ratio to naive, the
+fraction of the overlap bound, and the data-wait fraction (time blocked in `next(loader)` / step time).
+The bound is what perfect overlap of loading and training on every CPU would give:
+`cpus / (fetch CPU seconds + step CPU seconds per sample)`, both measured in this run in-process.
+`--json PATH` also writes the results.
 
     OMP_NUM_THREADS=1 python benchmarks/dataloader.py --sample-cost-us 500
+    OMP_NUM_THREADS=1 python benchmarks/dataloader.py --pipeline jpeg --model cnn --sweep 3,4
 """
 
 from __future__ import annotations
@@ -32,34 +43,66 @@ from torch.utils.data import Dataset
 from torchjob_trainer.config import TrainerConfig
 from torchjob_trainer.data import autotune, cpu
 from torchjob_trainer.data.datasets import Sample, SyntheticDataset
-from torchjob_trainer.data.loader import (
-    LoaderSettings,
-    make_loader,
-    measure_batch_bytes,
-    resolve_settings,
-    shm_safe,
-)
+from torchjob_trainer.data.jpeg import JpegDataset
+from torchjob_trainer.data.loader import LoaderSettings, fetch_batch, make_loader, resolve_settings, shm_safe
+from torchjob_trainer.data.probe import probe_fetch
 from torchjob_trainer.models import build_model
+
+BOUND_BATCHES = 6
 
 
 class PerSample(Dataset[Sample]):
     """The same data without `__getitems__`: what a plain map-style dataset gives the DataLoader."""
 
-    def __init__(self, inner: SyntheticDataset) -> None:
+    def __init__(self, inner: Dataset[Sample]) -> None:
         self.inner = inner
 
     def __len__(self) -> int:
-        return len(self.inner)
+        return len(self.inner)  # type: ignore[arg-type]
 
     def __getitem__(self, index: int) -> Sample:
         return self.inner[index]
 
 
-def train(dataset: Dataset[Any], settings: LoaderSettings, args: argparse.Namespace) -> dict[str, float]:
+def make_step(args: argparse.Namespace) -> autotune.StepFn:
+    """A fresh model's training step: (inputs, targets) -> forward, backward, SGD."""
     torch.manual_seed(0)
     model = build_model(args.model, (3, args.image_size, args.image_size), 10)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     loss_fn = nn.CrossEntropyLoss()
+
+    def step(batch: Any) -> None:
+        x, y = batch
+        optimizer.zero_grad(set_to_none=True)
+        loss_fn(model(x), y).backward()
+        optimizer.step()
+
+    return step
+
+
+def measure_bound(data: Dataset[Any], args: argparse.Namespace, cpus: float) -> dict[str, float]:
+    """CPU seconds per sample to fetch and to train, in-process; the bound is cpus / their sum."""
+    bs = args.batch_size
+    batches = [fetch_batch(data, list(range(i * bs, (i + 1) * bs))) for i in range(BOUND_BATCHES)]
+    start = time.process_time()
+    batches = [fetch_batch(data, list(range(i * bs, (i + 1) * bs))) for i in range(BOUND_BATCHES)]
+    fetch = (time.process_time() - start) / (BOUND_BATCHES * bs)
+    step = make_step(args)
+    for batch in batches[:2]:
+        step(batch)  # warm-up: first-call allocations
+    start = time.process_time()
+    for batch in batches:
+        step(batch)
+    train = (time.process_time() - start) / (BOUND_BATCHES * bs)
+    return {
+        "fetch_cpu_seconds_per_sample": fetch,
+        "step_cpu_seconds_per_sample": train,
+        "bound_samples_per_second": cpus / (fetch + train),
+    }
+
+
+def train(dataset: Dataset[Any], settings: LoaderSettings, args: argparse.Namespace) -> dict[str, float]:
+    step = make_step(args)
     loader = make_loader(dataset, None, args.batch_size, settings)
     samples, wait, step_total = 0, 0.0, 0.0
     start = time.perf_counter()
@@ -67,14 +110,12 @@ def train(dataset: Dataset[Any], settings: LoaderSettings, args: argparse.Namesp
         batches = iter(loader)
         for _ in range(args.steps_per_epoch):
             t0 = time.perf_counter()
-            x, y = next(batches)
+            batch = next(batches)
             t1 = time.perf_counter()
-            optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(model(x), y)
-            loss.backward()
-            optimizer.step()
+            step(batch)
             t2 = time.perf_counter()
-            samples += int(y.shape[0])
+            samples += int(batch[1].shape[0])
+            del batch
             wait += t1 - t0
             step_total += t2 - t0
         del batches
@@ -87,33 +128,57 @@ def train(dataset: Dataset[Any], settings: LoaderSettings, args: argparse.Namesp
     }
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    data = SyntheticDataset(args.dataset_size, (3, args.image_size, args.image_size), 10, args.sample_cost_us)
-    budget = cpu.cpu_budget()
-    config = TrainerConfig(batch_size=args.batch_size)
-    tuned = resolve_settings(config, local_world_size=1, cuda=torch.cuda.is_available(), budget=budget)
-    tuned = shm_safe(
-        tuned, batch_bytes=measure_batch_bytes(data, args.batch_size), local_world_size=1, shm_path="/dev/shm"
-    )
+def build_data(args: argparse.Namespace) -> Dataset[Any]:
+    if args.pipeline == "jpeg":
+        return JpegDataset(args.dataset_size, args.image_size, 10)
+    return SyntheticDataset(args.dataset_size, (3, args.image_size, args.image_size), 10, args.sample_cost_us)
+
+
+def autotuned(
+    data: Dataset[Any], tuned: LoaderSettings, cpus: float, args: argparse.Namespace
+) -> LoaderSettings:
+    """The autotuner's pick, measured with a training step running, as the trainer does it."""
+    step = make_step(args)
 
     def measure(s: LoaderSettings) -> autotune.Measurement:
         loader = make_loader(data, None, args.batch_size, replace(s, persistent_workers=False))
-        rate, first = autotune.time_batches(loader, args.autotune_batches, args.batch_size)
+        rate, first = autotune.time_steps(loader, step, args.autotune_batches, args.batch_size)
         del loader
         return autotune.Measurement(s, rate, first)
 
-    tune_start = time.perf_counter()
-    autotuned, _ = autotune.autotune(autotune.candidates(tuned, budget.cpus), measure)
-    tune_seconds = time.perf_counter() - tune_start
+    best, _ = autotune.autotune(autotune.candidates(tuned, cpus), measure, max_seconds=args.autotune_seconds)
+    return best
 
+
+def configs_to_run(
+    data: Dataset[Any], tuned: LoaderSettings, picked: LoaderSettings, sweep: list[int]
+) -> list[tuple[str, Dataset[Any], LoaderSettings]]:
     naive = LoaderSettings(num_workers=0, pin_memory=False, persistent_workers=False, prefetch_factor=2)
     configs: list[tuple[str, Dataset[Any], LoaderSettings]] = [
         ("naive", PerSample(data), naive),
         ("tuned", data, tuned),
-        ("autotuned", data, autotuned),
+        ("autotuned", data, picked),
         # The tuned loader without batched fetch: isolates what __getitems__ adds.
         ("tuned-per-sample", PerSample(data), tuned),
     ]
+    configs += [(f"workers={n}", data, replace(tuned, num_workers=n)) for n in sweep]
+    return configs
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    data = build_data(args)
+    budget = cpu.cpu_budget()
+    config = TrainerConfig(batch_size=args.batch_size)
+    fetch = probe_fetch(data, args.batch_size)
+    tuned = resolve_settings(
+        config, local_world_size=1, cuda=torch.cuda.is_available(), budget=budget, probe=fetch
+    )
+    tuned = shm_safe(tuned, batch_bytes=fetch.batch_bytes, local_world_size=1, shm_path="/dev/shm")
+    bound = measure_bound(data, args, budget.cpus)
+    tune_start = time.perf_counter()
+    picked = autotuned(data, tuned, budget.cpus, args)
+    tune_seconds = time.perf_counter() - tune_start
+    configs = configs_to_run(data, tuned, picked, args.sweep)
     # Interleave repeats so that background load hits every config alike; report the median run.
     runs: dict[str, list[dict[str, float]]] = {name: [] for name, _, _ in configs}
     for _ in range(args.repeat):
@@ -128,6 +193,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     base = rows[0]["samples_per_second"]
     for row in rows:
         row["speedup_vs_naive"] = row["samples_per_second"] / base
+        row["fraction_of_bound"] = row["samples_per_second"] / bound["bound_samples_per_second"]
     return {
         "machine": {
             "cpus": budget.cpus,
@@ -135,7 +201,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "platform": platform.platform(),
             "torch": torch.__version__,
             "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+            "load_average": os.getloadavg(),
         },
+        "bound": bound,
+        "probe": {"fetch_seconds": fetch.fetch_seconds, "handoff_seconds": fetch.handoff_seconds},
         "params": vars(args) | {"json": None},
         "autotune_seconds": tune_seconds,
         "rows": rows,
@@ -144,20 +213,26 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def format_rows(result: dict[str, Any]) -> str:
     header = f"{'config':<16} {'workers':>7} {'prefetch':>8} {'persist':>7} {'samples/s':>10}"
-    lines = [f"{header} {'vs naive':>8} {'data wait':>9}"]
+    lines = [f"{header} {'vs naive':>8} {'of bound':>8} {'data wait':>9}"]
     for r in result["rows"]:
         s = r["settings"]
         lines.append(
             f"{r['name']:<16} {s['num_workers']:>7} {s['prefetch_factor']:>8} {s['persistent_workers']!s:>7} "
-            f"{r['samples_per_second']:>10.1f} {r['speedup_vs_naive']:>7.2f}x {r['data_wait_ratio']:>9.1%}"
+            f"{r['samples_per_second']:>10.1f} {r['speedup_vs_naive']:>7.2f}x {r['fraction_of_bound']:>8.2f} "
+            f"{r['data_wait_ratio']:>9.1%}"
             f"  runs: {r['runs_samples_per_second']}"
         )
     return "\n".join(lines)
 
 
+def _ints(text: str) -> list[int]:
+    return [int(t) for t in text.split(",") if t.strip()]
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--sample-cost-us", type=int, default=500, help="CPU microseconds per sample")
+    p.add_argument("--pipeline", default="synthetic", choices=["synthetic", "jpeg"])
+    p.add_argument("--sample-cost-us", type=int, default=500, help="CPU microseconds per synthetic sample")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--steps-per-epoch", type=int, default=30)
@@ -165,6 +240,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--image-size", type=int, default=32)
     p.add_argument("--model", default="mlp", choices=["mlp", "cnn"])
     p.add_argument("--autotune-batches", type=int, default=15)
+    p.add_argument("--autotune-seconds", type=float, default=60.0)
+    p.add_argument("--sweep", type=_ints, default=[], help="extra rows at these worker counts, e.g. 3,4")
     p.add_argument("--repeat", type=int, default=3, help="runs per config; the median is reported")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     return p.parse_args(argv)
@@ -176,9 +253,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         raise SystemExit("--steps-per-epoch x --batch-size must not exceed --dataset-size")
     result = run(args)
     print(format_rows(result))
+    bound = result["bound"]
     print(
-        f"cpus={result['machine']['cpus']} ({result['machine']['cpu_source']}), autotune took "
-        f"{result['autotune_seconds']:.1f} s"
+        f"cpus={result['machine']['cpus']} ({result['machine']['cpu_source']}), load average "
+        f"{' '.join(f'{x:.2f}' for x in result['machine']['load_average'])}, autotune took "
+        f"{result['autotune_seconds']:.1f} s; bound {bound['bound_samples_per_second']:.1f} samples/s "
+        f"= cpus / (fetch {bound['fetch_cpu_seconds_per_sample'] * 1e6:.0f} us + step "
+        f"{bound['step_cpu_seconds_per_sample'] * 1e6:.0f} us CPU per sample)"
     )
     if args.json is not None:
         args.json.write_text(json.dumps(result, indent=2, default=str) + "\n")

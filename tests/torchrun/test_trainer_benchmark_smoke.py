@@ -5,15 +5,21 @@ from __future__ import annotations
 import importlib.util
 import json
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_benchmark_reports_every_config(tmp_path: Path, capsys: object) -> None:
+def load_benchmark() -> Any:
     spec = importlib.util.spec_from_file_location("bench_dataloader", ROOT / "benchmarks" / "dataloader.py")
     assert spec is not None and spec.loader is not None
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
+    return bench
+
+
+def test_benchmark_reports_every_config(tmp_path: Path, capsys: object) -> None:
+    bench = load_benchmark()
     out = tmp_path / "bench.json"
     argv = ["--sample-cost-us", "100", "--batch-size", "8", "--epochs", "2", "--steps-per-epoch", "4"]
     result = bench.main(
@@ -24,4 +30,27 @@ def test_benchmark_reports_every_config(tmp_path: Path, capsys: object) -> None:
     assert result["rows"][0]["speedup_vs_naive"] == 1.0
     assert result["rows"][0]["settings"]["num_workers"] == 0
     assert all(0 <= r["data_wait_ratio"] <= 1 for r in result["rows"])
+    assert all(r["fraction_of_bound"] > 0 for r in result["rows"])
     assert json.loads(out.read_text())["rows"][1]["name"] == "tuned"
+
+
+def test_benchmark_jpeg_pipeline_against_the_bound() -> None:
+    argv = [
+        "--pipeline",
+        "jpeg",
+        "--model",
+        "cnn",
+        "--batch-size",
+        "8",
+        "--epochs",
+        "1",
+        "--steps-per-epoch",
+        "3",
+    ]
+    result = load_benchmark().main(
+        [*argv, "--autotune-batches", "3", "--repeat", "1", "--dataset-size", "64", "--sweep", "1"]
+    )
+    assert [r["name"] for r in result["rows"]][-1] == "workers=1"
+    bound = result["bound"]
+    assert bound["fetch_cpu_seconds_per_sample"] > 0 and bound["step_cpu_seconds_per_sample"] > 0
+    assert all(r["fraction_of_bound"] > 0 for r in result["rows"])
