@@ -20,6 +20,10 @@ from torchrun.trainer_procs import scrape
 DASHBOARD = Path(__file__).resolve().parents[2] / "charts" / "torchjob" / "files" / "dashboards"
 METRIC = re.compile(r"\btorchjob_[a-z0-9_]+")
 # What Grafana substitutes before sending a query; "All" is ".*" (the variables' allValue).
+# Series a CPU trainer cannot export: NVML's GPU gauges and torch's CUDA allocator gauges exist only on a
+# rank with a CUDA device (and NVML). Their names are checked against the trainer's own code instead
+# (tests/unit/test_trainer_gpu.py scrapes them with NVML faked), and their queries must still parse and run.
+GPU_ONLY = re.compile(r"\btorchjob_trainer_(?:gpu|cuda)_[a-z0-9_]+")
 GRAFANA_VARS = {"$namespace": ".*", "$job": ".*", "$__rate_interval": "5s", "$__range": "1h"}
 
 
@@ -75,9 +79,26 @@ def test_dashboard_covers_what_the_issue_asks() -> None:
 
 def test_trainer_metrics_in_the_dashboard_are_exported(trainer_run: Any) -> None:
     exported = exported_names(scrape(trainer_run.ports[0]) or "")
-    named = {m for _, e in exprs(load()) for m in METRIC.findall(e) if m.startswith("torchjob_trainer_")}
+    named = {
+        m
+        for _, e in exprs(load())
+        for m in METRIC.findall(e)
+        if m.startswith("torchjob_trainer_") and not GPU_ONLY.fullmatch(m)
+    }
     assert named, "the dashboard names no trainer metric"
     assert named <= exported, f"not exported by the trainer: {sorted(named - exported)}"
+
+
+def test_gpu_metrics_in_the_dashboard_are_the_trainers() -> None:
+    """The GPU-only names the dashboard uses are the ones the trainer's NVML collector and CUDA gauges
+    define (read from their sources, since no GPU rank runs here)."""
+    trainer = Path(__file__).resolve().parents[2] / "trainer" / "torchjob_trainer"
+    source = (trainer / "gpu_metrics.py").read_text() + (trainer / "metrics.py").read_text()
+    named = {m.group(0) for _, e in exprs(load()) for m in GPU_ONLY.finditer(e)}
+    assert named, "the dashboard has no GPU panel"
+    for name in named:
+        short = name.removeprefix("torchjob_trainer_gpu_").removeprefix("torchjob_trainer_")
+        assert f'"{short}"' in source, f"{name} is not defined by the trainer"
 
 
 def test_operator_metrics_in_the_dashboard_are_exported() -> None:
@@ -99,8 +120,8 @@ def test_every_query_runs_on_real_prometheus_and_trainer_panels_have_data(promet
     eventually(lambda: len(prometheus.query("up == 1")) == 2, 60, "both ranks scraped")
     for title, expr in exprs(load()):
         query = grafana(expr)
-        if "torchjob_operator_" in expr:
-            prometheus.query(query)  # parses and evaluates; no operator is scraped here
+        if "torchjob_operator_" in expr or GPU_ONLY.search(expr):
+            prometheus.query(query)  # parses and evaluates; no operator and no GPU rank is scraped here
             continue
         eventually(partial(prometheus.query, query), 60, f"data for panel {title!r}: {query}")
 

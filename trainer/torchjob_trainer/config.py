@@ -91,6 +91,10 @@ class TrainerConfig:
     lr: float = field(default=0.01, metadata=_opt(float, "learning rate (SGD)"))
     seed: int = field(default=0, metadata=_opt(int, "random seed"))
     backend: str = field(default="auto", metadata=_opt(str, "process group backend", choices=BACKENDS))
+    cuda_memory_fraction: float | None = field(
+        default=None,
+        metadata=_opt(parse_optional_float, "cap on this process's share of its GPU's memory (0-1]"),
+    )
     # DataLoader
     num_workers: int | None = field(default=None, metadata=_opt(parse_auto_int, "auto or an int >= 0"))
     pin_memory: bool | None = field(default=None, metadata=_opt(parse_auto_bool, "auto, true or false"))
@@ -164,6 +168,8 @@ class TrainerConfig:
             raise _fail("num_workers", f"must be auto or >= 0, got {self.num_workers}")
         if self.metrics_port > 65535:
             raise _fail("metrics_port", f"must be <= 65535, got {self.metrics_port}")
+        if self.cuda_memory_fraction is not None and not 0 < self.cuda_memory_fraction <= 1:
+            raise _fail("cuda_memory_fraction", f"must be in (0, 1], got {self.cuda_memory_fraction}")
 
     def profile_range(self) -> tuple[int, int] | None:
         """The `[start, end)` global steps to profile, from `START:END`."""

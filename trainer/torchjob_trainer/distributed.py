@@ -51,21 +51,72 @@ class DistEnv:
         return self.world_size > 1 or "MASTER_ADDR" in os.environ
 
 
-def pick_device(local_rank: int) -> torch.device:
-    if torch.cuda.is_available():
-        count = torch.cuda.device_count()
-        if local_rank >= count:
-            raise RuntimeError(f"LOCAL_RANK {local_rank} but only {count} CUDA devices are visible")
-        torch.cuda.set_device(local_rank)
-        return torch.device("cuda", local_rank)
-    return torch.device("cpu")
+def device_index(local_rank: int, device_count: int) -> int:
+    """The CUDA device of a local rank: `local_rank % device_count`.
+
+    With more processes per node than visible GPUs, ranks share GPUs round-robin (4 processes on 2 GPUs:
+    cuda:0, cuda:1, cuda:0, cuda:1), the order users expect from `LOCAL_RANK`. CUDA_VISIBLE_DEVICES is
+    left as the container runtime set it, so every process sees every GPU of the pod.
+    """
+    return local_rank % device_count
 
 
-def pick_backend(requested: str, device: torch.device) -> str:
+def pick_device(
+    local_rank: int, local_world_size: int = 1, memory_fraction: float | None = None
+) -> torch.device:
+    if not torch.cuda.is_available():
+        if memory_fraction is not None:
+            log.warning("--cuda-memory-fraction (TORCHJOB_CUDA_MEMORY_FRACTION) ignored: no CUDA device")
+        return torch.device("cpu")
+    count = torch.cuda.device_count()
+    device = torch.device("cuda", device_index(local_rank, count))
+    if local_world_size > count:
+        log.info(
+            "%d processes share %d GPUs: local rank %d uses %s (local_rank %% device_count)",
+            local_world_size,
+            count,
+            local_rank,
+            device,
+        )
+    torch.cuda.set_device(device)
+    apply_memory_fraction(memory_fraction, device)
+    return device
+
+
+def apply_memory_fraction(fraction: float | None, device: torch.device) -> None:
+    """Cap this process's caching allocator at `fraction` of the device's memory (GPU sharing).
+
+    Beyond the cap an allocation raises CUDA out-of-memory in this process instead of starving the
+    other processes on the GPU. It bounds torch's allocator, not the CUDA context (a few hundred MB).
+    """
+    if fraction is None or device.type != "cuda":
+        return
+    torch.cuda.set_per_process_memory_fraction(fraction, device)
+    log.info("CUDA memory of this process capped at %.0f%% of %s", fraction * 100, device)
+
+
+def gpus_shared(device: torch.device, local_world_size: int, device_count: int) -> bool:
+    return device.type == "cuda" and local_world_size > device_count
+
+
+def pick_backend(requested: str, device: torch.device, *, shared_gpu: bool = False) -> str:
+    """NCCL on CUDA, gloo on CPU; with ranks sharing a GPU, which NCCL refuses, gloo (auto) or an error."""
+    if requested == "nccl" and device.type != "cuda":
+        raise ValueError("--backend (TORCHJOB_BACKEND): nccl needs a CUDA device; use gloo or auto")
+    if requested == "nccl" and shared_gpu:
+        raise ValueError(
+            "--backend (TORCHJOB_BACKEND): nccl refuses two ranks on one GPU, and this node runs more "
+            "processes (LOCAL_WORLD_SIZE, the TrainingJob's procsPerNode) than it has GPUs; set "
+            "procsPerNode to at most the GPU count, or use --backend gloo or auto (gloo when GPUs are shared)"
+        )
     if requested != "auto":
-        if requested == "nccl" and device.type != "cuda":
-            raise ValueError("--backend (TORCHJOB_BACKEND): nccl needs a CUDA device; use gloo or auto")
         return requested
+    if shared_gpu:
+        log.warning(
+            "ranks share GPUs (more processes per node than GPUs), which NCCL refuses: backend auto -> gloo "
+            "(collectives go through host memory; slower than NCCL)"
+        )
+        return "gloo"
     return "nccl" if device.type == "cuda" else "gloo"
 
 
@@ -73,7 +124,10 @@ def init(env: DistEnv, device: torch.device, requested_backend: str) -> str | No
     """Join the process group; returns the backend, or None when running as a single plain process."""
     if not env.distributed:
         return None
-    backend = pick_backend(requested_backend, device)
+    count = torch.cuda.device_count() if device.type == "cuda" else 0
+    backend = pick_backend(
+        requested_backend, device, shared_gpu=gpus_shared(device, env.local_world_size, count)
+    )
     kwargs: dict[str, object] = {}
     if backend == "nccl":
         # device_id makes NCCL connect now instead of at the first collective, so a bad GPU or network

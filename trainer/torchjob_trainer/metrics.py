@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import torch
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from torchjob_trainer import gpu_metrics
+
 log = logging.getLogger(__name__)
 
 PREFIX = "torchjob_trainer_"
@@ -36,6 +38,12 @@ class RankLabels:
             "local_rank": str(self.local_rank),
             "node_rank": str(self.node_rank),
         }
+
+
+def _cuda_uuid(index: int) -> str | None:
+    """The device's UUID, which NVML's numbering (all host GPUs) shares with CUDA's (visible ones)."""
+    uuid = getattr(torch.cuda.get_device_properties(index), "uuid", None)
+    return str(uuid) if uuid is not None else None
 
 
 class TrainerMetrics:
@@ -94,6 +102,8 @@ class TrainerMetrics:
             self.cuda_peak = gauge(
                 "cuda_memory_max_allocated_bytes", "Peak CUDA memory held by tensors."
             ).labels(**v)
+            index = torch.cuda.current_device()
+            self.gpu = gpu_metrics.register(r, v, index, _cuda_uuid(index))
 
     def observe_step(self, *, samples: int, step_seconds: float, wait_seconds: float, loss: float) -> None:
         self.samples.inc(samples)

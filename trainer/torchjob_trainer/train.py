@@ -172,7 +172,7 @@ def run(config: TrainerConfig) -> int:
     preemption = Preemption(config.preemption_grace_seconds)
     preemption.install()
     torch.manual_seed(config.seed)
-    device = distributed.pick_device(env.local_rank)
+    device = distributed.pick_device(env.local_rank, env.local_world_size, config.cuda_memory_fraction)
     startup.mark("device")  # logs, signal handler, seed and device (CUDA initialises here)
     distributed.init(env, device, config.backend)
     startup.mark("rendezvous")

@@ -1,0 +1,162 @@
+"""GPU sharing and NVML metrics, on CPU: NVML is faked only at its boundary (the pynvml functions)."""
+
+from __future__ import annotations
+
+import logging
+from types import SimpleNamespace
+from typing import Any
+
+import pynvml
+import pytest
+import torch
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+from torchjob_trainer import distributed, gpu_metrics
+from torchjob_trainer.config import ConfigError, TrainerConfig, from_sources
+
+LABELS = {"job": "j", "rank": "1", "local_rank": "1", "node_rank": "0"}
+CUDA0 = torch.device("cuda", 0)
+GiB = 1 << 30
+
+
+@pytest.mark.parametrize(
+    ("local_rank", "count", "index"), [(0, 1, 0), (1, 1, 0), (3, 2, 1), (4, 2, 0), (5, 8, 5)]
+)
+def test_ranks_share_gpus_round_robin(local_rank: int, count: int, index: int) -> None:
+    assert distributed.device_index(local_rank, count) == index
+
+
+def test_nccl_refuses_shared_gpus_with_an_error_naming_the_fields() -> None:
+    assert distributed.gpus_shared(CUDA0, local_world_size=2, device_count=1)
+    assert not distributed.gpus_shared(CUDA0, local_world_size=2, device_count=2)
+    assert not distributed.gpus_shared(torch.device("cpu"), local_world_size=4, device_count=0)
+    with pytest.raises(
+        ValueError, match=r"--backend \(TORCHJOB_BACKEND\): nccl refuses two ranks on one GPU"
+    ):
+        distributed.pick_backend("nccl", CUDA0, shared_gpu=True)
+    with pytest.raises(ValueError, match="procsPerNode"):
+        distributed.pick_backend("nccl", CUDA0, shared_gpu=True)
+
+
+def test_auto_backend_falls_back_to_gloo_when_gpus_are_shared(caplog: pytest.LogCaptureFixture) -> None:
+    assert distributed.pick_backend("auto", CUDA0) == "nccl"
+    with caplog.at_level(logging.WARNING):
+        assert distributed.pick_backend("auto", CUDA0, shared_gpu=True) == "gloo"
+    assert "NCCL refuses" in caplog.text
+    assert distributed.pick_backend("gloo", CUDA0, shared_gpu=True) == "gloo"
+    assert distributed.pick_backend("auto", torch.device("cpu")) == "gloo"
+
+
+def test_memory_fraction_flag_env_and_bounds(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert from_sources([], {"TORCHJOB_CUDA_MEMORY_FRACTION": "0.45"}).cuda_memory_fraction == 0.45
+    assert from_sources([]).cuda_memory_fraction is None
+    for bad in (0.0, 1.5, -0.1):
+        with pytest.raises(ConfigError, match=r"--cuda-memory-fraction \(TORCHJOB_CUDA_MEMORY_FRACTION\)"):
+            TrainerConfig(cuda_memory_fraction=bad)
+    calls: list[tuple[float, Any]] = []
+    monkeypatch.setattr(torch.cuda, "set_per_process_memory_fraction", lambda f, d: calls.append((f, d)))
+    distributed.apply_memory_fraction(0.5, CUDA0)
+    distributed.apply_memory_fraction(None, CUDA0)
+    distributed.apply_memory_fraction(0.5, torch.device("cpu"))
+    assert calls == [(0.5, CUDA0)]
+
+
+class FakeGpu:
+    """One GPU as NVML reports it; installed over the real pynvml module's functions."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, *, pid: int, fail_reads: bool = False) -> None:
+        self.handles: list[Any] = []
+
+        def by_uuid(uuid: str) -> str:
+            if uuid != "GPU-1234":
+                raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_FOUND)
+            return "handle-1234"
+
+        def read(value: Any) -> Any:
+            def call(handle: Any) -> Any:
+                self.handles.append(handle)
+                if fail_reads:
+                    raise pynvml.NVMLError(pynvml.NVML_ERROR_GPU_IS_LOST)
+                return value
+
+            return call
+
+        procs = [
+            SimpleNamespace(pid=pid + 1, usedGpuMemory=GiB),
+            SimpleNamespace(pid=pid, usedGpuMemory=3 * GiB),
+        ]
+        for name, fn in {
+            "nvmlInit": lambda: None,
+            "nvmlDeviceGetHandleByUUID": by_uuid,
+            "nvmlDeviceGetHandleByIndex": lambda i: f"handle-{i}",
+            "nvmlDeviceGetUtilizationRates": read(SimpleNamespace(gpu=87, memory=40)),
+            "nvmlDeviceGetMemoryInfo": read(SimpleNamespace(used=20 * GiB, total=140 * GiB, free=120 * GiB)),
+            "nvmlDeviceGetComputeRunningProcesses": read(procs),
+        }.items():
+            monkeypatch.setattr(pynvml, name, fn)
+
+
+def scrape(registry: CollectorRegistry) -> dict[str, tuple[dict[str, str], float]]:
+    text = generate_latest(registry).decode()
+    return {s.name: (s.labels, s.value) for f in text_string_to_metric_families(text) for s in f.samples}
+
+
+def test_nvml_metrics_per_rank_in_base_units(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeGpu(monkeypatch, pid=4242)
+    registry = CollectorRegistry()
+    collector = gpu_metrics.register(registry, LABELS, cuda_index=0, uuid="1234")
+    assert collector is not None
+    collector.pid = 4242
+    series = scrape(registry)
+    assert series["torchjob_trainer_gpu_utilization_ratio"] == ({**LABELS, "gpu": "0"}, 0.87)
+    assert series["torchjob_trainer_gpu_memory_used_bytes"][1] == 20 * GiB
+    assert series["torchjob_trainer_gpu_memory_total_bytes"][1] == 140 * GiB
+    assert series["torchjob_trainer_gpu_process_memory_bytes"][1] == 3 * GiB
+    assert set(fake.handles) == {"handle-1234"}  # found by UUID, not by NVML's host-wide index
+
+
+def test_process_memory_is_absent_when_nvml_cannot_see_the_pid(monkeypatch: pytest.MonkeyPatch) -> None:
+    FakeGpu(monkeypatch, pid=1)  # another PID namespace: NVML lists host pids
+    registry = CollectorRegistry()
+    assert gpu_metrics.register(registry, LABELS, cuda_index=2) is not None
+    series = scrape(registry)
+    assert "torchjob_trainer_gpu_process_memory_bytes" not in series
+    assert series["torchjob_trainer_gpu_utilization_ratio"][0]["gpu"] == "2"
+
+
+def test_a_failed_read_drops_the_gpu_series_not_the_scrape(monkeypatch: pytest.MonkeyPatch) -> None:
+    FakeGpu(monkeypatch, pid=1, fail_reads=True)
+    registry = CollectorRegistry()
+    assert gpu_metrics.register(registry, LABELS, cuda_index=0) is not None
+    assert not [n for n in scrape(registry) if n.startswith("torchjob_trainer_gpu_")]
+
+
+def test_unknown_device_turns_gpu_metrics_off(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    FakeGpu(monkeypatch, pid=1)
+    with caplog.at_level(logging.WARNING):
+        assert gpu_metrics.register(CollectorRegistry(), LABELS, cuda_index=0, uuid="GPU-other") is None
+    assert "cannot find CUDA device 0" in caplog.text
+
+
+def test_no_driver_turns_gpu_metrics_off(caplog: pytest.LogCaptureFixture) -> None:
+    """The real pynvml on a CPU machine: no libnvidia-ml, so nvmlInit raises and metrics are off."""
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError:
+        pass
+    else:
+        pytest.skip("this machine has an NVIDIA driver")
+    with caplog.at_level(logging.INFO):
+        assert gpu_metrics.register(CollectorRegistry(), LABELS, cuda_index=0) is None
+    assert "GPU metrics off: NVML did not start" in caplog.text
+
+
+def test_no_module_turns_gpu_metrics_off(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setitem(__import__("sys").modules, "pynvml", None)  # import pynvml raises ImportError
+    with caplog.at_level(logging.INFO):
+        assert gpu_metrics.load_nvml() is None
+    assert "nvidia-ml-py module (pynvml) is not installed" in caplog.text
