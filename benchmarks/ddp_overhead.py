@@ -3,9 +3,10 @@
 One process trains the same model on the same in-memory batches (no loader: the wrapper alone is
 measured) twice: plain, and wrapped in DDP in a world of one (gloo on CPU, NCCL on CUDA). At one rank
 DDP still registers gradient hooks, copies gradients into its buckets and runs an all-reduce over a
-group of one, which is the overhead measured here. Runs alternate (plain, DDP, plain, ...) so that
-background load hits both alike; the median of `--repeat` ratios is the result. performance.md goal 6:
->= 0.95 (PyTorch's own DDP benchmark: 0.970).
+group of one, which is the overhead measured here. Short blocks of steps alternate (plain, DDP, plain,
+...) so that background load hits both alike; the median of the `--rounds` block ratios is the result,
+and the same ratio by CPU time per step (insensitive to other tenants of the CPU) is printed beside it.
+performance.md goal 6: >= 0.95 (PyTorch's own DDP benchmark: 0.970).
 
     OMP_NUM_THREADS=1 python benchmarks/ddp_overhead.py --model cnn
 """
@@ -18,6 +19,7 @@ import os
 import socket
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,27 +44,33 @@ def init_world_of_one(device: torch.device) -> str:
     return backend
 
 
-def steps_per_second(net: nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]], steps: int) -> float:
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+def make_step(net: nn.Module) -> Callable[[Batch], None]:
     optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
     loss_fn = nn.CrossEntropyLoss()
 
-    def step(x: torch.Tensor, y: torch.Tensor) -> None:
+    def step(batch: Batch) -> None:
         optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(net(x), y)
+        loss = loss_fn(net(batch[0]), batch[1])
         loss.backward()
         optimizer.step()
         loss.item()  # syncs a device
 
-    for x, y in batches[:3]:
-        step(x, y)  # warm-up: allocations, DDP's bucket rebuild after the first iteration
-    start = time.perf_counter()
+    return step
+
+
+def timed_block(step: Callable[[Batch], None], batches: list[Batch], steps: int) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process) for `steps` steps."""
+    wall, cpu = time.perf_counter(), time.process_time()
     for i in range(steps):
-        x, y = batches[i % len(batches)]
-        step(x, y)
-    return steps / (time.perf_counter() - start)
+        step(batches[i % len(batches)])
+    return time.perf_counter() - wall, time.process_time() - cpu
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Alternate short blocks of plain and DDP steps, so that load changes hit both alike."""
     device = torch.device("cuda", 0) if torch.cuda.is_available() and not args.cpu else torch.device("cpu")
     backend = init_world_of_one(device)
     shape = (3, args.image_size, args.image_size)
@@ -74,32 +82,37 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )
         for _ in range(8)
     ]
-    plain_rates, ddp_rates, ratios = [], [], []
     try:
-        for _ in range(args.repeat):
-            torch.manual_seed(0)
-            plain = build_model(args.model, shape, 10).to(device)
-            torch.manual_seed(0)
-            wrapped = DistributedDataParallel(
-                build_model(args.model, shape, 10).to(device),
-                device_ids=[0] if device.type == "cuda" else None,
-            )
-            p = steps_per_second(plain, batches, args.steps)
-            d = steps_per_second(wrapped, batches, args.steps)
-            plain_rates.append(p * args.batch_size)
-            ddp_rates.append(d * args.batch_size)
-            ratios.append(d / p)
+        torch.manual_seed(0)
+        plain = make_step(build_model(args.model, shape, 10).to(device))
+        torch.manual_seed(0)
+        ids = [0] if device.type == "cuda" else None
+        ddp = make_step(
+            DistributedDataParallel(build_model(args.model, shape, 10).to(device), device_ids=ids)
+        )
+        for step in (plain, ddp):
+            timed_block(step, batches, 3)  # warm-up: allocations, DDP's bucket rebuild after iteration 1
+        wall_ratios, cpu_ratios, totals = [], [], {"plain": [0.0, 0.0], "ddp": [0.0, 0.0]}
+        for _ in range(args.rounds):
+            p, d = timed_block(plain, batches, args.block), timed_block(ddp, batches, args.block)
+            wall_ratios.append(p[0] / d[0])  # throughput ratio DDP / plain = plain time / DDP time
+            cpu_ratios.append(p[1] / d[1] if d[1] > 0 else 1.0)
+            for name, (w, c) in (("plain", p), ("ddp", d)):
+                totals[name][0] += w
+                totals[name][1] += c
     finally:
         dist.destroy_process_group()
+    samples = args.rounds * args.block * args.batch_size
     return {
         "device": str(device),
         "backend": backend,
         "params": vars(args) | {"json": None},
         "load_average": os.getloadavg(),
-        "plain_samples_per_second": [round(r, 1) for r in plain_rates],
-        "ddp_samples_per_second": [round(r, 1) for r in ddp_rates],
-        "ratios": [round(r, 4) for r in ratios],
-        "ratio_median": statistics.median(ratios),
+        "plain_samples_per_second": samples / totals["plain"][0],
+        "ddp_samples_per_second": samples / totals["ddp"][0],
+        "ratio_median": statistics.median(wall_ratios),
+        "cpu_ratio_median": statistics.median(cpu_ratios),
+        "ratio_quartiles": statistics.quantiles(wall_ratios, n=4) if len(wall_ratios) > 1 else wall_ratios,
     }
 
 
@@ -108,10 +121,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--model", default="cnn", choices=["mlp", "cnn", "resnet18"])
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--image-size", type=int, default=32)
-    p.add_argument("--steps", type=int, default=60, help="timed steps per run")
-    p.add_argument(
-        "--repeat", type=int, default=5, help="alternating plain/DDP pairs; the median ratio counts"
-    )
+    p.add_argument("--block", type=int, default=5, help="steps per timed block")
+    p.add_argument("--rounds", type=int, default=40, help="alternating plain/DDP block pairs; median ratio")
     p.add_argument("--cpu", action="store_true", help="stay on the CPU even when CUDA is visible")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     return p.parse_args(argv)
@@ -121,9 +132,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     result = run(args)
     where = f"{result['backend']}, {result['device']}, {args.model}, batch {args.batch_size}"
-    print(f"DDP / plain at 1 rank ({where}): median {result['ratio_median']:.3f}  ratios {result['ratios']}")
-    print(f"  plain samples/s {result['plain_samples_per_second']}")
-    print(f"  DDP   samples/s {result['ddp_samples_per_second']}")
+    quartiles = ", ".join(f"{q:.3f}" for q in result["ratio_quartiles"])
+    print(
+        f"DDP / plain throughput at 1 rank ({where}): median {result['ratio_median']:.3f} "
+        f"(quartiles {quartiles})"
+    )
+    print(f"  by CPU time per step: {result['cpu_ratio_median']:.3f}")
+    print(
+        f"  plain {result['plain_samples_per_second']:.1f} samples/s, "
+        f"DDP {result['ddp_samples_per_second']:.1f}"
+    )
     print(f"  load average {' '.join(f'{x:.2f}' for x in result['load_average'])}")
     if args.json is not None:
         args.json.write_text(json.dumps(result, indent=2) + "\n")

@@ -254,10 +254,10 @@ def check_ddp_overhead(args: argparse.Namespace) -> Result:
         "64",
         "--image-size",
         "112",
-        "--steps",
-        "40",
-        "--repeat",
-        "3",
+        "--block",
+        "5",
+        "--rounds",
+        "12",
     ]
     res: dict[str, Any] = bench.run(bench.parse_args(argv))
     return {"ok": res["ratio_median"] >= 0.95, **res}

@@ -54,3 +54,13 @@ def test_benchmark_jpeg_pipeline_against_the_bound() -> None:
     bound = result["bound"]
     assert bound["fetch_cpu_seconds_per_sample"] > 0 and bound["step_cpu_seconds_per_sample"] > 0
     assert all(r["fraction_of_bound"] > 0 for r in result["rows"])
+
+
+def test_ddp_overhead_benchmark_reports_the_ratio() -> None:
+    spec = importlib.util.spec_from_file_location("bench_ddp", ROOT / "benchmarks" / "ddp_overhead.py")
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    result = bench.main(["--model", "mlp", "--batch-size", "4", "--block", "2", "--rounds", "3", "--cpu"])
+    assert result["backend"] == "gloo"
+    assert result["ratio_median"] > 0 and result["cpu_ratio_median"] > 0
