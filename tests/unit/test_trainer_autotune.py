@@ -95,3 +95,6 @@ def test_preserving_restores_model_and_optimizer() -> None:
         assert not torch.equal(before[0], model.weight)
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
     assert opt.state_dict()["state"] == {}
+    with at.preserving(model, opt, enabled=False):
+        model.weight.data.add_(1.0)
+    assert not torch.equal(before[0], model.weight)

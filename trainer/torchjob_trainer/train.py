@@ -222,7 +222,8 @@ class Trainer:
         startup.mark("ddp")
         # train_step works from here on; until the loader is chosen, batches are not pinned.
         self.non_blocking = False
-        with autotune.preserving(self.net, self.optimizer):  # autotune measures; it must not train
+        # Autotune's steps measure; they must not train (snapshot and restore, only when it runs).
+        with autotune.preserving(self.net, self.optimizer, enabled=config.autotune):
             self.settings = tune_loader(config, self.workload.dataset, env, device, self._tuning_step)
         self.non_blocking = self.settings.pin_memory  # copies from pinned batches overlap the step
         startup.mark("loader")

@@ -113,12 +113,15 @@ def no_step(_batch: Any) -> None:
 
 
 @contextlib.contextmanager
-def preserving(*objects: Stateful) -> Iterator[None]:
+def preserving(*objects: Stateful, enabled: bool = True) -> Iterator[None]:
     """Restore the objects' state on exit: autotune's steps measure, they do not train.
 
     The snapshot goes through CPU memory (torch.save to a buffer), so it costs host RAM of one model
-    and optimizer state, not device memory.
+    and optimizer state, not device memory; `enabled=False` (no autotune) costs nothing.
     """
+    if not enabled:
+        yield
+        return
     buf = io.BytesIO()
     torch.save([o.state_dict() for o in objects], buf)
     try:
