@@ -38,3 +38,31 @@ def test_autotune_picks_a_measured_config(tmp_path: Path) -> None:
     chosen = read_summary(summary_file)["dataloader"]
     assert (chosen["num_workers"], chosen["prefetch_factor"]) == (int(best[0][1]), int(best[0][2]))
     assert f"autotune chose num_workers={best[0][1]} prefetch_factor={best[0][2]}" in output
+
+
+def test_two_ranks_autotune_in_step_and_agree(tmp_path: Path) -> None:
+    """Autotune's steps all-reduce: both ranks must run the same candidates and train with one choice."""
+    summary_file = tmp_path / "summary.json"
+    env = trainer_env(
+        TORCHJOB_SUMMARY_FILE=str(summary_file), TORCHJOB_METRICS_PORT="0", TORCHJOB_CPU_LIMIT="2"
+    )
+    cmd = [LAUNCH, "--standalone", "--nproc-per-node", "2", "--", "torchjob-train", "--autotune"]
+    cmd += [
+        "--autotune-batches",
+        "4",
+        "--sample-cost-us",
+        "500",
+        "--batch-size",
+        "8",
+        "--steps-per-epoch",
+        "6",
+    ]
+    with running(cmd, env, tmp_path / "out.log") as proc:
+        rc = proc.wait(timeout=240)
+        output = proc.output()
+    assert rc == 0, output[-4000:]
+    chosen = re.findall(r"rank (\d)/2 .*autotune chose (num_workers=\d+ prefetch_factor=\d+)", output)
+    assert sorted(r for r, _ in chosen) == ["0", "1"], output[-4000:]
+    assert len({c for _, c in chosen}) == 1
+    assert "with the training step running" in output
+    assert read_summary(summary_file)["world_size"] == 2
