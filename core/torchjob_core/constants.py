@@ -37,6 +37,13 @@ CONTROLLER_NAME: Final = f"{GROUP}/operator"
 
 # Third-party scheduling integrations.
 LABEL_KUEUE_QUEUE: Final = "kueue.x-k8s.io/queue-name"
+# Kueue's pod-group integration (docs/scheduling.md): one Workload for the pods that share the group
+# label, admitted when quota for the whole total count is free; until then Kueue's gate holds each pod.
+LABEL_KUEUE_POD_GROUP: Final = "kueue.x-k8s.io/pod-group-name"
+ANNOTATION_KUEUE_POD_GROUP_TOTAL: Final = "kueue.x-k8s.io/pod-group-total-count"
+KUEUE_ADMISSION_GATE: Final = "kueue.x-k8s.io/admission"
+# The pod condition Kueue sets on the pods it stops (preemption, eviction) before it deletes them.
+KUEUE_TERMINATION_CONDITION: Final = "TerminationTarget"
 ANNOTATION_VOLCANO_GROUP: Final = "scheduling.k8s.io/group-name"
 LABEL_COSCHEDULING_GROUP: Final = "scheduling.x-k8s.io/pod-group"
 VOLCANO_SCHEDULER_NAME: Final = "volcano"

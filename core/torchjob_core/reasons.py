@@ -21,6 +21,10 @@ class Reason:
 
 PODS_CREATED = Reason("PodsCreated", "Created {count} pods for attempt {attempt}.")
 PODS_PENDING = Reason("PodsPending", "{pending}/{total} pods are not running yet.")
+KUEUE_QUEUED = Reason(
+    "QueuedByKueue",
+    "Kueue holds the pods until the ClusterQueue behind LocalQueue {queue} has quota for the whole job.",
+)
 POD_BLOCKED = Reason("", "Pod {pod}: {message}")  # reason comes from the pod (Unschedulable, ...)
 ALL_RUNNING = Reason("AllRanksRunning", "All {total} nodes are running.")
 RETRYABLE_EXIT = Reason(

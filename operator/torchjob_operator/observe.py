@@ -10,7 +10,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from torchjob_core import constants
+from torchjob_core import constants, reasons
 
 # Container waiting reasons that block a pod from running; anything else is ordinary start-up.
 BLOCKING_WAITING_REASONS = frozenset(
@@ -97,6 +97,11 @@ def observe_pod(pod: Mapping[str, Any]) -> PodObs:
     message = str(status.get("message") or "")
     if phase == "Pending":
         reason, message = _pending_reason(conditions, state)
+        if _kueue_gated(pod):
+            reason, message = reasons.KUEUE_QUEUED.format(queue=labels.get(constants.LABEL_KUEUE_QUEUE, ""))
+    if stopped := _kueue_stopped(conditions):
+        # Kueue stops an evicted workload's pods (preemption) by this condition, then deletes them.
+        disrupted, reason, message = True, str(stopped.get("reason") or ""), str(stopped.get("message") or "")
     elif terminated is not None and not reason:
         reason = str(terminated.get("reason") or "")
         message = str(terminated.get("message") or "")
@@ -114,6 +119,18 @@ def observe_pod(pod: Mapping[str, Any]) -> PodObs:
         created=str(meta.get("creationTimestamp") or ""),
         replacement=max(_int_label(labels, constants.LABEL_REPLACEMENT), 0),
     )
+
+
+def _kueue_gated(pod: Mapping[str, Any]) -> bool:
+    gates = (pod.get("spec") or {}).get("schedulingGates") or []
+    return any(g.get("name") == constants.KUEUE_ADMISSION_GATE for g in gates)
+
+
+def _kueue_stopped(conditions: list[Mapping[str, Any]]) -> Mapping[str, Any] | None:
+    for cond in conditions:
+        if cond.get("type") == constants.KUEUE_TERMINATION_CONDITION and cond.get("status") == "True":
+            return cond
+    return None
 
 
 def _pending_reason(conditions: list[Mapping[str, Any]], state: Mapping[str, Any]) -> tuple[str, str]:

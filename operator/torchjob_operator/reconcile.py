@@ -94,7 +94,12 @@ WARNING_REASONS = frozenset(
 
 
 QUIET_PENDING_REASONS = frozenset(
-    {reasons.PODS_PENDING.reason, reasons.RESUMED.reason, reasons.PODS_CREATED.reason}
+    {
+        reasons.PODS_PENDING.reason,
+        reasons.RESUMED.reason,
+        reasons.PODS_CREATED.reason,
+        reasons.KUEUE_QUEUED.reason,
+    }
 )
 
 

@@ -252,7 +252,12 @@ def test_launcher_command(fields: dict[str, Any], expected_command: list[str]) -
     ("scheduling", "labels", "annotations", "scheduler_name"),
     [
         ({}, {}, {}, None),
-        ({"queue": "team-a"}, {"kueue.x-k8s.io/queue-name": "team-a"}, {}, None),
+        (
+            {"queue": "team-a"},
+            {"kueue.x-k8s.io/queue-name": "team-a", "kueue.x-k8s.io/pod-group-name": "j"},
+            {"kueue.x-k8s.io/pod-group-total-count": "1"},
+            None,
+        ),
         ({"gang": True}, {}, {"scheduling.k8s.io/group-name": "j"}, "volcano"),
         ({"gang": True, "gangScheduler": "coscheduling"}, {"scheduling.x-k8s.io/pod-group": "j"}, {}, None),
     ],
@@ -494,3 +499,11 @@ def test_debug_and_network_presets_yield_to_the_users_env() -> None:
     assert names.count("NCCL_DEBUG") == 1 and names.count("LOGLEVEL") == 1  # no duplicate env names
     got = env_of(gpu)
     assert (got["NCCL_DEBUG"], got["LOGLEVEL"], got["NCCL_DEBUG_SUBSYS"]) == ("WARN", "DEBUG", "INIT,NET")
+
+
+def test_kueue_pod_group_spans_attempts_and_counts_nodes() -> None:
+    # One group per job: a gang restart's pods join the admitted Workload instead of queueing again.
+    job = job_of(nodes=3, scheduling={"queue": "team-a"})
+    for pod in (pods.render_pod(job, 0, 0), pods.render_pod(job, 2, 4)):
+        assert pod["metadata"]["labels"]["kueue.x-k8s.io/pod-group-name"] == "j"
+        assert pod["metadata"]["annotations"]["kueue.x-k8s.io/pod-group-total-count"] == "3"

@@ -90,3 +90,18 @@ def test_observe_disruptions() -> None:
     evicted = observe_pod(pod_body("Failed", reason="Evicted"))
     assert target.disrupted and evicted.disrupted
     assert evicted.reason == "Evicted"
+
+
+def test_observe_kueue_gate_and_kueue_stop() -> None:
+    gated = pod_body(
+        "Pending",
+        conditions=[{"type": "PodScheduled", "status": "False", "reason": "SchedulingGated"}],
+    )
+    gated["spec"] = {"schedulingGates": [{"name": "kueue.x-k8s.io/admission"}]}
+    gated["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] = "team"  # type: ignore[index]
+    obs = observe_pod(gated)
+    assert obs.reason == "QueuedByKueue" and "LocalQueue team" in obs.message and not obs.disrupted
+    # Kueue stops an evicted workload's pods with this condition, then deletes them.
+    stop = {"type": "TerminationTarget", "status": "True", "reason": "WorkloadEvictedDueToPreempted"}
+    stopped = observe_pod(pod_body("Running", conditions=[stop]))
+    assert stopped.disrupted and stopped.reason == "WorkloadEvictedDueToPreempted"

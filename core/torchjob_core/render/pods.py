@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from torchjob_core import constants
-from torchjob_core.render import claims, env, meta, shm
+from torchjob_core.render import claims, env, kueue, meta, shm
 from torchjob_core.spec import TrainingJob, is_reserved_env, template_container
 
 JSON = dict[str, Any]
@@ -44,8 +44,7 @@ def pod_labels(job: TrainingJob, index: int, attempt: int, replacement: int = 0)
     if replacement:
         labels[constants.LABEL_REPLACEMENT] = str(replacement)
     scheduling = job.spec.scheduling
-    if scheduling.queue:
-        labels[constants.LABEL_KUEUE_QUEUE] = scheduling.queue
+    labels.update(kueue.pod_group_labels(job))
     if scheduling.effective_gang_scheduler == "coscheduling":
         labels[constants.LABEL_COSCHEDULING_GROUP] = meta.podgroup_name(job)
     return labels
@@ -172,6 +171,7 @@ def render_pod(job: TrainingJob, index: int, attempt: int, replacement: int = 0)
     annotations["kubectl.kubernetes.io/default-container"] = constants.CONTAINER_NAME
     if spec.scheduling.effective_gang_scheduler == "volcano":
         annotations[constants.ANNOTATION_VOLCANO_GROUP] = meta.podgroup_name(job)
+    annotations.update(kueue.pod_group_annotations(job))
 
     pod_spec: JSON = {
         "terminationGracePeriodSeconds": constants.DEFAULT_TERMINATION_GRACE_SECONDS,
