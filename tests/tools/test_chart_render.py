@@ -143,6 +143,21 @@ def test_namespaced_scope_grants_nothing_cluster_wide(chart: Any) -> None:
     assert not by_kind(docs, "PodDisruptionBudget")
 
 
+def test_kueue_local_queues_in_each_watched_namespace_and_no_extra_rbac(chart: Any) -> None:
+    sets = ["kueue.localQueues[0].name=team", "kueue.localQueues[0].clusterQueue=research"]
+    docs = chart.render(CI / "namespaced-values.yaml", sets=sets)
+    queues = by_kind(docs, "LocalQueue")
+    assert sorted((q["metadata"]["namespace"], q["metadata"]["name"]) for q in queues) == [
+        ("team-a", "team"),
+        ("team-b", "team"),
+    ]
+    assert {q["apiVersion"] for q in queues} == {"kueue.x-k8s.io/v1beta2"}
+    assert {q["spec"]["clusterQueue"] for q in queues} == {"research"}
+    # Kueue's pod-group integration acts on the labelled pods: the operator needs no Kueue permission.
+    for role in by_kind(docs, "Role"):
+        assert triples(role["rules"]) == CONTRACT_RULES | NAMESPACED_ONLY
+
+
 def test_crd_is_templated_and_kept_on_uninstall(chart: Any) -> None:
     docs = chart.render(CI / "default-values.yaml")
     crd = one(docs, "CustomResourceDefinition")
@@ -242,6 +257,8 @@ def test_names_fit_dns_labels_for_a_long_release_name(chart: Any) -> None:
         (["watchNamespaces={Team_A}"], "watchNamespaces"),
         (["metrics.port=70000"], "metrics/port"),
         (["podMonitor.interval=soon"], "podMonitor/interval"),
+        (["kueue.localQueues[0].name=q", "kueue.localQueues[0].clusterQueue=cq"], "kueue.localQueues"),
+        (["watchNamespaces={a}", "kueue.localQueues[0].name=q"], "clusterQueue"),
     ],
 )
 def test_invalid_values_fail_naming_the_key(chart: Any, sets: list[str], key: str) -> None:
