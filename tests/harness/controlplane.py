@@ -119,6 +119,12 @@ class ControlPlane:
         assert self._pki is not None, "control plane not started"
         return self._pki.ca_cert
 
+    @property
+    def keys(self) -> pki.Pki:
+        """The CA and keys, for other local servers whose certificates the apiserver must trust."""
+        assert self._pki is not None, "control plane not started"
+        return self._pki
+
     def api_client(self) -> client.ApiClient:
         """A new admin ApiClient; the caller closes it."""
         return client_from_kubeconfig(self.kubeconfig)

@@ -84,6 +84,20 @@ def generate(directory: Path, ips: tuple[str, ...]) -> Pki:
     return pki
 
 
+def sign_serving_cert(pki: Pki, directory: Path, cn: str, ips: tuple[str, ...]) -> tuple[Path, Path]:
+    """A serving certificate for another local server (Kueue's webhooks), signed by the control plane's
+    CA so the apiserver verifies it with the same CA bundle; returns (tls.crt, tls.key) in `directory`,
+    the names controller-runtime's webhook server reads."""
+    directory.mkdir(parents=True, exist_ok=True)
+    cert, key, csr, cnf = (directory / n for n in ("tls.crt", "tls.key", "tls.csr", "openssl.cnf"))
+    cnf.write_text(openssl_config(ips, dns=("localhost",)))
+    _openssl("req", "-new", "-nodes", "-newkey", "rsa:2048", "-keyout", key, "-out", csr,
+             "-subj", f"/CN={cn}", "-config", cnf)  # fmt: skip
+    _openssl("x509", "-req", "-in", csr, "-CA", pki.ca_cert, "-CAkey", pki.ca_key, "-set_serial", "3",
+             "-days", "3650", "-out", cert, "-extfile", cnf, "-extensions", "v3_server")  # fmt: skip
+    return cert, key
+
+
 def _openssl(*args: str | Path) -> None:
     proc = subprocess.run(["openssl", *map(str, args)], capture_output=True, text=True, check=False)
     if proc.returncode != 0:

@@ -67,10 +67,15 @@ def test_stage_file_covers_the_pod_and_node_lifecycle() -> None:
         "torchjob-pod-succeeded",
         "torchjob-pod-failed",
         "torchjob-pod-delete",
+        "torchjob-pod-terminate-held",
+        "torchjob-pod-delete-held-ended",
     }
     failed_keys = [e["key"] for e in by_name["torchjob-pod-failed"]["selector"]["matchExpressions"]]
     assert '.metadata.annotations["kwok.torchjob.dev/exit-code"]' in failed_keys
     assert by_name["torchjob-pod-delete"]["next"]["delete"] is True
+    assert by_name["torchjob-pod-delete-held-ended"]["next"]["delete"] is True
+    # A deleted pod that finalizers hold ends first (exit 143, as after SIGTERM), as the kubelet ends it.
+    assert "exitCode: 143" in by_name["torchjob-pod-terminate-held"]["next"]["statusTemplate"]
 
 
 def test_free_ports_are_distinct() -> None:
