@@ -56,6 +56,10 @@ class PodObs:
         return self.phase == "Pending" and GANG_WAIT_MESSAGE in self.message
 
     @property
+    def ended(self) -> bool:
+        return self.phase in ("Succeeded", "Failed")
+
+    @property
     def active(self) -> bool:
         """Pending or Running and not on its way out."""
         return self.phase in ("Pending", "Running", "Unknown") and not self.deleting

@@ -280,9 +280,11 @@ def _create_missing(p: _Pass) -> bool:
     missing = [i for i in range(p.job.spec.nodes) if i not in p.pods.current]
     if not missing:
         return False
-    leaving = [pod for pod in p.pods.stale if pod.active or pod.deleting]
+    # An ended pod that only a finalizer keeps (Kueue's, after it stopped the pods) runs nothing and
+    # holds no hostname: waiting for it would wait for a finalizer released only once replacements exist.
+    leaving = [pod for pod in p.pods.stale if (pod.active or pod.deleting) and not pod.ended]
     if p.phase == "Suspended":
-        leaving += [pod for pod in p.pods.current.values() if pod.deleting]
+        leaving += [pod for pod in p.pods.current.values() if pod.deleting and not pod.ended]
     if leaving:
         return True  # their deletion events wake the next pass
     if p.phase == "Running" and waiting:

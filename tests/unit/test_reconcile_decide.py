@@ -250,6 +250,14 @@ def test_restart_waits_for_backoff_then_old_pods_then_creates() -> None:
     assert ready.status["phase"] == "Pending" and ready.status["reason"] == "PodsCreated"
 
 
+def test_restart_does_not_wait_for_ended_pods_a_finalizer_holds() -> None:
+    # Kueue keeps its finalizer on the pods it stopped until the group has replacements for them.
+    st = status("Restarting", attempt=1, restartCount=1, disruptions=1, lastRestartTime=ts(100))
+    held = [pod(0, "Failed", exit_code=143, deleting=True), pod(1, "Failed", exit_code=143, deleting=True)]
+    plan = decide(make_job(2), held, st, at=121)
+    assert plan.create == [(0, 1, 0), (1, 1, 0)]
+
+
 def test_stale_running_pods_are_deleted_even_when_not_restarting() -> None:
     plan = decide(
         make_job(1), [pod(0, attempt=0), pod(0, "Pending", attempt=1)], status("Pending", attempt=1)
