@@ -1,0 +1,144 @@
+"""Kueue admits TrainingJobs by quota, against a real Kueue manager (harness.kueue) on the session's
+control plane: the pod-group integration holds a job's pods behind Kueue's scheduling gate until its
+ClusterQueue has quota for all of them (docs/scheduling.md).
+
+Kueue starts once for this module only, so the rest of the cluster tier never waits for it. Each test
+makes its own ResourceFlavor, ClusterQueue (serving only the test's namespace) and LocalQueue.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from harness import kueue
+from harness.controlplane import ControlPlane
+from harness.kubectl import Kubectl
+from kubernetes import client
+
+from .conftest import Jobs, OperatorProcess
+
+KUEUE = ("kueue.x-k8s.io", "v1beta2")
+QUEUE = "team"
+# Two pods of 1 CPU each: a ClusterQueue of 2 CPUs holds exactly one such job.
+JOB_CPUS = 2
+NODE = "cpu-node-1"  # the flavor's nodeLabels send admitted pods here
+
+
+@pytest.fixture(scope="module")
+def kueue_manager(control_plane: ControlPlane, crd: Any) -> Iterator[kueue.Kueue]:
+    try:
+        manager = kueue.Kueue(control_plane)
+        manager.start()
+    except kueue.KueueUnavailableError as exc:
+        if os.environ.get("TORCHJOB_REQUIRE_CLUSTER") == "1":
+            raise
+        pytest.skip(str(exc))
+    try:
+        yield manager
+    finally:
+        manager.stop()
+
+
+@pytest.fixture
+def queues(kube: client.ApiClient, namespace: str, kueue_manager: kueue.Kueue) -> Iterator[str]:
+    """A ResourceFlavor (nodeLabels: one node), a ClusterQueue with quota for one job that preempts lower
+    priorities, and LocalQueue `team` in the test's namespace; returns the ClusterQueue's name."""
+    custom: Any = client.CustomObjectsApi(kube)
+    name = f"cq-{namespace[-6:]}"
+    flavor = {"nodeLabels": {"kubernetes.io/hostname": NODE}}
+    quota = [{"name": name, "resources": [{"name": "cpu", "nominalQuota": str(JOB_CPUS)},
+                                          {"name": "memory", "nominalQuota": "1Ti"}]}]  # fmt: skip
+    cq = {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
+        "resourceGroups": [{"coveredResources": ["cpu", "memory"], "flavors": quota}],
+        "preemption": {"withinClusterQueue": "LowerPriority"},
+    }
+    cluster_objects = [("resourceflavors", name, flavor), ("clusterqueues", name, cq)]
+    for plural, obj_name, spec in cluster_objects:
+        custom.create_cluster_custom_object(*KUEUE, plural, _obj(plural, obj_name, spec))
+    lq = _obj("localqueues", QUEUE, {"clusterQueue": name})
+    custom.create_namespaced_custom_object(*KUEUE, namespace, "localqueues", lq)
+    yield name
+    for plural, obj_name, _ in reversed(cluster_objects):
+        try:
+            custom.delete_cluster_custom_object(*KUEUE, plural, obj_name)
+        except client.ApiException as exc:
+            if exc.status != 404:
+                raise
+
+
+def _obj(plural: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    kind = {"resourceflavors": "ResourceFlavor", "clusterqueues": "ClusterQueue", "localqueues": "LocalQueue"}
+    return {"apiVersion": "/".join(KUEUE), "kind": kind[plural], "metadata": {"name": name}, "spec": spec}
+
+
+def finish(jobs: Jobs, name: str) -> None:
+    for pod in jobs.pods(name):
+        if pod.status.phase == "Running":
+            jobs.exit(pod.metadata.name, 0)
+
+
+def test_second_job_waits_for_quota_then_runs(
+    jobs: Jobs, queues: str, operator: OperatorProcess, kubectl: Kubectl
+) -> None:
+    jobs.create("first", nodes=2, scheduling={"queue": QUEUE})
+    jobs.wait_phase("first", "Running", timeout=90)
+    # Kueue's flavor assignment reached the pods: its nodeLabels became their nodeSelector.
+    for pod in jobs.pods("first"):
+        assert (pod.spec.node_selector or {}).get("kubernetes.io/hostname") == NODE
+        assert pod.spec.node_name == NODE
+
+    jobs.create("second", nodes=2, scheduling={"queue": QUEUE})
+    status = jobs.wait(
+        "second", lambda st: st.get("reason") == "QueuedByKueue", "Pending: Kueue holds it", timeout=60
+    )
+    assert status["phase"] == "Pending"
+    assert f"LocalQueue {QUEUE}" in status["message"]
+    assert all(p.spec.scheduling_gates for p in jobs.pods("second"))
+    row = kubectl("get", "tj", "second", "-n", jobs.ns, "--no-headers").stdout
+    assert "Pending" in row and "QueuedByKueue" in row, row
+
+    finish(jobs, "first")
+    jobs.wait_phase("first", "Succeeded", timeout=60)
+    jobs.wait_phase("second", "Running", timeout=90)
+
+
+@pytest.fixture
+def priorities(kube: client.ApiClient, namespace: str) -> Iterator[tuple[str, str]]:
+    """Two PriorityClasses (low, high): Kueue orders and preempts workloads by their pods' priority."""
+    sched: Any = client.SchedulingV1Api(kube)
+    names = (f"low-{namespace[-6:]}", f"high-{namespace[-6:]}")
+    for value, name in enumerate(names):
+        sched.create_priority_class({"metadata": {"name": name}, "value": 1000 * (value + 1)})
+    yield names
+    for name in names:
+        sched.delete_priority_class(name)
+
+
+def test_higher_priority_job_preempts_then_the_lower_one_is_readmitted(
+    jobs: Jobs, queues: str, priorities: tuple[str, str], operator: OperatorProcess
+) -> None:
+    low, high = priorities
+    jobs.create("low", nodes=2, scheduling={"queue": QUEUE}, priorityClassName=low)
+    jobs.wait_phase("low", "Running", timeout=90)
+    first_pods = {p.metadata.name for p in jobs.pods("low")}
+
+    jobs.create("high", nodes=2, scheduling={"queue": QUEUE}, priorityClassName=high)
+    # Kueue evicts the low job's workload: its pods get Kueue's TerminationTarget condition and a
+    # graceful delete (SIGTERM: the trainer checkpoints), and the operator restarts the gang, uncounted.
+    jobs.wait("low", lambda st: st.get("disruptions", 0) >= 1, "disrupted by Kueue's preemption", timeout=90)
+    events = jobs.core.list_namespaced_event(jobs.ns, field_selector="involvedObject.name=low").items
+    restart = [e for e in events if e.reason == "PodDisrupted"]
+    assert restart and "WorkloadEvictedDueToPreempted" in restart[0].message, restart
+    jobs.wait_phase("high", "Running", timeout=90)
+    queued = jobs.wait("low", lambda st: st.get("reason") == "QueuedByKueue", "queued again", timeout=60)
+    assert queued["phase"] == "Pending"
+    assert queued["restartCount"] - queued["disruptions"] == 0  # not counted against backoffLimit
+
+    finish(jobs, "high")
+    jobs.wait_phase("high", "Succeeded", timeout=60)
+    jobs.wait_phase("low", "Running", timeout=90)
+    assert not first_pods & {p.metadata.name for p in jobs.pods("low") if p.status.phase == "Running"}
