@@ -9,16 +9,17 @@ makes its own ResourceFlavor, ClusterQueue (serving only the test's namespace) a
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from harness import kueue
-from harness.controlplane import ControlPlane
+from harness.controlplane import ControlPlane, service_account_kubeconfig
 from harness.kubectl import Kubectl
 from kubernetes import client
 
 from .conftest import Jobs, OperatorProcess
+from .test_operator_rbac import grant
 
 KUEUE = ("kueue.x-k8s.io", "v1beta2")
 QUEUE = "team"
@@ -81,9 +82,22 @@ def finish(jobs: Jobs, name: str) -> None:
             jobs.exit(pod.metadata.name, 0)
 
 
-def test_second_job_waits_for_quota_then_runs(
-    jobs: Jobs, queues: str, operator: OperatorProcess, kubectl: Kubectl
+def test_second_job_waits_for_quota_then_runs(  # noqa: PLR0917 (fixtures)
+    control_plane: ControlPlane,
+    kube: client.ApiClient,
+    start_operator: Callable[..., OperatorProcess],
+    jobs: Jobs,
+    queues: str,
+    kubectl: Kubectl,
 ) -> None:
+    # As the chart's namespaced Role: Kueue acts on the labelled pods, the operator needs no Kueue rights.
+    with grant(kube, jobs.ns, "torchjob-operator", "namespaced"):
+        op = start_operator(service_account_kubeconfig(control_plane, jobs.ns, "torchjob-operator"))
+        queue_then_admit(jobs, kubectl)
+    assert [line for line in op.output().splitlines() if "Forbidden" in line] == []
+
+
+def queue_then_admit(jobs: Jobs, kubectl: Kubectl) -> None:
     jobs.create("first", nodes=2, scheduling={"queue": QUEUE})
     jobs.wait_phase("first", "Running", timeout=90)
     # Kueue's flavor assignment reached the pods: its nodeLabels became their nodeSelector.
