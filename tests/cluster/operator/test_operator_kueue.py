@@ -26,6 +26,7 @@ QUEUE = "team"
 # Two pods of 1 CPU each: a ClusterQueue of 2 CPUs holds exactly one such job.
 JOB_CPUS = 2
 NODE = "cpu-node-1"  # the flavor's nodeLabels send admitted pods here
+TOLERATION = {"key": "torchjob.dev/kueue-flavor", "operator": "Exists", "effect": "NoSchedule"}
 
 
 @pytest.fixture(scope="module")
@@ -45,11 +46,11 @@ def kueue_manager(control_plane: ControlPlane, crd: Any) -> Iterator[kueue.Kueue
 
 @pytest.fixture
 def queues(kube: client.ApiClient, namespace: str, kueue_manager: kueue.Kueue) -> Iterator[str]:
-    """A ResourceFlavor (nodeLabels: one node), a ClusterQueue with quota for one job that preempts lower
-    priorities, and LocalQueue `team` in the test's namespace; returns the ClusterQueue's name."""
+    """A ResourceFlavor (nodeLabels: one node; a toleration), a ClusterQueue with quota for one job that
+    preempts lower priorities, and LocalQueue `team` in the test's namespace; returns the ClusterQueue."""
     custom: Any = client.CustomObjectsApi(kube)
     name = f"cq-{namespace[-6:]}"
-    flavor = {"nodeLabels": {"kubernetes.io/hostname": NODE}}
+    flavor = {"nodeLabels": {"kubernetes.io/hostname": NODE}, "tolerations": [TOLERATION]}
     quota = [{"name": name, "resources": [{"name": "cpu", "nominalQuota": str(JOB_CPUS)},
                                           {"name": "memory", "nominalQuota": "1Ti"}]}]  # fmt: skip
     cq = {
@@ -100,9 +101,12 @@ def test_second_job_waits_for_quota_then_runs(  # noqa: PLR0917 (fixtures)
 def queue_then_admit(jobs: Jobs, kubectl: Kubectl) -> None:
     jobs.create("first", nodes=2, scheduling={"queue": QUEUE})
     jobs.wait_phase("first", "Running", timeout=90)
-    # Kueue's flavor assignment reached the pods: its nodeLabels became their nodeSelector.
+    # Kueue's flavor assignment reached the pods: its nodeLabels and tolerations are theirs.
     for pod in jobs.pods("first"):
         assert (pod.spec.node_selector or {}).get("kubernetes.io/hostname") == NODE
+        assert TOLERATION in [
+            {"key": t.key, "operator": t.operator, "effect": t.effect} for t in pod.spec.tolerations
+        ]
         assert pod.spec.node_name == NODE
 
     jobs.create("second", nodes=2, scheduling={"queue": QUEUE})
