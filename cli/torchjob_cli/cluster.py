@@ -23,6 +23,7 @@ from kubernetes import config as _config
 from rich.console import Console
 from rich.live import Live
 from torchjob_core import constants, spec
+from torchjob_core.render import storage
 
 from torchjob_cli import manifests, metrics, views
 
@@ -104,15 +105,16 @@ def dispatch(args: argparse.Namespace, console: Console) -> int:
 
 def submit(cl: Cluster, args: argparse.Namespace, console: Console) -> int:
     docs = manifests.training_jobs(Path(args.file))
-    for doc in docs:
-        spec.load(doc)  # same field errors as admission, before anything is sent
-    for doc in docs:
+    # Same field errors as admission, before anything is sent.
+    warnings = [storage.ephemeral_warning(spec.load(doc)) for doc in docs]
+    for doc, warning in zip(docs, warnings, strict=True):
         ns = doc.get("metadata", {}).get("namespace") or cl.namespace
         doc.setdefault("metadata", {})["namespace"] = ns
         name = doc["metadata"]["name"]
         if args.dry_run:
             console.print(yaml.safe_dump(doc, sort_keys=False), markup=False, highlight=False)
             console.print(f"trainingjob.{constants.GROUP}/{name} valid (dry run)", markup=False)
+            _warn(console, name, warning)
             continue
         try:
             cl.custom.create_namespaced_custom_object(
@@ -129,7 +131,13 @@ def submit(cl: Cluster, args: argparse.Namespace, console: Console) -> int:
             )
             verb = "configured"
         console.print(f"trainingjob.{constants.GROUP}/{name} {verb}", markup=False, highlight=False)
+        _warn(console, name, warning)
     return 0
+
+
+def _warn(console: Console, name: str, warning: str | None) -> None:
+    if warning is not None:
+        console.print(f"warning: {name}: {warning}", markup=False, highlight=False, soft_wrap=True)
 
 
 def get(cl: Cluster, args: argparse.Namespace, console: Console) -> int:

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from rich.console import Console
+from torchjob_core.render import storage
 from torchjob_core.spec import TrainingJob
 
 from torchjob_cli import localplan, manifests, summary
@@ -75,6 +76,10 @@ def _print_plan(console: Console, job: TrainingJob, run_dir: Path, urls: dict[in
             f"{' '.join(spec.command)}",
         )
     say(console, f"run dir {run_dir} (node logs, summaries, checkpoints)")
+    warning = storage.ephemeral_warning(job)
+    if warning is not None:
+        # Locally the run dir keeps them; the same manifest on a cluster would not.
+        say(console, f"warning: on a cluster {warning}", style="yellow")
     for index, url in urls.items():
         if spec.elastic is None:
             say(console, f"rank {index} metrics {url}")

@@ -14,7 +14,8 @@ from typing import Any
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
-from torchjob_core import constants
+from torchjob_core import constants, spec
+from torchjob_core.render import storage
 from torchjob_core.status import parse_time
 
 from torchjob_cli.progress import Progress
@@ -158,6 +159,15 @@ def _name(pod: Obj) -> str:
     return str((pod.get("metadata") or {}).get("name", ""))
 
 
+def checkpoints(job: Obj) -> str:
+    """Where the job's checkpoints live, and whether they die with their pod."""
+    try:
+        location = storage.checkpoint_location(spec.load(job))
+    except spec.SpecError:
+        return "- (invalid spec)"
+    return f"{location.where} (lost when a pod is replaced)" if location.ephemeral else location.where
+
+
 def describe(job: Obj, pods: Sequence[Obj], events: Sequence[Obj], *, now: float) -> list[RenderableType]:
     md, spec, st = job.get("metadata") or {}, job.get("spec") or {}, _status(job)
     out: list[RenderableType] = [
@@ -172,6 +182,7 @@ def describe(job: Obj, pods: Sequence[Obj], events: Sequence[Obj], *, now: float
                 ("Image:", spec.get("image")),
                 ("Managed by:", spec.get("managedBy", constants.CONTROLLER_NAME)),
                 ("Nodes:", f"{spec.get('nodes', 1)} x {spec.get('procsPerNode', 'auto')} procs"),
+                ("Checkpoints:", checkpoints(job)),
                 ("Phase:", st.get("phase")),
                 ("Attempt:", st.get("attempt", 0)),
                 ("Restarts:", _restarts(st)),

@@ -78,6 +78,14 @@ SHM_MOUNT_PATH: Final = "/dev/shm"
 # An emptyDir at checkpoint.dir when no volumeMount covers it: always writable, survives in-pod restarts.
 CHECKPOINT_VOLUME_NAME: Final = "torchjob-checkpoints"
 RESERVED_VOLUME_NAMES: Final = (SHM_VOLUME_NAME, CHECKPOINT_VOLUME_NAME)
+# spec.checkpoint.storage: the claim the operator creates is `<job><CHECKPOINT_CLAIM_SUFFIX>`.
+CHECKPOINT_CLAIM_SUFFIX: Final = "-checkpoints"
+CLAIM_ACCESS_MODES: Final = ("ReadWriteOnce", "ReadWriteOncePod", "ReadWriteMany")
+DEFAULT_CLAIM_ACCESS_MODE: Final = "ReadWriteOnce"
+SHARED_CLAIM_ACCESS_MODE: Final = "ReadWriteMany"  # the one mode every pod may mount
+CLAIM_RETENTION_POLICIES: Final = ("Delete", "Retain")
+# status.conditions: True when checkpoints die with their pod (an emptyDir at checkpoint.dir).
+CHECKPOINTS_EPHEMERAL: Final = "CheckpointsEphemeral"
 # Time for the trainer to write its SIGTERM checkpoint; a template may set another value.
 DEFAULT_TERMINATION_GRACE_SECONDS: Final = 60
 # The trainer image runs as this non-root user; a template securityContext may override it.

@@ -61,3 +61,9 @@ DEVICE_CLAIMS_MISSING = Reason(
     "No pods created: spec.resources.gpuDeviceClassName is set but {error}; retrying every 30s.",
 )
 INVALID_SPEC = Reason("InvalidSpec", "{error}")
+CHECKPOINTS_EPHEMERAL = Reason(
+    "CheckpointsInEmptyDir",
+    "Checkpoints go to {where} and are lost when a pod is replaced (gang restart, preemption, node loss): "
+    "set spec.checkpoint.storage or mount a volume there.",
+)
+CHECKPOINTS_PERSISTENT = Reason("CheckpointsPersistent", "Checkpoints go to {where}.")

@@ -1,9 +1,9 @@
 """Carry out a reconcile Plan through an `Api` (k8s.KubeApi in production, a fake in tests).
 
 Order: what the new pods name first (the PodGroup: a gang must exist before its pods; the GPUs'
-ResourceClaimTemplate under DRA), then deletes, then the Service and the creates together,
-then ONE status write, and Events only after that write succeeded. Creates and deletes the operator made
-recently but the watch does not show yet are not repeated (`InFlight`).
+ResourceClaimTemplate under DRA; the checkpoint PersistentVolumeClaim), then deletes, then the Service and
+the creates together, then ONE status write, and Events only after that write succeeded. Creates and
+deletes the operator made recently but the watch does not show yet are not repeated (`InFlight`).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from torchjob_core.render.claims import render_claim_template
 from torchjob_core.render.podgroup import render_podgroup
 from torchjob_core.render.pods import render_pod
 from torchjob_core.render.service import render_service
+from torchjob_core.render.storage import render_claim
 from torchjob_core.spec import TrainingJob
 
 from torchjob_operator import reconcile
@@ -50,6 +51,7 @@ class Api(Protocol):
     async def ensure_service(self, job: JobKey, body: Mapping[str, Any]) -> None: ...
     async def ensure_podgroup(self, job: JobKey, body: Mapping[str, Any]) -> None: ...
     async def ensure_claim_template(self, job: JobKey, body: Mapping[str, Any]) -> None: ...
+    async def ensure_claim(self, job: JobKey, body: Mapping[str, Any]) -> None: ...
     async def patch_status(
         self, job: JobKey, status: Mapping[str, Any], resource_version: str | None
     ) -> dict[str, Any]: ...
@@ -83,7 +85,7 @@ class Outcome:
 def cost(plan: reconcile.Plan, status_changed: bool) -> int:
     """Upper bound of the API requests a plan makes (for the per-job budget)."""
     # A pass that ensures the Service may also ensure a DRA job's claim template (the plan does not know).
-    ensures = 2 * int(plan.ensure_service) + int(plan.ensure_podgroup)
+    ensures = 2 * int(plan.ensure_service) + int(plan.ensure_podgroup) + int(plan.ensure_claim)
     return (
         ensures
         + len(plan.create)
@@ -142,8 +144,9 @@ async def execute(
 async def _ensure_named_objects(
     job: TrainingJob, plan: reconcile.Plan, api: Api, observed: Mapping[str, Any], now: dt.datetime
 ) -> reconcile.Plan:
-    """The PodGroup and claim template the new pods name, before them. When an API is missing, create no
-    pods and say why: a gang would start piecemeal, and pods naming a missing template never schedule."""
+    """The PodGroup, claim template and checkpoint claim the new pods name, before them. When an API is
+    missing, create no pods and say why: a gang would start piecemeal, and pods naming a missing template
+    never schedule."""
     key = (job.namespace, job.name)
     podgroup = render_podgroup(job) if plan.ensure_podgroup else None
     claim_template = render_claim_template(job) if plan.ensure_service else None
@@ -154,6 +157,10 @@ async def _ensure_named_objects(
             await api.ensure_claim_template(key, claim_template)
     except ApiUnavailableError as exc:
         return _blocked(job, plan, exc.reason.format(error=str(exc)), observed, now)
+    checkpoint_claim = render_claim(job) if plan.ensure_claim else None
+    if checkpoint_claim is not None:
+        # A pod whose claim does not exist yet is unschedulable until it does.
+        await api.ensure_claim(key, checkpoint_claim)
     return plan
 
 

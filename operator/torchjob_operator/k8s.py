@@ -88,6 +88,18 @@ class KubeApi:
             if exc.status != 409:
                 raise
 
+    async def ensure_claim(self, job: JobKey, body: Mapping[str, Any]) -> None:
+        """Create-if-absent: an existing claim (an earlier attempt's, or a retained one) is kept as is."""
+        try:
+            await self._call(
+                job,
+                "create",
+                lambda: self.core.create_namespaced_persistent_volume_claim(job[0], dict(body)),
+            )
+        except client.ApiException as exc:
+            if exc.status != 409:
+                raise
+
     async def _create_namespaced(self, job: JobKey, body: Mapping[str, Any], plural: str) -> None:
         """Create-if-absent of a namespaced object of any API group (409: it exists, which is success)."""
         group, version = str(body["apiVersion"]).split("/")

@@ -39,7 +39,8 @@ import datetime as dt
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, NamedTuple
 
-from torchjob_core import failure_policy, reasons, status
+from torchjob_core import constants, failure_policy, reasons, status
+from torchjob_core.render import storage
 from torchjob_core.spec import TrainingJob
 
 from torchjob_operator.observe import PodObs
@@ -69,6 +70,7 @@ class Plan:
     delete: list[str] = dataclasses.field(default_factory=list)  # pod names
     ensure_service: bool = False
     ensure_podgroup: bool = False
+    ensure_claim: bool = False  # the checkpoint PersistentVolumeClaim, before any pod
     delete_job: bool = False
     events: list[Event] = dataclasses.field(default_factory=list)
     requeue_after: float | None = None
@@ -89,6 +91,7 @@ WARNING_REASONS = frozenset(
         reasons.STARTUP_DEADLINE.reason,
         reasons.INVALID_SPEC.reason,
         reasons.GANG_SCHEDULER_MISSING.reason,
+        reasons.CHECKPOINTS_EPHEMERAL.reason,
     }
 )
 
@@ -189,6 +192,7 @@ def decide(job: TrainingJob, pods: Sequence[PodObs], observed: Mapping[str, Any]
             break
     else:
         _report(p)
+    _checkpoints(p)
     return with_events(p.plan, observed)
 
 
@@ -212,6 +216,31 @@ def _begin(job: TrainingJob, pods: Sequence[PodObs], observed: Mapping[str, Any]
             i for i in observed["replacingNodes"] or [] if i not in pods_by_attempt.current
         ]
     return _Pass(job, pods_by_attempt, observed, now, Plan(status=st), counts)
+
+
+def _checkpoints(p: _Pass) -> None:
+    """CheckpointsEphemeral, added with the job's first pods when its checkpoints die with their pod
+    (True, plus one Warning Event: nothing is lost yet), then kept in step with the spec (False once it
+    gives them storage). A job that always had storage never gets the condition."""
+    location = storage.checkpoint_location(p.job)
+    conditions = list(p.plan.status.get("conditions") or [])
+    before = status.find(conditions, constants.CHECKPOINTS_EPHEMERAL)
+    first_pods = bool(p.plan.create) and p.start is None and location.ephemeral
+    if before is None and not first_pods:
+        return
+    template = reasons.CHECKPOINTS_EPHEMERAL if location.ephemeral else reasons.CHECKPOINTS_PERSISTENT
+    reason, message = template.format(where=location.where)
+    p.plan.status["conditions"] = status.set_condition(
+        conditions,
+        constants.CHECKPOINTS_EPHEMERAL,
+        "True" if location.ephemeral else "False",
+        reason=reason,
+        message=message,
+        now=p.now,
+        generation=p.job.metadata.generation,
+    )
+    if first_pods:
+        p.plan.events.append(Event("Warning", reason, message))
 
 
 def _finished(p: _Pass) -> bool:
@@ -302,6 +331,8 @@ def _create(p: _Pass, missing: Sequence[int]) -> None:
     p.plan.create = [PodKey(i, p.attempt, _replacement(replacements, i)) for i in missing]
     p.plan.ensure_service = True
     p.plan.ensure_podgroup = p.job.spec.scheduling.gang
+    claim = p.job.spec.checkpoint.storage
+    p.plan.ensure_claim = claim is not None and claim.creates_claim
     if p.start is None or p.phase == "Suspended":
         # Like a Kubernetes Job, a resumed job's clocks (both deadlines) start again.
         p.plan.status["startTime"] = status.timestamp(p.now)

@@ -21,6 +21,7 @@ CONTRACT_RULES = {
     ("torchjob.dev", "trainingjobs/finalizers", "update"),
     *(("", "pods", v) for v in ("get", "list", "watch", "create", "delete", "patch")),
     *(("", "services", v) for v in ("get", "list", "watch", "create", "patch", "delete")),
+    ("", "persistentvolumeclaims", "create"),
     *((g, "events", v) for g in ("", "events.k8s.io") for v in ("create", "patch")),
     *(
         (g, "podgroups", v)

@@ -68,3 +68,20 @@ def test_submit_dry_run_validates_without_a_cluster(
     out = capsys.readouterr().out
     assert code == 0
     assert "namespace: team" in out and "trainingjob.torchjob.dev/cpu-gloo valid (dry run)" in out
+    # The example keeps checkpoints in an emptyDir: one line says they die with their pods.
+    warnings = [line for line in out.splitlines() if line.startswith("warning: cpu-gloo: checkpoints go to")]
+    assert len(warnings) == 1 and "set spec.checkpoint.storage" in warnings[0]
+
+
+def test_local_run_plan_warns_once_about_ephemeral_checkpoints(tmp_path: Path) -> None:
+    from rich.console import Console
+    from torchjob_cli import local, manifests
+
+    console = Console(record=True, width=400)
+    local._print_plan(console, manifests.load_job_file(EXAMPLE), tmp_path, {})
+    lines = [line for line in console.export_text().splitlines() if "checkpoints go to" in line]
+    assert lines == [
+        "torchjob: warning: on a cluster checkpoints go to an emptyDir at /checkpoints and are lost when "
+        "a pod is replaced (gang restart, preemption, node loss): set spec.checkpoint.storage or mount a "
+        "volume there"
+    ]

@@ -142,3 +142,13 @@ def test_describe_names_the_controller_that_manages_the_job() -> None:
     assert "Managed by:      torchjob.dev/operator" in render(*views.describe(JOB, [], [], now=NOW))
     theirs = {**JOB, "spec": {**JOB["spec"], "managedBy": "kueue.x-k8s.io/multikueue"}}  # type: ignore[dict-item]
     assert "Managed by:      kueue.x-k8s.io/multikueue" in render(*views.describe(theirs, [], [], now=NOW))
+
+
+def test_describe_says_where_checkpoints_live() -> None:
+    assert "(lost when a pod is replaced)" in render(*views.describe(JOB, [], [], now=NOW))
+    claim = {"storage": {"existingClaim": "ckpt", "accessModes": ["ReadWriteMany"]}}
+    kept = {**JOB, "spec": {**JOB["spec"], "checkpoint": claim}}  # type: ignore[dict-item]
+    assert (
+        views.checkpoints(kept) == "PersistentVolumeClaim ckpt (existing claim) at /checkpoints, on every pod"
+    )
+    assert views.checkpoints({**JOB, "spec": {"nodes": "x"}}) == "- (invalid spec)"

@@ -30,6 +30,7 @@ class FakeApi:
         self.pods: dict[str, dict[str, Any]] = {}
         self.calls: list[tuple[str, str]] = []
         self.events: list[tuple[str, str]] = []
+        self.claims: dict[str, dict[str, Any]] = {}
         self.rv = 10
 
     async def create_pod(self, job: Key, body: Mapping[str, Any]) -> bool:
@@ -52,6 +53,10 @@ class FakeApi:
 
     async def ensure_claim_template(self, job: Key, body: Mapping[str, Any]) -> None:
         self.calls.append(("create", "resourceclaimtemplate"))
+
+    async def ensure_claim(self, job: Key, body: Mapping[str, Any]) -> None:
+        self.calls.append(("create", "persistentvolumeclaim"))
+        self.claims[body["metadata"]["name"]] = copy.deepcopy(dict(body))
 
     async def patch_status(
         self, job: Key, status: Mapping[str, Any], resource_version: str | None
@@ -118,9 +123,16 @@ def run_pass(
     )
 
 
+def job_with_claim(nodes: int, **storage: Any) -> dict[str, Any]:
+    body = job_body(nodes)
+    body["spec"]["checkpoint"] = {"storage": storage or {"existingClaim": "ckpt"}}
+    return body
+
+
 def test_normal_job_stays_within_its_request_budget() -> None:
     nodes = 4
-    api, state = FakeApi(job_body(nodes)), new_state()
+    # Checkpoints on the user's claim; the default emptyDir adds one Warning Event (test below).
+    api, state = FakeApi(job_with_claim(nodes)), new_state()
     transitions = 0
     run_pass(api, state, 1)  # Created
     transitions += 1
@@ -137,6 +149,35 @@ def test_normal_job_stays_within_its_request_budget() -> None:
     # Pods once, one Service, one status write and one Event per transition.
     assert len(api.calls) == nodes + 1 + 2 * transitions
     assert len(api.calls) <= nodes + 6 * transitions
+
+
+def test_ephemeral_checkpoints_add_one_warning_event_with_the_first_pods() -> None:
+    api, state = FakeApi(job_body(2)), new_state()
+    run_pass(api, state, 1)
+    api.set_all("Running")
+    run_pass(api, state, 2)
+    run_pass(api, state, 3)
+    assert api.events == [
+        ("Warning", "CheckpointsInEmptyDir"),
+        ("Normal", "PodsCreated"),
+        ("Normal", "AllRanksRunning"),
+    ]
+    cond = next(c for c in api.job["status"]["conditions"] if c["type"] == "CheckpointsEphemeral")
+    assert cond["status"] == "True" and cond["reason"] == "CheckpointsInEmptyDir"
+    assert "an emptyDir at /checkpoints" in cond["message"]
+    assert len(api.calls) == 2 + 1 + 2 * 2 + 1
+
+
+def test_the_checkpoint_claim_is_created_once_before_the_pods() -> None:
+    api, state = FakeApi(job_with_claim(2, size="10Gi")), new_state()
+    run_pass(api, state, 1)
+    assert api.calls[0] == ("create", "persistentvolumeclaim")
+    assert list(api.claims) == ["j-checkpoints"]
+    assert api.claims["j-checkpoints"]["metadata"]["ownerReferences"][0]["uid"] == "u"
+    api.set_all("Running")
+    run_pass(api, state, 2)
+    assert api.calls.count(("create", "persistentvolumeclaim")) == 1
+    assert all(c["type"] != "CheckpointsEphemeral" for c in api.job["status"]["conditions"])
 
 
 def test_stale_index_does_not_duplicate_creates() -> None:

@@ -19,7 +19,12 @@ def ts(seconds: float) -> str:
 
 
 def make_job(
-    nodes: int = 2, *, elastic: bool = False, gang: bool = False, **run_policy: Any
+    nodes: int = 2,
+    *,
+    elastic: bool = False,
+    gang: bool = False,
+    checkpoint: dict[str, Any] | None = None,
+    **run_policy: Any,
 ) -> spec.TrainingJob:
     body: dict[str, Any] = {
         "apiVersion": "torchjob.dev/v1alpha1",
@@ -31,7 +36,12 @@ def make_job(
         body["spec"]["elastic"] = {"minNodes": 1, "maxNodes": nodes}
     if gang:
         body["spec"]["scheduling"] = {"gang": True}
+    if checkpoint is not None:
+        body["spec"]["checkpoint"] = checkpoint
     return spec.load(body)
+
+
+ON_A_CLAIM = {"storage": {"size": "10Gi"}}
 
 
 def pod(index: int, phase: str = "Running", attempt: int = 0, **kw: Any) -> PodObs:
@@ -55,7 +65,7 @@ def decide(job: spec.TrainingJob, pods: list[PodObs], st: dict[str, Any], at: fl
 
 
 def test_fresh_job_creates_every_pod_and_reports_created() -> None:
-    plan = decide(make_job(3), [], {})
+    plan = decide(make_job(3, checkpoint={"storage": {"existingClaim": "c"}}), [], {})
     assert plan.create == [(0, 0, 0), (1, 0, 0), (2, 0, 0)]
     assert plan.ensure_service and not plan.ensure_podgroup
     assert plan.status["phase"] == "Created"
@@ -63,6 +73,40 @@ def test_fresh_job_creates_every_pod_and_reports_created() -> None:
     assert plan.status["observedGeneration"] == 3
     assert [c["type"] for c in plan.status["conditions"]] == ["Created"]
     assert [(e.type, e.reason) for e in plan.events] == [("Normal", "PodsCreated")]
+
+
+def test_checkpoint_storage_ensures_its_claim_with_the_pods() -> None:
+    plan = decide(make_job(2, checkpoint=ON_A_CLAIM), [], {})
+    assert plan.ensure_claim and plan.create
+    assert not decide(make_job(2, checkpoint={"storage": {"existingClaim": "c"}}), [], {}).ensure_claim
+    assert not decide(make_job(2), [], {}).ensure_claim
+
+
+def test_ephemeral_checkpoints_say_so_with_the_first_pods() -> None:
+    plan = decide(make_job(2), [], {})
+    cond = next(c for c in plan.status["conditions"] if c["type"] == "CheckpointsEphemeral")
+    assert (cond["status"], cond["reason"]) == ("True", "CheckpointsInEmptyDir")
+    assert "an emptyDir at /checkpoints" in cond["message"]
+    assert [(e.type, e.reason) for e in plan.events] == [
+        ("Warning", "CheckpointsInEmptyDir"),
+        ("Normal", "PodsCreated"),
+    ]
+    # The next pass keeps it and says nothing again.
+    again = decide(make_job(2), [pod(0, "Pending"), pod(1, "Pending")], plan.status, at=2)
+    assert reconcile_cond(again.status)["status"] == "True"
+    assert all(e.reason != "CheckpointsInEmptyDir" for e in again.events)
+
+
+def test_storage_added_later_turns_the_condition_false() -> None:
+    first = decide(make_job(2), [], {})
+    later = decide(make_job(2, checkpoint=ON_A_CLAIM), [pod(0), pod(1)], first.status, at=5)
+    cond = reconcile_cond(later.status)
+    assert (cond["status"], cond["reason"]) == ("False", "CheckpointsPersistent")
+    assert "PersistentVolumeClaim j-checkpoints" in cond["message"]
+
+
+def reconcile_cond(st: dict[str, Any]) -> dict[str, Any]:
+    return next(c for c in st["conditions"] if c["type"] == "CheckpointsEphemeral")
 
 
 def test_gang_job_ensures_the_podgroup() -> None:

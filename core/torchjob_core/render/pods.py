@@ -12,8 +12,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from torchjob_core import constants
-from torchjob_core.render import claims, env, kueue, meta, shm
-from torchjob_core.spec import TrainingJob, is_reserved_env, template_container
+from torchjob_core.render import claims, env, kueue, meta, shm, storage
+from torchjob_core.spec import TrainingJob, is_reserved_env
 
 JSON = dict[str, Any]
 
@@ -96,13 +96,6 @@ def _resources(job: TrainingJob, base: JSON) -> JSON:
     return out
 
 
-def needs_checkpoint_volume(job: TrainingJob) -> bool:
-    """True when nothing is mounted at checkpoint.dir: an emptyDir there keeps it writable for uid 10001."""
-    template_trainer = template_container(job.spec.template) or {}
-    mounted = [*job.spec.volume_mounts, *(template_trainer.get("volumeMounts") or [])]
-    return all(m.get("mountPath") != job.spec.checkpoint.dir for m in mounted)
-
-
 def _trainer_container(job: TrainingJob, index: int, base: JSON) -> JSON:
     spec = job.spec
     c = copy.deepcopy(base)
@@ -133,9 +126,10 @@ def _trainer_container(job: TrainingJob, index: int, base: JSON) -> JSON:
     c["resources"] = _resources(job, c.get("resources") or {})
     c["ports"] = _merge_by("containerPort", c.get("ports") or [], _ports(job))
     mounts = [*copy.deepcopy(list(spec.volume_mounts)), shm.shm_mount()]
+    checkpoints = storage.checkpoint_mount(job, index)
+    if checkpoints is not None:
+        mounts.append(checkpoints)
     c["volumeMounts"] = _merge_by("mountPath", c.get("volumeMounts") or [], mounts)
-    if needs_checkpoint_volume(job):
-        c["volumeMounts"].append({"name": constants.CHECKPOINT_VOLUME_NAME, "mountPath": spec.checkpoint.dir})
     c["securityContext"] = {**CONTAINER_SECURITY_DEFAULTS, **(c.get("securityContext") or {})}
     return c
 
@@ -185,8 +179,9 @@ def render_pod(job: TrainingJob, index: int, attempt: int, replacement: int = 0)
     pod_spec["automountServiceAccountToken"] = spec.automount_service_account_token
     pod_spec["containers"] = _containers(job, index, tspec)
     volumes = [*copy.deepcopy(list(spec.volumes)), shm.shm_volume(job)]
-    if needs_checkpoint_volume(job):
-        volumes.append({"name": constants.CHECKPOINT_VOLUME_NAME, "emptyDir": {}})
+    checkpoints = storage.checkpoint_volume(job, index)
+    if checkpoints is not None:
+        volumes.append(checkpoints)
     pod_spec["volumes"] = _merge_by("name", tspec.get("volumes") or [], volumes)
     if claims.uses_claims(job):
         pod_spec["resourceClaims"] = _merge_by(

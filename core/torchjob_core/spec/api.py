@@ -40,7 +40,7 @@ MANAGED_BY_PATTERN: Final = (
 )
 MAX_MANAGED_BY_LENGTH: Final = 63
 # One interface name or a comma-separated list: what both NCCL_SOCKET_IFNAME and GLOO_SOCKET_IFNAME take.
-# A DeviceClass name (DNS subdomain).
+# A DNS subdomain: DeviceClass and PersistentVolumeClaim names.
 DNS_SUBDOMAIN_PATTERN: Final = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 NETWORK_INTERFACE_PATTERN: Final = r"^[A-Za-z0-9_.:@-]+(,[A-Za-z0-9_.:@-]+)*$"
 MAX_NETWORK_INTERFACE_LENGTH: Final = 256
@@ -268,16 +268,64 @@ def _shared_memory() -> Object:
     )
 
 
+def _checkpoint_storage() -> Object:
+    claim_name = Str(
+        "A PersistentVolumeClaim the user owns, mounted instead of one the operator creates.",
+        max_length=MAX_NAME_LENGTH,
+        pattern=DNS_SUBDOMAIN_PATTERN,
+    )
+    return Object(
+        "A PersistentVolumeClaim at checkpoint.dir that outlives pods. With size the operator creates one "
+        "claim, <job>-checkpoints, before the first pods and keeps it across attempts; with existingClaim "
+        "the pods mount that claim. With ReadWriteMany every pod mounts it; otherwise only node 0's pod "
+        "(where rank 0 of a fixed-size job runs), and the other nodes keep an emptyDir.",
+        properties={
+            "size": Quantity("Requested storage of the claim the operator creates.", positive=True),
+            "storageClassName": Str(
+                "StorageClass of the created claim; absent or empty: the cluster's default class.",
+                max_length=MAX_NAME_LENGTH,
+            ),
+            "accessModes": Array(
+                "Access modes of the claim (for existingClaim: the ones it has). Only ReadWriteMany lets "
+                "every pod mount it.",
+                items=Str(enum=constants.CLAIM_ACCESS_MODES),
+                max_items=len(constants.CLAIM_ACCESS_MODES),
+                min_items=1,
+                unique=True,
+                default=[constants.DEFAULT_CLAIM_ACCESS_MODE],
+            ),
+            "existingClaim": claim_name,
+            "whenJobDeleted": Str(
+                "Delete: the created claim is owned by the job and deleted with it. Retain: it has no "
+                "owner and stays (a new job of the same name mounts it again and resumes).",
+                enum=constants.CLAIM_RETENTION_POLICIES,
+                default=constants.CLAIM_RETENTION_POLICIES[0],
+            ),
+        },
+        rules=(
+            Rule(
+                "has(self.size) != has(self.existingClaim)",
+                "set exactly one of size (a claim the operator creates) or existingClaim",
+                lambda s: ("size" in s) != ("existingClaim" in s),
+            ),
+        ),
+    )
+
+
 def _checkpoint() -> Object:
     directory = Str(
-        "Directory for checkpoints (TORCHJOB_CHECKPOINT_DIR). Without a volumeMount here "
-        "torchjob mounts an emptyDir (kept across in-pod restarts only); mount a PersistentVolumeClaim to "
-        "keep checkpoints across gang restarts.",
+        "Directory for checkpoints (TORCHJOB_CHECKPOINT_DIR). Without storage or a volumeMount here "
+        "torchjob mounts an emptyDir (kept across in-pod restarts only; the job gets the condition "
+        "CheckpointsEphemeral); set storage to keep checkpoints across gang restarts.",
         default=constants.DEFAULT_CHECKPOINT_DIR,
         pattern=ABS_PATH_PATTERN,
         max_length=1024,
     )
-    return Object("Checkpointing by rank 0.", properties={"dir": directory}, default={})
+    return Object(
+        "Checkpointing by rank 0.",
+        properties={"dir": directory, "storage": _checkpoint_storage()},
+        default={},
+    )
 
 
 def _metrics() -> Object:
@@ -602,6 +650,16 @@ def _spec_rules() -> tuple[Rule, ...]:
             "every volumeMount must name a volume in spec.volumes",
             lambda s: (
                 {m["name"] for m in s.get("volumeMounts", ())} <= {v["name"] for v in s.get("volumes", ())}
+            ),
+            ".volumeMounts",
+        ),
+        Rule(
+            "!has(self.checkpoint.storage) || !has(self.volumeMounts) || "
+            "!self.volumeMounts.exists(m, m.mountPath == self.checkpoint.dir)",
+            "must not mount a volume at checkpoint.dir when checkpoint.storage is set",
+            lambda s: (
+                "storage" not in s["checkpoint"]
+                or all(m["mountPath"] != s["checkpoint"]["dir"] for m in s.get("volumeMounts", ()))
             ),
             ".volumeMounts",
         ),

@@ -48,8 +48,28 @@ class SharedMemory:
 
 
 @dataclass(frozen=True)
+class CheckpointStorage:
+    size: str | None = None
+    storage_class_name: str | None = None
+    access_modes: tuple[str, ...] = (constants.DEFAULT_CLAIM_ACCESS_MODE,)
+    existing_claim: str | None = None
+    when_job_deleted: Literal["Delete", "Retain"] = "Delete"
+
+    @property
+    def creates_claim(self) -> bool:
+        """The operator creates the claim (size), rather than mounting the user's (existingClaim)."""
+        return self.existing_claim is None
+
+    @property
+    def shared(self) -> bool:
+        """Every pod may mount it (ReadWriteMany); else only node 0's pod does."""
+        return constants.SHARED_CLAIM_ACCESS_MODE in self.access_modes
+
+
+@dataclass(frozen=True)
 class Checkpoint:
     dir: str = constants.DEFAULT_CHECKPOINT_DIR
+    storage: CheckpointStorage | None = None
 
 
 @dataclass(frozen=True)

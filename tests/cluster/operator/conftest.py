@@ -195,3 +195,35 @@ class Jobs:
 @pytest.fixture
 def jobs(kube: client.ApiClient, namespace: str) -> Jobs:
     return Jobs(kube, namespace)
+
+
+STORAGE_CLASS = "torchjob-test-static"
+
+
+@pytest.fixture
+def static_pv(kube: client.ApiClient, namespace: str) -> Iterator[Callable[[str], str]]:
+    """static_pv(suffix) -> the name of a 1Gi ReadWriteOnce hostPath PV of STORAGE_CLASS (no StorageClass
+    object exists, so the PV controller binds a claim of that class to it at once)."""
+    core: Any = client.CoreV1Api(kube)
+    made: list[str] = []
+
+    def make(suffix: str) -> str:
+        name = f"{namespace}-{suffix}"
+        core.create_persistent_volume(
+            {
+                "metadata": {"name": name},
+                "spec": {
+                    "capacity": {"storage": "1Gi"},
+                    "accessModes": ["ReadWriteOnce"],
+                    "persistentVolumeReclaimPolicy": "Retain",
+                    "storageClassName": STORAGE_CLASS,
+                    "hostPath": {"path": f"/tmp/{name}"},
+                },
+            }
+        )
+        made.append(name)
+        return name
+
+    yield make
+    for name in made:
+        core.delete_persistent_volume(name)

@@ -15,7 +15,7 @@ from harness.controlplane import ControlPlane, client_from_kubeconfig, service_a
 from harness.polling import eventually
 from kubernetes import client
 
-from .conftest import REPO_ROOT, Jobs, OperatorProcess
+from .conftest import REPO_ROOT, STORAGE_CLASS, Jobs, OperatorProcess
 
 NAMESPACED = REPO_ROOT / "manifests" / "install-namespaced.yaml"
 CLUSTERWIDE = REPO_ROOT / "manifests" / "install.yaml"
@@ -63,7 +63,9 @@ def test_operator_works_with_the_chart_role_and_cannot_read_secrets(  # noqa: PL
     namespace: str,
     start_operator: Callable[..., OperatorProcess],
     jobs: Jobs,
+    static_pv: Callable[[str], str],
 ) -> None:
+    static_pv("rbac")  # the job's checkpoint claim binds to it: the claim create is the SA's too
     with grant(kube, namespace, "torchjob-operator", scope):
         run_as_operator(control_plane, kube, namespace, start_operator, jobs)
 
@@ -89,9 +91,17 @@ def run_as_operator(
 
     op = start_operator(kubeconfig)
     # Kubernetes' own gang: the chart grants create on its PodGroups, nothing more; a gang restart reuses
-    # the group (the scheduler forgets ended members).
+    # the group (the scheduler forgets ended members). The checkpoint claim binds to the static PV: its
+    # create is the ServiceAccount's too.
     gang = {"gang": True, "gangScheduler": "kubernetes"}
-    jobs.create("rbac", nodes=2, runPolicy={"ttlSecondsAfterFinished": 1}, scheduling=gang)
+    storage = {"size": "1Gi", "storageClassName": STORAGE_CLASS}
+    jobs.create(
+        "rbac",
+        nodes=2,
+        runPolicy={"ttlSecondsAfterFinished": 1},
+        scheduling=gang,
+        checkpoint={"storage": storage},
+    )
     jobs.wait_phase("rbac", "Running")
     group = jobs.custom.get_namespaced_custom_object(
         "scheduling.k8s.io", "v1alpha2", namespace, "podgroups", "rbac"
