@@ -61,6 +61,9 @@ DEVICE_CLAIMS_MISSING = Reason(
     "No pods created: spec.resources.gpuDeviceClassName is set but {error}; retrying every 30s.",
 )
 INVALID_SPEC = Reason("InvalidSpec", "{error}")
+# The reason names the cause (QuotaExceeded, LimitRange, PodSecurity, InvalidPodTemplate, ...). No delay in
+# the message: a retry that fails the same way then writes nothing.
+POD_REJECTED = Reason("", "The API server rejected pod {pod} ({code}): {message}; retrying with backoff.")
 CHECKPOINTS_EPHEMERAL = Reason(
     "CheckpointsInEmptyDir",
     "Checkpoints go to {where} and are lost when a pod is replaced (gang restart, preemption, node loss): "

@@ -22,7 +22,7 @@ from torchjob_core.render.service import render_service
 from torchjob_core.render.storage import render_claim
 from torchjob_core.spec import TrainingJob
 
-from torchjob_operator import reconcile
+from torchjob_operator import reconcile, rejections
 
 JobKey = tuple[str, str]
 
@@ -43,6 +43,14 @@ class ClaimsUnavailableError(ApiUnavailableError):
     """resource.k8s.io/v1 is not served (Kubernetes before 1.34, or DRA turned off)."""
 
     reason = reasons.DEVICE_CLAIMS_MISSING
+
+
+class PodRejectedError(RuntimeError):
+    """The API server refused a pod create (quota, LimitRange, Pod Security, a policy, an invalid pod)."""
+
+    def __init__(self, pod: str, code: int, message: str) -> None:
+        super().__init__(f"pod {pod}: {code}: {message}")
+        self.pod, self.code, self.message = pod, code, message
 
 
 class Api(Protocol):
@@ -80,6 +88,7 @@ class Outcome:
     deleted: int = 0
     status: dict[str, Any] | None = None  # the job body returned by the status write
     job_deleted: bool = False
+    rejected: PodRejectedError | None = None  # the first pod create the API server refused
 
 
 def cost(plan: reconcile.Plan, status_changed: bool) -> int:
@@ -124,14 +133,15 @@ async def execute(
     bodies = [render_pod(job, key.node, key.attempt, key.replacement) for key in plan.create]
     bodies = [b for b in bodies if b["metadata"]["name"] not in inflight.created]
     # The Service goes with the pods, not before them: pods do not need it to be created.
-    creates = asyncio.gather(*(api.create_pod(key, body) for body in bodies))
+    creates = asyncio.gather(*(api.create_pod(key, body) for body in bodies), return_exceptions=True)
     if plan.ensure_service:
         _, results = await asyncio.gather(api.ensure_service(key, render_service(job)), creates)
     else:
         results = await creates
-    for body in bodies:
-        inflight.created[body["metadata"]["name"]] = now
-    out.created = sum(results)
+    out.created = _settle_creates(bodies, results, inflight, now, out)
+    if out.rejected is not None:
+        plan = _rejected(job, plan, out.rejected, observed_status, wall_now)
+        out.plan = plan
 
     if plan.status != dict(observed_status):
         out.status = await api.patch_status(key, plan.status, resource_version)
@@ -139,6 +149,35 @@ async def execute(
         for event in plan.events:
             await api.post_event(key, job.metadata.uid, event.type, event.reason, event.message)
     return out
+
+
+def _settle_creates(
+    bodies: list[dict[str, Any]], results: list[Any], inflight: InFlight, now: float, out: Outcome
+) -> int:
+    """Count the creates; remember those that went through (only those: a rejected pod is tried again).
+    The first rejection goes to `out.rejected`; any other error is raised after all creates finished."""
+    created = 0
+    for body, result in zip(bodies, results, strict=True):
+        if isinstance(result, PodRejectedError):
+            out.rejected = out.rejected or result
+        elif isinstance(result, BaseException):
+            raise result
+        else:
+            inflight.created[body["metadata"]["name"]] = now
+            created += int(result)
+    return created
+
+
+def _rejected(
+    job: TrainingJob,
+    plan: reconcile.Plan,
+    error: PodRejectedError,
+    observed: Mapping[str, Any],
+    now: dt.datetime,
+) -> reconcile.Plan:
+    """Pending with the cause as reason and the API's message; the job loop holds creates (backoff)."""
+    _, message = reasons.POD_REJECTED.format(pod=error.pod, code=error.code, message=error.message)
+    return _blocked(job, plan, (rejections.reason(error.code, error.message), message), observed, now)
 
 
 async def _ensure_named_objects(

@@ -19,7 +19,7 @@ from typing import Any
 
 from torchjob_core import constants, spec, status
 
-from torchjob_operator import actuate, metrics, reconcile
+from torchjob_operator import actuate, metrics, reconcile, rejections
 from torchjob_operator.budget import TokenBucket
 from torchjob_operator.observe import PodObs
 from torchjob_operator.settings import Settings
@@ -71,6 +71,21 @@ class JobState:
     written: dict[str, Any] | None = None
     #: The phase of the last plan carried out (None before the first).
     phase: str | None = None
+    #: Passes in a row whose pod creates the API server rejected, and when creating may be tried again.
+    rejections: int = 0
+    creates_held_until: float = 0.0
+
+    def note_creates(self, outcome: actuate.Outcome, now: float) -> float | None:
+        """Back off after a rejected create (our own status write wakes the loop at once, and an
+        unchanged rejection writes nothing); the delay until creating again, None when not rejected."""
+        if outcome.rejected is None:
+            if outcome.created:
+                self.rejections = 0
+            return None
+        self.rejections += 1
+        delay = rejections.backoff_seconds(self.rejections)
+        self.creates_held_until = now + delay
+        return delay
 
 
 def _freshest(body: Mapping[str, Any], state: JobState) -> Mapping[str, Any]:
@@ -116,6 +131,8 @@ async def one_pass(
         return None
 
     plan = reconcile.decide(job, pod_list, observed, now())
+    if plan.create and clock() < state.creates_held_until:
+        return state.creates_held_until - clock()  # a rejected create's backoff
     changed = plan.status != observed
     wait = state.bucket.wait_time(actuate.cost(plan, changed), clock())
     if wait > 0:
@@ -136,17 +153,30 @@ async def one_pass(
         state.written = outcome.status
         _record(body, observed, outcome.plan.status, now())
     state.phase = str(outcome.plan.status.get("phase") or "")
-    if logger is not None and (outcome.created or outcome.deleted or changed):
+    if outcome.job_deleted:
+        return None
+    held = state.note_creates(outcome, clock())
+    if logger is not None:
+        _log(logger, outcome, changed, held)
+    return held if held is not None else outcome.plan.requeue_after
+
+
+def _log(
+    logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
+    outcome: actuate.Outcome,
+    changed: bool,
+    held: float | None,
+) -> None:
+    if outcome.created or outcome.deleted or changed:
         logger.info(
             "phase=%s attempt=%s created=%d deleted=%d",
-            plan.status.get("phase"),
-            plan.status.get("attempt"),
+            outcome.plan.status.get("phase"),
+            outcome.plan.status.get("attempt"),
             outcome.created,
             outcome.deleted,
         )
-    if outcome.job_deleted:
-        return None
-    return outcome.plan.requeue_after
+    if held is not None:
+        logger.warning("pod create rejected (retry in %.0fs): %s", held, outcome.rejected)
 
 
 async def _report_invalid(

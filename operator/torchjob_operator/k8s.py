@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import datetime as dt
+import json
 import secrets
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
@@ -17,8 +18,8 @@ from typing import Any, TypeVar
 from kubernetes import client, config
 from torchjob_core import constants
 
-from torchjob_operator import metrics
-from torchjob_operator.actuate import ClaimsUnavailableError, PodGroupUnavailableError
+from torchjob_operator import metrics, rejections
+from torchjob_operator.actuate import ClaimsUnavailableError, PodGroupUnavailableError, PodRejectedError
 
 JobKey = tuple[str, str]  # (namespace, name)
 T = TypeVar("T")
@@ -71,6 +72,9 @@ class KubeApi:
         except client.ApiException as exc:
             if exc.status == 409:
                 return False
+            if exc.status in rejections.REJECTION_CODES:
+                name = str(body["metadata"]["name"])
+                raise PodRejectedError(name, int(exc.status), api_message(exc)) from exc
             raise
         return True
 
@@ -185,6 +189,17 @@ class KubeApi:
             "count": 1,
         }
         await self._call(job, "create", lambda: self.core.create_namespaced_event(job[0], body))
+
+
+def api_message(exc: client.ApiException) -> str:
+    """The Status message the API server sent (the admission plugin's or validation's own words)."""
+    try:
+        body = json.loads(exc.body or "")
+    except (TypeError, ValueError):
+        body = None
+    if isinstance(body, dict) and body.get("message"):
+        return str(body["message"])
+    return str(exc.reason or exc.status)
 
 
 def is_conflict(exc: BaseException) -> bool:

@@ -13,7 +13,7 @@ from typing import Any
 import kopf
 import pytest
 from torchjob_operator import actuate, handlers, jobloop, metrics
-from torchjob_operator.actuate import ClaimsUnavailableError, PodGroupUnavailableError
+from torchjob_operator.actuate import ClaimsUnavailableError, PodGroupUnavailableError, PodRejectedError
 from torchjob_operator.budget import TokenBucket
 from torchjob_operator.observe import PodObs, observe_pod
 from torchjob_operator.settings import Settings
@@ -347,3 +347,56 @@ def test_gpus_through_dra_without_the_api_create_no_pod_and_say_why() -> None:
     assert (st["phase"], st["reason"]) == ("Pending", "DeviceClaimsUnavailable")
     assert "resourceclaimtemplates is not served" in st["message"]
     assert api.events == [("Warning", "DeviceClaimsUnavailable")]
+
+
+class QuotaApi(FakeApi):
+    """Admits `room` pods, then answers as ResourceQuota admission does."""
+
+    def __init__(self, body: dict[str, Any], room: int) -> None:
+        super().__init__(body)
+        self.room = room
+
+    async def create_pod(self, job: Key, body: Mapping[str, Any]) -> bool:
+        if len(self.pods) >= self.room:
+            self.calls.append(("create", "pod"))
+            name = body["metadata"]["name"]
+            raise PodRejectedError(
+                name,
+                403,
+                f'pods "{name}" is forbidden: exceeded quota: q, requested: pods=1, used: pods=1, '
+                "limited: pods=1",
+            )
+        return await super().create_pod(job, body)
+
+
+def test_a_rejected_pod_create_reaches_status_and_backs_off() -> None:
+    api, state = QuotaApi(job_with_claim(2), room=1), new_state()
+    assert run_pass(api, state, 1) == 5.0
+    st = api.job["status"]
+    assert (st["phase"], st["reason"]) == ("Pending", "QuotaExceeded")
+    assert st["message"].startswith("The API server rejected pod j-node-1-r0 (403): pods ")
+    assert "exceeded quota: q" in st["message"]
+    assert "startTime" not in st
+    assert api.events == [("Warning", "QuotaExceeded")]
+    assert list(api.pods) == ["j-node-0-r0"]
+
+    # Our own status write wakes the loop at once: it waits out the backoff without a request.
+    calls = len(api.calls)
+    assert run_pass(api, state, 2) == 4.0
+    assert len(api.calls) == calls
+    # After it, one more try, rejected the same way: the backoff doubles and no second Event (the write
+    # is node 0's pod now counted as pending).
+    assert run_pass(api, state, 6) == 10.0
+    assert sorted(api.calls[calls:]) == [("create", "pod"), ("create", "service"), ("patch", "status")]
+    assert api.events == [("Warning", "QuotaExceeded")]
+    calls = len(api.calls)
+    assert run_pass(api, state, 7) == 9.0
+    assert len(api.calls) == calls
+
+    api.room = 2  # the quota was raised
+    run_pass(api, state, 16)
+    assert sorted(api.pods) == ["j-node-0-r0", "j-node-1-r0"]
+    assert state.rejections == 0
+    api.set_all("Running")
+    run_pass(api, state, 17)
+    assert api.job["status"]["phase"] == "Running"
