@@ -2,7 +2,7 @@
 
 - an index of pods by (namespace, job), built from pod watch events (Kopf fills indexes before any
   handler runs, so a restarted operator sees every existing pod before it decides anything);
-- pod and job events poke the job's loop;
+- pod and job events poke the job's loop; a deleted Service or PodGroup of a job pokes it to re-create it;
 - one daemon per TrainingJob runs the loop.
 
 What the handlers share (settings, the API client, its request ledger, the job loops) is one
@@ -85,6 +85,15 @@ def pods_by_job(body: kopf.Body, namespace: str | None, **_: Any) -> dict[tuple[
 @kopf.on.event("pods", labels=POD_LABELS)
 def pod_changed(labels: kopf.Labels, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
     runtime_of(memo).loops.wake((str(namespace), str(labels.get(constants.LABEL_JOB_NAME))))
+
+
+# A child deleted by hand (or by anything but the job's own deletion) comes back in the next pass.
+@kopf.on.event("services", labels=POD_LABELS)
+@kopf.on.event(constants.COSCHEDULING_PODGROUP_API_VERSION, "podgroups", labels=POD_LABELS)
+@kopf.on.event(constants.VOLCANO_PODGROUP_API_VERSION, "podgroups", labels=POD_LABELS)
+def child_changed(type: str, labels: kopf.Labels, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
+    if type == "DELETED":
+        runtime_of(memo).loops.child_deleted((str(namespace), str(labels.get(constants.LABEL_JOB_NAME))))
 
 
 def managed_here(spec: kopf.Spec, **_: Any) -> bool:

@@ -33,12 +33,26 @@ class Loops:
 
     wakers: dict[JobKey, asyncio.Event] = dataclasses.field(default_factory=dict)
     phases: dict[JobKey, str] = dataclasses.field(default_factory=dict)
+    #: Jobs whose Service or PodGroup was deleted since their loop's last pass.
+    deleted_children: set[JobKey] = dataclasses.field(default_factory=set)
 
     def wake(self, key: JobKey) -> None:
         """Poke a job's loop (called from watch-event handlers); nothing if it is not running."""
         event = self.wakers.get(key)
         if event is not None:
             event.set()
+
+    def child_deleted(self, key: JobKey) -> None:
+        """A job's Service or PodGroup is gone: its next pass re-creates it."""
+        if key in self.wakers:
+            self.deleted_children.add(key)
+            self.wake(key)
+
+    def take_child_deletion(self, key: JobKey) -> bool:
+        if key in self.deleted_children:
+            self.deleted_children.discard(key)
+            return True
+        return False
 
     def waker(self, key: JobKey) -> asyncio.Event:
         return self.wakers.setdefault(key, asyncio.Event())
@@ -51,6 +65,7 @@ class Loops:
     def forget(self, key: JobKey) -> None:
         self.wakers.pop(key, None)
         self.phases.pop(key, None)
+        self.deleted_children.discard(key)
         metrics.set_phases(self.phases)
 
 
@@ -74,6 +89,8 @@ class JobState:
     #: Passes in a row whose pod creates the API server rejected, and when creating may be tried again.
     rejections: int = 0
     creates_held_until: float = 0.0
+    #: The Service or PodGroup was deleted: the next pass that runs re-creates them.
+    children_deleted: bool = False
 
     def note_creates(self, outcome: actuate.Outcome, now: float) -> float | None:
         """Back off after a rejected create (our own status write wakes the loop at once, and an
@@ -130,7 +147,7 @@ async def one_pass(
         await _report_invalid(key, meta, observed, str(exc), api=api, state=state, now=now())
         return None
 
-    plan = reconcile.decide(job, pod_list, observed, now())
+    plan = reconcile.decide(job, pod_list, observed, now(), children_deleted=state.children_deleted)
     if plan.create and clock() < state.creates_held_until:
         return state.creates_held_until - clock()  # a rejected create's backoff
     changed = plan.status != observed
@@ -148,6 +165,7 @@ async def one_pass(
         now=clock(),
         wall_now=now(),
     )
+    state.children_deleted = False  # carried out (a pass that raises or waits keeps it for the next)
     metrics.PODS_CREATED.inc(outcome.created)
     if outcome.status is not None:
         state.written = outcome.status
@@ -235,6 +253,7 @@ async def run(
             event.clear()
             started = time.monotonic()
             try:
+                state.children_deleted |= loops.take_child_deletion(key)
                 due = await one_pass(body, pods(), api, state, logger=logger)
                 failures = 0
             except Exception as exc:

@@ -183,9 +183,17 @@ class _Pass:
         _fail(self.job, self.pods, self.plan, self.now, reason_message)
 
 
-def decide(job: TrainingJob, pods: Sequence[PodObs], observed: Mapping[str, Any], now: dt.datetime) -> Plan:
+def decide(
+    job: TrainingJob,
+    pods: Sequence[PodObs],
+    observed: Mapping[str, Any],
+    now: dt.datetime,
+    *,
+    children_deleted: bool = False,
+) -> Plan:
     """The plan for one pass over `job` given its pods and its last written status: the first rule
-    that applies (module docstring, in order) decides the pass; with none, it reports the pods."""
+    that applies (module docstring, in order) decides the pass; with none, it reports the pods.
+    `children_deleted`: the job's Service or PodGroup was deleted since the last pass."""
     p = _begin(job, pods, observed, now)
     for rule in _RULES:
         if rule(p):
@@ -193,7 +201,19 @@ def decide(job: TrainingJob, pods: Sequence[PodObs], observed: Mapping[str, Any]
     else:
         _report(p)
     _checkpoints(p)
+    if children_deleted:
+        _repair(p)
     return with_events(p.plan, observed)
+
+
+def _repair(p: _Pass) -> None:
+    """Re-create a deleted Service (the pods' DNS) and PodGroup at once while the job has pods to serve;
+    creates are create-if-absent, so a needless repair costs one request and changes nothing."""
+    phase = str(p.plan.status.get("phase") or "")
+    if phase in status.TERMINAL_PHASES or phase == "Suspended":
+        return
+    p.plan.ensure_service = True
+    p.plan.ensure_podgroup = p.job.spec.scheduling.gang
 
 
 def _begin(job: TrainingJob, pods: Sequence[PodObs], observed: Mapping[str, Any], now: dt.datetime) -> _Pass:

@@ -400,3 +400,25 @@ def test_a_rejected_pod_create_reaches_status_and_backs_off() -> None:
     api.set_all("Running")
     run_pass(api, state, 17)
     assert api.job["status"]["phase"] == "Running"
+
+
+def test_a_deleted_child_marks_only_a_running_loop_and_its_next_pass_repairs_it() -> None:
+    loops = jobloop.Loops()
+    loops.child_deleted(("ns", "gone"))  # no loop: nothing to remember
+    assert not loops.deleted_children
+    event = loops.waker(("ns", "j"))
+    loops.child_deleted(("ns", "j"))
+    assert event.is_set() and loops.take_child_deletion(("ns", "j"))
+    assert not loops.take_child_deletion(("ns", "j"))
+
+    api, state = FakeApi(job_with_claim(1)), new_state()
+    run_pass(api, state, 1)
+    api.set_all("Running")
+    run_pass(api, state, 2)
+    calls = len(api.calls)
+    state.children_deleted = True
+    run_pass(api, state, 3)
+    assert api.calls[calls:] == [("create", "service")]
+    assert not state.children_deleted
+    run_pass(api, state, 4)
+    assert len(api.calls) == calls + 1

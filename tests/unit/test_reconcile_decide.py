@@ -509,3 +509,16 @@ def test_elastic_job_not_running_yet_restarts_the_gang() -> None:
     pods = [pod(0), pod(1, "Failed", exit_code=137)]
     plan = decide(make_job(2, elastic=True), pods, status("Pending"))
     assert plan.status["phase"] == "Restarting"
+
+
+def test_a_deleted_service_or_podgroup_is_recreated_while_the_job_runs() -> None:
+    running = status("Running")
+    plan = reconcile.decide(make_job(2, gang=True), [pod(0), pod(1)], running, T0, children_deleted=True)
+    assert plan.ensure_service and plan.ensure_podgroup and not plan.create
+    assert not decide(make_job(2, gang=True), [pod(0), pod(1)], running).ensure_service
+    plain = reconcile.decide(make_job(2), [pod(0), pod(1)], running, T0, children_deleted=True)
+    assert plain.ensure_service and not plain.ensure_podgroup
+    for phase in ("Succeeded", "Failed", "Suspended"):
+        job = make_job(2, suspend=phase == "Suspended")
+        done = reconcile.decide(job, [], status(phase), T0, children_deleted=True)
+        assert not done.ensure_service, phase
