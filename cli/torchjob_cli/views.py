@@ -159,6 +159,16 @@ def _name(pod: Obj) -> str:
     return str((pod.get("metadata") or {}).get("name", ""))
 
 
+def _first_failure(st: Mapping[str, Any]) -> str | None:
+    """status.lastFailure in one line: pod, node, ranks, reason, exit code, and the message."""
+    f = st.get("lastFailure") or {}
+    if not f:
+        return None
+    ranks = f" ranks {f['ranks']}" if f.get("ranks") else ""
+    line = f"{f.get('summary', f.get('pod'))} (node {f.get('nodeIndex')}{ranks}, attempt {f.get('attempt')})"
+    return f"{line}: {f['message']}" if f.get("message") else line
+
+
 def checkpoints(job: Obj) -> str:
     """Where the job's checkpoints live, and whether they die with their pod."""
     try:
@@ -188,6 +198,7 @@ def describe(job: Obj, pods: Sequence[Obj], events: Sequence[Obj], *, now: float
                 ("Restarts:", _restarts(st)),
                 ("Replaced nodes:", _replaced(st)),
                 ("Last exit code:", st.get("lastExitCode")),
+                ("First failure:", _first_failure(st)),
                 ("Node pods:", _node_counts(st)),
                 ("Start:", st.get("startTime")),
                 ("Completion:", st.get("completionTime")),

@@ -59,6 +59,13 @@ def crd() -> dict[str, Any]:
             "jsonPath": ".status.reason",
             "description": "Why the job is here.",
         },
+        {
+            "name": "Failure",
+            "type": "string",
+            "jsonPath": ".status.lastFailure.summary",
+            "description": "The pod that failed first in the latest failed attempt, and why (-o wide).",
+            "priority": 1,
+        },
     ]
     return {
         "apiVersion": "apiextensions.k8s.io/v1",

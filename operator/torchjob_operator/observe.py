@@ -49,6 +49,8 @@ class PodObs:
     message: str = ""
     created: str = ""
     replacement: int = 0  # elastic: how many times this node was replaced within the attempt
+    node: str = ""  # spec.nodeName
+    finished: str = ""  # the trainer container's terminated.finishedAt
 
     @property
     def waits_for_gang(self) -> bool:
@@ -122,6 +124,8 @@ def observe_pod(pod: Mapping[str, Any]) -> PodObs:
         message=message,
         created=str(meta.get("creationTimestamp") or ""),
         replacement=max(_int_label(labels, constants.LABEL_REPLACEMENT), 0),
+        node=str((pod.get("spec") or {}).get("nodeName") or ""),
+        finished=str((terminated or {}).get("finishedAt") or ""),
     )
 
 

@@ -43,6 +43,7 @@ from torchjob_core import constants, failure_policy, reasons, status
 from torchjob_core.render import storage
 from torchjob_core.spec import TrainingJob
 
+from torchjob_operator import rootcause
 from torchjob_operator.observe import PodObs
 
 
@@ -439,15 +440,25 @@ class _Lost:
             training=training,
         )
 
-    def first(self, job: TrainingJob) -> tuple[str, str]:
-        """The pod the Event names and why it went, the disruption first."""
+    def root(self) -> PodObs | int:
+        """The pod that ended the attempt (a vanished one: its node index): a disruption first, else the
+        failed pod whose trainer ended first (its peers' failures usually follow from it)."""
         if self.disrupted:
-            return self.disrupted[0].name, _failure_of(self.disrupted[0])
+            return self.disrupted[0]
         if self.gone:
-            return self.gone[0].name, "pod deleted"
+            return self.gone[0]
         if self.vanished:
-            return f"{job.name}-node-{self.vanished[0]}", "pod deleted"
-        return self.failed[0].name, _failure_of(self.failed[0])
+            return self.vanished[0]
+        return min(self.failed, key=lambda p: (p.finished or "~", p.name))
+
+    def first(self, job: TrainingJob) -> tuple[str, str]:
+        """The pod the Event names and why it went."""
+        root = self.root()
+        if isinstance(root, int):
+            return f"{job.name}-node-{root}", "pod deleted"
+        if root.disrupted or root.phase == "Failed":
+            return root.name, _failure_of(root)
+        return root.name, "pod deleted"
 
 
 def _lost(job: TrainingJob, pods: _Attempt, plan: Plan, phase: str) -> _Lost:
@@ -478,6 +489,7 @@ def _failures(p: _Pass) -> bool:
     decision = failure_policy.after_failure(policy, failure, counted_restarts=counted)
     if decision.exit is not None:
         p.plan.status["lastExitCode"] = decision.exit.code
+    p.plan.status["lastFailure"] = rootcause.record(p.job, lost.root(), p.attempt)
     first_pod, why = lost.first(p.job)
     if decision.action is failure_policy.Action.FAIL_PERMANENT:
         assert decision.exit is not None

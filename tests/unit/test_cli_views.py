@@ -152,3 +152,24 @@ def test_describe_says_where_checkpoints_live() -> None:
         views.checkpoints(kept) == "PersistentVolumeClaim ckpt (existing claim) at /checkpoints, on every pod"
     )
     assert views.checkpoints({**JOB, "spec": {"nodes": "x"}}) == "- (invalid spec)"
+
+
+def test_describe_shows_the_first_failure() -> None:
+    failure = {
+        "pod": "j-node-1-r0",
+        "nodeIndex": 1,
+        "node": "gpu-node-1",
+        "ranks": "8-15",
+        "attempt": 2,
+        "exitCode": 137,
+        "reason": "OOMKilled",
+        "message": "out of memory",
+        "summary": "j-node-1-r0 on gpu-node-1: OOMKilled (exit 137)",
+    }
+    st = {**JOB["status"], "lastFailure": failure}  # type: ignore[dict-item]
+    text = render(*views.describe({**JOB, "status": st}, [], [], now=NOW))
+    assert (
+        "First failure:   j-node-1-r0 on gpu-node-1: OOMKilled (exit 137) (node 1 ranks 8-15, attempt 2): "
+        "out of memory"
+    ) in text
+    assert "First failure:   -" in render(*views.describe(JOB, [], [], now=NOW))

@@ -93,6 +93,7 @@ def test_names_columns_and_status_subresource() -> None:
         "Restarts",
         "Age",
         "Reason",
+        "Failure",
     ]
     status = SCHEMA["properties"]["status"]["properties"]
     for column in VERSION["additionalPrinterColumns"]:

@@ -522,3 +522,39 @@ def test_a_deleted_service_or_podgroup_is_recreated_while_the_job_runs() -> None
         job = make_job(2, suspend=phase == "Suspended")
         done = reconcile.decide(job, [], status(phase), T0, children_deleted=True)
         assert not done.ensure_service, phase
+
+
+def test_the_first_failing_pod_is_recorded_with_node_ranks_exit_code_and_reason() -> None:
+    job = make_job(2)
+    late = pod(0, "Failed", exit_code=1, reason="Error", node="cpu-node-0", finished=ts(9))
+    first = pod(1, "Failed", exit_code=137, reason="OOMKilled", node="cpu-node-1", finished=ts(5))
+    plan = decide(job, [late, first], status("Running"), at=10)
+    assert plan.status["lastFailure"] == {
+        "pod": "j-node-1-r0",
+        "nodeIndex": 1,
+        "node": "cpu-node-1",
+        "ranks": "1",
+        "attempt": 0,
+        "exitCode": 137,
+        "reason": "OOMKilled",
+        "finishedAt": ts(5),
+        "summary": "j-node-1-r0 on cpu-node-1: OOMKilled (exit 137)",
+    }
+    # The exit code 1 of its peer is permanent, so the job fails; the record still names the first pod.
+    assert plan.status["phase"] == "Failed"
+
+
+def test_a_disruption_is_the_root_cause_and_a_vanished_pod_is_named_by_its_node() -> None:
+    evicted = pod(0, "Failed", reason="Evicted", disrupted=True, node="n")
+    peer = pod(1, "Failed", exit_code=1, reason="Error", finished=ts(1))
+    plan = decide(make_job(2), [evicted, peer], status("Running"), at=10)
+    assert plan.status["lastFailure"]["reason"] == "Evicted"
+    assert plan.status["lastFailure"]["pod"] == "j-node-0-r0"
+    gone = decide(make_job(2), [pod(0)], status("Running"), at=10)
+    assert gone.status["lastFailure"]["reason"] == "PodVanished"
+    assert gone.status["lastFailure"]["pod"] == "j-node-1"
+
+
+def test_elastic_failures_name_no_rank_range() -> None:
+    plan = decide(make_job(2, elastic=True), [pod(0, "Failed", exit_code=143)], status("Running"), at=10)
+    assert "ranks" not in plan.status["lastFailure"]

@@ -764,6 +764,25 @@ def _status_times() -> dict[str, Field]:
     }
 
 
+def _last_failure() -> Object:
+    return Object(
+        "The pod that failed first in the latest failed attempt (JobSet's first failed job): the one that "
+        "caused the restart or the failure, as peers of a failed rank usually fail after it.",
+        properties={
+            "pod": Str("Pod name."),
+            "nodeIndex": Int("Node index of the pod (torchjob.dev/node-index)."),
+            "node": Str("Kubernetes node the pod ran on (spec.nodeName)."),
+            "ranks": Str("Global ranks the pod ran, e.g. 4-7 (fixed-size jobs; elastic ranks move)."),
+            "attempt": Int("Gang attempt the pod belonged to."),
+            "exitCode": Int("Exit code of its trainer container.", nullable=True),
+            "reason": Str("OOMKilled, Error, Evicted, DeletionByPodGC, PodDeleted, ..."),
+            "message": Str("The container's or the pod's message, if any.", max_length=32768),
+            "finishedAt": Str("When its trainer container ended (if known).", fmt="date-time"),
+            "summary": Str("One line: pod, node, reason and exit code (printer column Failure)."),
+        },
+    )
+
+
 STATUS: Final = Object(
     "Observed state, written by the operator.",
     properties={
@@ -789,6 +808,7 @@ STATUS: Final = Object(
         ),
         "nodesReady": Str("running/total pods of the current attempt, e.g. 2/2 (printer column)."),
         "lastExitCode": Int("Exit code of the latest failed trainer container.", nullable=True),
+        "lastFailure": _last_failure(),
         **_status_times(),
         "observedGeneration": Int("metadata.generation the status was computed from.", fmt="int64"),
     },

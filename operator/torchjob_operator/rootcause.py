@@ -1,0 +1,56 @@
+"""The root cause of a failed attempt as `status.lastFailure` (pure), like JobSet's first failed job.
+
+When ranks fail together, the rank that failed first is usually the cause and its peers' failures (a
+collective that lost its partner exits 1) the effect; a disruption explains everything after it. So the
+record names the disrupted pod if there is one, else the failed pod whose trainer container ended first,
+else a pod deleted by someone else or one that vanished with its node.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torchjob_core.spec import TrainingJob
+
+from torchjob_operator.observe import PodObs
+
+
+def _ranks(job: TrainingJob, index: int) -> str | None:
+    """Global ranks of node `index` in a fixed-size job (torchrun: node_rank * nproc + local_rank)."""
+    if job.spec.elastic is not None or index < 0:
+        return None  # elastic ranks are assigned at each rendezvous
+    first = index * job.nproc_per_node
+    last = first + job.nproc_per_node - 1
+    return str(first) if first == last else f"{first}-{last}"
+
+
+def _reason(pod: PodObs) -> str:
+    if pod.reason:
+        return pod.reason
+    if pod.phase == "Failed":
+        return "Error"
+    return "PodDeleted"  # deleted while it ran, by someone else
+
+
+def record(job: TrainingJob, root: PodObs | int, attempt: int) -> dict[str, Any]:
+    """status.lastFailure for the pod (or, for a vanished pod, the node index) that ended `attempt`."""
+    if isinstance(root, int):
+        name = f"{job.name}-node-{root}"
+        out: dict[str, Any] = {"pod": name, "nodeIndex": root, "reason": "PodVanished"}
+        out["summary"] = f"{name}: vanished (its node was deleted?)"
+    else:
+        out = {"pod": root.name, "nodeIndex": root.index, "reason": _reason(root), "exitCode": root.exit_code}
+        if root.node:
+            out["node"] = root.node
+        if root.message:
+            out["message"] = root.message[:4096]
+        if root.finished:
+            out["finishedAt"] = root.finished
+        where = f" on {root.node}" if root.node else ""
+        code = "" if root.exit_code is None else f" (exit {root.exit_code})"
+        out["summary"] = f"{root.name}{where}: {out['reason']}{code}"
+    out["attempt"] = attempt
+    ranks = _ranks(job, int(out["nodeIndex"]))
+    if ranks is not None:
+        out["ranks"] = ranks
+    return out
