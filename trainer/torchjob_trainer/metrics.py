@@ -10,6 +10,8 @@ The gauges give the same numbers over the trainer's last progress window for qui
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -21,6 +23,8 @@ log = logging.getLogger(__name__)
 
 PREFIX = "torchjob_trainer_"
 LABELS = ("job", "rank", "local_rank", "node_rank")
+# Waits between tries of a busy metrics port (about 3.5 s in all).
+SERVE_RETRY_DELAYS = (0.5, 1.0, 2.0)
 STEP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
@@ -121,15 +125,36 @@ class TrainerMetrics:
             self.cuda_reserved.set(torch.cuda.memory_reserved())
             self.cuda_peak.set(torch.cuda.max_memory_allocated())
 
-    def serve(self, base_port: int, local_rank: int) -> int | None:
-        """Serve /metrics on `base_port + local_rank`; returns the port, or None when disabled or busy."""
+    def serve(
+        self,
+        base_port: int,
+        local_rank: int,
+        *,
+        retry_delays: tuple[float, ...] = SERVE_RETRY_DELAYS,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> int | None:
+        """Serve /metrics on `base_port + local_rank`; returns the port, or None when disabled or busy.
+
+        A port still held by the previous process of an in-pod restart frees itself in a moment, so a
+        busy port is retried with backoff; then one error line, and training goes on without metrics."""
         if base_port == 0:
             return None
         port = base_port + local_rank
-        try:
-            start_http_server(port, registry=self.registry)
-        except OSError as exc:
-            log.error("--metrics-port (TORCHJOB_METRICS_PORT): cannot serve on port %d: %s", port, exc)
-            return None
-        log.info("metrics on :%d/metrics", port)
-        return port
+        for delay in (*retry_delays, None):
+            try:
+                start_http_server(port, registry=self.registry)
+            except OSError as exc:
+                if delay is None:
+                    log.error(
+                        "--metrics-port (TORCHJOB_METRICS_PORT): cannot serve on port %d after %d tries: %s; "
+                        "training goes on without metrics",
+                        port,
+                        len(retry_delays) + 1,
+                        exc,
+                    )
+                    return None
+                sleep(delay)
+            else:
+                log.info("metrics on :%d/metrics", port)
+                return port
+        return None
