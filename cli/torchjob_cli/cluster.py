@@ -136,8 +136,10 @@ def submit(cl: Cluster, args: argparse.Namespace, console: Console) -> int:
 
 
 def _warn(console: Console, name: str, warning: str | None) -> None:
+    """On stderr, as kubectl's warnings: stdout stays the list of what was applied."""
     if warning is not None:
-        console.print(f"warning: {name}: {warning}", markup=False, highlight=False, soft_wrap=True)
+        err = Console(stderr=True, highlight=False, emoji=False, no_color=console.no_color)
+        err.print(f"warning: {name}: {warning}", markup=False, highlight=False, soft_wrap=True)
 
 
 def get(cl: Cluster, args: argparse.Namespace, console: Console) -> int:

@@ -65,11 +65,13 @@ def test_submit_dry_run_validates_without_a_cluster(
         )
     )
     code = main(["submit", str(EXAMPLE), "--dry-run", "--kubeconfig", str(kubeconfig)])
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out
     assert code == 0
     assert "namespace: team" in out and "trainingjob.torchjob.dev/cpu-gloo valid (dry run)" in out
-    # The example keeps checkpoints in an emptyDir: one line says they die with their pods.
-    warnings = [line for line in out.splitlines() if line.startswith("warning: cpu-gloo: checkpoints go to")]
+    # The example keeps checkpoints in an emptyDir: one line on stderr says they die with their pods.
+    lines = captured.err.splitlines()
+    warnings = [line for line in lines if line.startswith("warning: cpu-gloo: checkpoints go to")]
     assert len(warnings) == 1 and "set spec.checkpoint.storage" in warnings[0]
 
 

@@ -14,7 +14,11 @@ def conditions(st: dict[str, Any]) -> dict[str, str]:
 
 
 def test_apply_then_success(operator: OperatorProcess, jobs: Jobs) -> None:
-    jobs.create("ok", nodes=2, gpus=4)
+    # Checkpoints on a node path, not an emptyDir: the phase conditions below are then all there is
+    # (test_operator_storage.py covers the CheckpointsEphemeral condition of a job without one).
+    ckpt = {"volumes": [{"name": "ckpt", "hostPath": {"path": "/tmp/ckpt"}}]}
+    ckpt["volumeMounts"] = [{"name": "ckpt", "mountPath": "/checkpoints"}]
+    jobs.create("ok", nodes=2, gpus=4, **ckpt)
     st = jobs.wait_phase("ok", "Running")
     assert st["nodes"] == {"total": 2, "pending": 0, "running": 2, "succeeded": 0, "failed": 0}
     assert st["nodesReady"] == "2/2" and st["attempt"] == 0 and st["observedGeneration"] == 1
