@@ -15,6 +15,7 @@ import yaml
 
 from torchjob_core import constants
 from torchjob_core.spec.api import METADATA, RESTART_COUNT_DESCRIPTION, SPEC, STATUS
+from torchjob_core.spec.fields import Object
 
 Schema = dict[str, Any]
 
@@ -36,6 +37,24 @@ def _root() -> Schema:
     }
 
 
+def _progress_columns() -> list[dict[str, Any]]:
+    """status.progress: steps and ETA always; throughput and data wait with `-o wide` (priority 1)."""
+    progress = STATUS.properties["progress"]
+    assert isinstance(progress, Object)
+    fields = progress.properties
+
+    def column(name: str, kind: str, key: str, priority: int = 0) -> dict[str, Any]:
+        col = {"name": name, "type": kind, "jsonPath": f".status.progress.{key}"}
+        return col | {"description": fields[key].description} | ({"priority": priority} if priority else {})
+
+    return [
+        column("Progress", "string", "steps"),
+        column("ETA", "string", "eta"),
+        column("Samples/s", "number", "samplesPerSecond", priority=1),
+        column("Data-Wait", "number", "dataWaitRatio", priority=1),
+    ]
+
+
 def crd() -> dict[str, Any]:
     """The CustomResourceDefinition object."""
     columns = [
@@ -52,6 +71,7 @@ def crd() -> dict[str, Any]:
             "jsonPath": ".status.restartCount",
             "description": RESTART_COUNT_DESCRIPTION,
         },
+        *_progress_columns(),
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
         {
             "name": "Reason",

@@ -23,7 +23,7 @@ from typing import Any
 import kopf
 from torchjob_core import constants
 
-from torchjob_operator import jobloop, k8s
+from torchjob_operator import jobloop, k8s, progress
 from torchjob_operator.observe import PodObs, observe_pod
 from torchjob_operator.settings import Settings
 
@@ -41,6 +41,8 @@ class OperatorRuntime:
     ledger: k8s.RequestLedger = dataclasses.field(default_factory=k8s.RequestLedger)
     loops: jobloop.Loops = dataclasses.field(default_factory=jobloop.Loops)
     api: k8s.KubeApi | None = None
+    #: Progress reads for every job, sharing one cap (set at startup from settings).
+    reader: progress.Reader | None = None
 
     def memo(self) -> kopf.Memo:
         return kopf.Memo({MEMO_KEY: self})
@@ -73,6 +75,8 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.scanning.disabled = True
     if runtime.api is None:
         runtime.api = k8s.KubeApi(k8s.load_client(), runtime.ledger)
+    if runtime.reader is None:
+        runtime.reader = progress.Reader.from_settings(runtime.settings.progress)
 
 
 @kopf.index("pods", labels=POD_LABELS)
@@ -151,6 +155,7 @@ async def run_job(
             logger=logger,
             conflict=k8s.is_conflict,
             stopped=stopped.is_set,
+            reader=runtime.reader,
         )
     finally:
         watcher.cancel()

@@ -19,7 +19,7 @@ from typing import Any
 
 from torchjob_core import constants, spec, status
 
-from torchjob_operator import actuate, metrics, reconcile, rejections
+from torchjob_operator import actuate, metrics, progress, reconcile, rejections
 from torchjob_operator.budget import TokenBucket
 from torchjob_operator.observe import PodObs
 from torchjob_operator.settings import Settings
@@ -91,6 +91,8 @@ class JobState:
     creates_held_until: float = 0.0
     #: The Service or PodGroup was deleted: the next pass that runs re-creates them.
     children_deleted: bool = False
+    #: When this job last read its progress, and the read slot it holds.
+    pacing: progress.JobPacing = dataclasses.field(default_factory=progress.JobPacing)
 
     def note_creates(self, outcome: actuate.Outcome, now: float) -> float | None:
         """Back off after a rejected create (our own status write wakes the loop at once, and an
@@ -129,6 +131,7 @@ async def one_pass(
     now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
     clock: Callable[[], float] = time.monotonic,
     logger: logging.Logger | logging.LoggerAdapter[logging.Logger] | None = None,
+    reader: progress.Reader | None = None,
 ) -> float | None:
     """Run one pass; return the seconds until the next one is due (None: only on an event)."""
     body = _freshest(body, state)
@@ -151,10 +154,15 @@ async def one_pass(
     if plan.create and clock() < state.creates_held_until:
         return state.creates_held_until - clock()  # a rejected create's backoff
     changed = plan.status != observed
-    wait = state.bucket.wait_time(actuate.cost(plan, changed), clock())
+    # Progress rides on this pass's one status write (it changes status only when it read).
+    read_due = None
+    if reader is not None:
+        read_due = await reader.update(job, pod_list, plan.status, state.pacing, now=now(), clock=clock())
+    write = plan.status != observed
+    wait = state.bucket.wait_time(actuate.cost(plan, write), clock())
     if wait > 0:
         return wait
-    state.bucket.take(actuate.cost(plan, changed), clock())
+    state.bucket.take(actuate.cost(plan, write), clock())
     outcome = await actuate.execute(
         job,
         plan,
@@ -176,7 +184,8 @@ async def one_pass(
     held = state.note_creates(outcome, clock())
     if logger is not None:
         _log(logger, outcome, changed, held)
-    return held if held is not None else outcome.plan.requeue_after
+    due = [d for d in (held if held is not None else outcome.plan.requeue_after, read_due) if d is not None]
+    return min(due, default=None)
 
 
 def _log(
@@ -239,6 +248,7 @@ async def run(
     logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
     conflict: Callable[[BaseException], bool],
     stopped: Callable[[], bool] = lambda: False,
+    reader: progress.Reader | None = None,
 ) -> None:
     """The daemon body: passes until `stopped()` (job deleted or operator stopping; `loops.wake` it then)."""
     nodes = int((body.get("spec") or {}).get("nodes") or 1)
@@ -254,7 +264,7 @@ async def run(
             started = time.monotonic()
             try:
                 state.children_deleted |= loops.take_child_deletion(key)
-                due = await one_pass(body, pods(), api, state, logger=logger)
+                due = await one_pass(body, pods(), api, state, logger=logger, reader=reader)
                 failures = 0
             except Exception as exc:
                 if conflict(exc):

@@ -40,6 +40,13 @@ API_REQUESTS = Counter(
     registry=REGISTRY,
 )
 
+PROGRESS_READS = Counter(
+    "torchjob_operator_progress_reads_total",
+    "Reads of rank 0's metrics endpoint for status.progress: result ok, empty (not training yet) or error.",
+    ["result"],
+    registry=REGISTRY,
+)
+
 
 def set_phases(phases: Mapping[Any, str]) -> None:
     """Set the jobs gauge from every known job's phase (phases with no job read 0)."""

@@ -51,6 +51,7 @@ class PodObs:
     replacement: int = 0  # elastic: how many times this node was replaced within the attempt
     node: str = ""  # spec.nodeName
     finished: str = ""  # the trainer container's terminated.finishedAt
+    ip: str = ""  # status.podIP: where the operator reads rank 0's progress
 
     @property
     def waits_for_gang(self) -> bool:
@@ -126,6 +127,7 @@ def observe_pod(pod: Mapping[str, Any]) -> PodObs:
         replacement=max(_int_label(labels, constants.LABEL_REPLACEMENT), 0),
         node=str((pod.get("spec") or {}).get("nodeName") or ""),
         finished=str((terminated or {}).get("finishedAt") or ""),
+        ip=str(status.get("podIP") or ""),
     )
 
 

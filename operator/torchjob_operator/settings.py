@@ -22,6 +22,18 @@ class RequestBudget:
 
 
 @dataclasses.dataclass(frozen=True)
+class ProgressSettings:
+    """How often the operator reads rank 0's metrics for status.progress (docs/operator.md has the cost)."""
+
+    #: Seconds between two reads of one job; 0 turns progress off.
+    interval_seconds: float = 30.0
+    #: Reads per second across all jobs (and so at most this many progress status writes per second).
+    reads_per_second: float = 10.0
+    #: A pod that has not answered by then is tried again after the interval.
+    timeout_seconds: float = 2.0
+
+
+@dataclasses.dataclass(frozen=True)
 class Settings:
     #: Namespaces to watch; empty means the whole cluster.
     namespaces: tuple[str, ...] = ()
@@ -44,6 +56,7 @@ class Settings:
     #: How long the operator remembers its own creates/deletes before the watch reflects them.
     inflight_seconds: float = 30.0
     budget: RequestBudget = dataclasses.field(default_factory=RequestBudget)
+    progress: ProgressSettings = dataclasses.field(default_factory=ProgressSettings)
     verbose: bool = False
 
 
@@ -60,6 +73,18 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--resync-seconds", type=float, default=60.0, help="longest wait between passes of a job")
     p.add_argument("--request-budget", type=float, default=20.0, help="API requests per second per job")
+    p.add_argument(
+        "--progress-interval-seconds",
+        type=float,
+        default=30.0,
+        help="seconds between two reads of a running job's rank 0 metrics (0: no status.progress)",
+    )
+    p.add_argument(
+        "--progress-reads-per-second",
+        type=float,
+        default=10.0,
+        help="progress reads (and their status writes) per second across all jobs",
+    )
     p.add_argument("--verbose", action="store_true")
     return p
 
@@ -70,6 +95,10 @@ def from_args(argv: Sequence[str] | None = None) -> Settings:
         parser().error("--resync-seconds must be > 0")
     if args.request_budget <= 0:
         parser().error("--request-budget must be > 0")
+    if args.progress_interval_seconds < 0:
+        parser().error("--progress-interval-seconds must be >= 0")
+    if args.progress_reads_per_second <= 0:
+        parser().error("--progress-reads-per-second must be > 0")
     return Settings(
         namespaces=tuple(args.namespace),
         metrics_port=args.metrics_port,
@@ -79,5 +108,8 @@ def from_args(argv: Sequence[str] | None = None) -> Settings:
         priority=args.priority if args.priority is not None else secrets.randbelow(1_000_000) + 1,
         resync_seconds=args.resync_seconds,
         budget=RequestBudget(per_second=args.request_budget),
+        progress=ProgressSettings(
+            interval_seconds=args.progress_interval_seconds, reads_per_second=args.progress_reads_per_second
+        ),
         verbose=args.verbose,
     )

@@ -91,15 +91,25 @@ def test_names_columns_and_status_subresource() -> None:
         "Phase",
         "Nodes",
         "Restarts",
+        "Progress",
+        "ETA",
+        "Samples/s",
+        "Data-Wait",
         "Age",
         "Reason",
         "Failure",
     ]
-    status = SCHEMA["properties"]["status"]["properties"]
+    # Throughput, data wait (and the first failure) only with -o wide.
+    wide = [c["name"] for c in VERSION["additionalPrinterColumns"] if c.get("priority")]
+    assert wide == ["Samples/s", "Data-Wait", "Failure"]
+    status = SCHEMA["properties"]["status"]
     for column in VERSION["additionalPrinterColumns"]:
         field = column["jsonPath"].split(".")
         if field[1] == "status":
-            assert field[2] in status
+            node = status
+            for key in field[2:]:
+                node = node["properties"][key]
+            assert node["type"] == column["type"]
 
 
 def apply_defaults(node: dict[str, Any], value: Any) -> Any:

@@ -91,6 +91,13 @@ class TrainerMetrics:
         self.loss = gauge("loss", "Training loss of the last step.").labels(**v)
         self.epoch = gauge("epoch", "Current epoch (0-based).").labels(**v)
         self.step = gauge("step", "Global step (resumed runs continue the count).").labels(**v)
+        # With step, what the operator's status.progress (and its ETA) is read from.
+        self.final_step = gauge("final_step", "Global step at which training ends (epochs x steps).").labels(
+            **v
+        )
+        self.world_size = gauge(
+            "world_size", "Ranks in the job (its throughput is about this x one rank's)."
+        ).labels(**v)
         self.workers = gauge("dataloader_workers", "DataLoader worker processes of this rank.").labels(**v)
         self.prefetch = gauge(
             "dataloader_prefetch_factor", "DataLoader prefetch factor of this rank."

@@ -230,6 +230,8 @@ class Trainer:
         self.sampler, self.loader = self._build_loader()
         self.steps_per_epoch = self._steps_per_epoch()
         self.total_steps = self.steps_per_epoch * config.epochs
+        self.metrics.final_step.set(self.total_steps)
+        self.metrics.world_size.set(env.world_size)
         self.epoch, self.step_in_epoch, self.global_step = (
             position.epoch,
             position.step_in_epoch,

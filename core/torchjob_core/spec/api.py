@@ -20,6 +20,7 @@ from torchjob_core.spec.fields import (
     Int,
     IntOrAuto,
     Map,
+    Num,
     Object,
     Quantity,
     Rule,
@@ -783,6 +784,40 @@ def _last_failure() -> Object:
     )
 
 
+def _status_progress() -> Object:
+    """What the operator last read from rank 0's metrics endpoint; four fields are printer columns."""
+    return Object(
+        "Training progress the operator read from rank 0's metrics endpoint while the job ran (at a bounded "
+        "rate per job and across jobs; see docs/operator.md). Kept after the job stops running, but eta "
+        "is then empty.",
+        properties={
+            "step": Int("Global step rank 0 had reached.", fmt="int64", minimum=0),
+            "totalSteps": Int("Global step at which training ends (epochs x steps per epoch).", fmt="int64"),
+            "steps": Str("step/totalSteps, e.g. 420/1000 (printer column Progress)."),
+            "epoch": Int("Current epoch (0-based).", minimum=0),
+            "samplesPerSecond": Num(
+                "Job throughput: rank 0's samples per second over its last window times the world size "
+                "(printer column Samples/s, -o wide).",
+                minimum=0,
+            ),
+            "dataWaitRatio": Num(
+                "Share of rank 0's step time spent waiting for a batch, 0-1 (printer column Data-Wait, "
+                "-o wide).",
+                minimum=0,
+            ),
+            "etaSeconds": Int(
+                "Estimated seconds until totalSteps at the step rate between the last two reads; 0 when "
+                "not running.",
+                fmt="int64",
+                minimum=0,
+            ),
+            "eta": Str("etaSeconds as a duration, e.g. 8m20s; empty when not running (printer column ETA)."),
+            "readTime": Str("When the operator read these figures.", fmt="date-time"),
+            "pod": Str("The pod whose rank 0 endpoint was read.", max_length=MAX_NAME_LENGTH),
+        },
+    )
+
+
 STATUS: Final = Object(
     "Observed state, written by the operator.",
     properties={
@@ -809,6 +844,7 @@ STATUS: Final = Object(
         "nodesReady": Str("running/total pods of the current attempt, e.g. 2/2 (printer column)."),
         "lastExitCode": Int("Exit code of the latest failed trainer container.", nullable=True),
         "lastFailure": _last_failure(),
+        "progress": _status_progress(),
         **_status_times(),
         "observedGeneration": Int("metadata.generation the status was computed from.", fmt="int64"),
     },

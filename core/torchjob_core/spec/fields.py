@@ -221,6 +221,26 @@ class Int(Field):
 
 
 @dataclass(frozen=True, kw_only=True)
+class Num(Field):
+    """A JSON number (status figures such as a rate or a ratio)."""
+
+    minimum: float | None = None
+
+    json_types = ("number", "integer")
+
+    def _head(self) -> Schema:
+        return {"type": "number", "description": self.description or None}
+
+    def _body(self) -> Schema:
+        return {"minimum": self.minimum}
+
+    def _problem(self, raw: float) -> str | None:
+        if self.minimum is not None and raw < self.minimum:
+            return f"Invalid value: {raw}: should be greater than or equal to {self.minimum}"
+        return None
+
+
+@dataclass(frozen=True, kw_only=True)
 class Bool(Field):
     json_types = ("boolean",)
 
