@@ -155,7 +155,10 @@ def get(cl: Cluster, args: argparse.Namespace, console: Console) -> int:
     elif not jobs:
         console.print(f"No TrainingJobs found in namespace {cl.namespace}.", markup=False)
     else:
-        console.print(views.jobs_table(jobs, now=time.time(), with_namespace=args.all_namespaces))
+        table = views.jobs_table(
+            jobs, now=time.time(), with_namespace=args.all_namespaces, wide=args.output == "wide"
+        )
+        console.print(table)
     return 0
 
 

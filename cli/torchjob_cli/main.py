@@ -48,10 +48,16 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--dry-run", action="store_true", help="validate only; print what would be applied")
     cluster_args(s)
 
-    g = sub.add_parser("get", help="list TrainingJobs (or one) with phase, nodes and restarts")
+    g = sub.add_parser("get", help="list TrainingJobs (or one) with phase, nodes, restarts and progress")
     g.add_argument("name", nargs="?")
     g.add_argument("-A", "--all-namespaces", action="store_true")
-    g.add_argument("-o", "--output", choices=["table", "yaml", "json"], default="table")
+    g.add_argument(
+        "-o",
+        "--output",
+        choices=["table", "wide", "yaml", "json"],
+        default="table",
+        help="wide adds samples/s and data wait",
+    )
     cluster_args(g)
 
     d = sub.add_parser("describe", help="status, conditions with reasons, pods and recent Events")

@@ -50,10 +50,24 @@ def _nodes(job: Obj) -> str:
     return f"{n.get('running', 0)}/{total}"
 
 
-def jobs_table(jobs: Iterable[Obj], *, now: float, with_namespace: bool = False) -> Table:
+def _figure(progress: Mapping[str, Any], key: str) -> str:
+    """One status.progress figure as `kubectl get` prints it (numbers as written), `-` when absent."""
+    value = progress.get(key)
+    return "-" if value is None or value == "" else str(value)
+
+
+def progress_cells(job: Obj, *, wide: bool = False) -> list[str]:
+    """PROGRESS and ETA (and with wide SAMPLES/S and DATA-WAIT): the CRD's printer columns."""
+    progress: Mapping[str, Any] = _status(job).get("progress") or {}
+    keys = ("steps", "eta", "samplesPerSecond", "dataWaitRatio") if wide else ("steps", "eta")
+    return [_figure(progress, k) for k in keys]
+
+
+def jobs_table(jobs: Iterable[Obj], *, now: float, with_namespace: bool = False, wide: bool = False) -> Table:
     t = Table(box=None, pad_edge=False)
     cols = ["NAMESPACE"] if with_namespace else []
-    for c in [*cols, "NAME", "PHASE", "NODES", "RESTARTS", "EXIT", "AGE"]:
+    figures = ["PROGRESS", "ETA", *(["SAMPLES/S", "DATA-WAIT"] if wide else [])]
+    for c in [*cols, "NAME", "PHASE", "NODES", "RESTARTS", "EXIT", *figures, "AGE"]:
         t.add_column(c, no_wrap=True)
     for job in jobs:
         md, st = job.get("metadata") or {}, _status(job)
@@ -65,10 +79,23 @@ def jobs_table(jobs: Iterable[Obj], *, now: float, with_namespace: bool = False)
             _nodes(job),
             str(st.get("restartCount", 0)),
             "-" if exit_code is None else str(exit_code),
+            *progress_cells(job, wide=wide),
             age(md.get("creationTimestamp"), now),
         ]
         t.add_row(*row)
     return t
+
+
+def _progress_line(st: Obj, now: float) -> str | None:
+    """`420/1000, epoch 1, ETA 8m20s, 1000.0 samples/s, data wait 0.125 (read 12s ago)`."""
+    p: Mapping[str, Any] = st.get("progress") or {}
+    if not p:
+        return None
+    parts = [str(p.get("steps", "-")), f"epoch {p.get('epoch', '-')}"]
+    if p.get("eta"):
+        parts.append(f"ETA {p['eta']}")
+    parts += [f"{p.get('samplesPerSecond', '-')} samples/s", f"data wait {p.get('dataWaitRatio', '-')}"]
+    return ", ".join(parts) + f" (read {age(p.get('readTime'), now)} ago from {p.get('pod', '-')})"
 
 
 def attempt_of(job: Obj, asked: int | None) -> int:
@@ -200,6 +227,7 @@ def describe(job: Obj, pods: Sequence[Obj], events: Sequence[Obj], *, now: float
                 ("Last exit code:", st.get("lastExitCode")),
                 ("First failure:", _first_failure(st)),
                 ("Node pods:", _node_counts(st)),
+                ("Progress:", _progress_line(st, now)),
                 ("Start:", st.get("startTime")),
                 ("Completion:", st.get("completionTime")),
             ]

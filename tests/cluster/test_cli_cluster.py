@@ -113,7 +113,7 @@ def test_submit_get_describe_delete(cli: Cli, kube: client.ApiClient, namespace:
     code, out, _ = cli("get")
     assert code == 0
     header, row = out.strip().splitlines()
-    assert header.split() == ["NAME", "PHASE", "NODES", "RESTARTS", "EXIT", "AGE"]
+    assert header.split() == ["NAME", "PHASE", "NODES", "RESTARTS", "EXIT", "PROGRESS", "ETA", "AGE"]
     assert row.split()[:5] == ["cpu-gloo", "Restarting", "1/2", "1", "143"]
 
     code, out, _ = cli("get", "cpu-gloo", "-o", "yaml")

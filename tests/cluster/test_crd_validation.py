@@ -106,7 +106,7 @@ def test_short_name_category_and_printer_columns(crd: Any, kubectl: Kubectl, nam
         json.dumps(status),
     )
     table = kubectl("get", "torchjob", "-n", namespace).stdout.split("\n")
-    assert table[0].split() == ["NAME", "PHASE", "NODES", "RESTARTS", "AGE", "REASON"]
+    assert table[0].split() == ["NAME", "PHASE", "NODES", "RESTARTS", "PROGRESS", "ETA", "AGE", "REASON"]
     row = table[1].split()
     assert row[:4] == ["columns", "Running", "2/2", "1"] and row[-1] == "AllRanksRunning"
 

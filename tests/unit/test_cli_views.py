@@ -63,7 +63,41 @@ def test_age_like_kubectl() -> None:
 
 def test_jobs_table() -> None:
     text = render(views.jobs_table([JOB], now=NOW, with_namespace=True))
-    assert text.splitlines()[1].split() == ["team", "j", "Running", "2/2", "1", "137", "60m"]
+    # No status.progress read yet: PROGRESS and ETA are "-".
+    assert text.splitlines()[1].split() == ["team", "j", "Running", "2/2", "1", "137", "-", "-", "60m"]
+
+
+PROGRESS = {
+    "step": 420,
+    "totalSteps": 1000,
+    "steps": "420/1000",
+    "epoch": 1,
+    "samplesPerSecond": 1000.0,
+    "dataWaitRatio": 0.125,
+    "etaSeconds": 870,
+    "eta": "14m30s",
+    "readTime": "2026-01-01T11:59:48Z",
+    "pod": "j-node-0-r1",
+}
+
+
+def test_jobs_table_shows_progress_like_kubectl_get() -> None:
+    job = {**JOB, "status": {**JOB["status"], "progress": PROGRESS}}  # type: ignore[dict-item]
+    lines = render(views.jobs_table([job], now=NOW)).splitlines()
+    assert lines[0].split() == ["NAME", "PHASE", "NODES", "RESTARTS", "EXIT", "PROGRESS", "ETA", "AGE"]
+    assert lines[1].split() == ["j", "Running", "2/2", "1", "137", "420/1000", "14m30s", "60m"]
+    lines = render(views.jobs_table([job], now=NOW, wide=True)).splitlines()
+    assert lines[0].split()[5:] == ["PROGRESS", "ETA", "SAMPLES/S", "DATA-WAIT", "AGE"]
+    assert lines[1].split()[5:] == ["420/1000", "14m30s", "1000.0", "0.125", "60m"]
+
+
+def test_describe_shows_progress() -> None:
+    job = {**JOB, "status": {**JOB["status"], "progress": PROGRESS}}  # type: ignore[dict-item]
+    text = render(*views.describe(job, [], [], now=NOW))
+    assert (
+        "420/1000, epoch 1, ETA 14m30s, 1000.0 samples/s, data wait 0.125 (read 12s ago from j-node-0-r1)"
+        in text
+    )
 
 
 def test_describe_shows_conditions_pods_and_events() -> None:
