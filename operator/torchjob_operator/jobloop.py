@@ -91,8 +91,10 @@ class JobState:
     creates_held_until: float = 0.0
     #: The Service or PodGroup was deleted: the next pass that runs re-creates them.
     children_deleted: bool = False
-    #: When this job last read its progress, and the read slot it holds.
+    #: When this job last read its progress, the read slot it holds, the read in flight.
     pacing: progress.JobPacing = dataclasses.field(default_factory=progress.JobPacing)
+    #: Wakes this job's loop (a finished progress read).
+    wake: Callable[[], None] = lambda: None
 
     def note_creates(self, outcome: actuate.Outcome, now: float) -> float | None:
         """Back off after a rejected create (our own status write wakes the loop at once, and an
@@ -154,10 +156,12 @@ async def one_pass(
     if plan.create and clock() < state.creates_held_until:
         return state.creates_held_until - clock()  # a rejected create's backoff
     changed = plan.status != observed
-    # Progress rides on this pass's one status write (it changes status only when it read).
+    # Progress rides on this pass's one status write (it changes status only after a read).
     read_due = None
     if reader is not None:
-        read_due = await reader.update(job, pod_list, plan.status, state.pacing, now=now(), clock=clock())
+        read_due = await reader.update(
+            job, pod_list, plan.status, state.pacing, clock=clock(), wake=state.wake
+        )
     write = plan.status != observed
     wait = state.bucket.wait_time(actuate.cost(plan, write), clock())
     if wait > 0:
@@ -252,11 +256,12 @@ async def run(
 ) -> None:
     """The daemon body: passes until `stopped()` (job deleted or operator stopping; `loops.wake` it then)."""
     nodes = int((body.get("spec") or {}).get("nodes") or 1)
+    event = loops.waker(key)
     state = JobState(
         inflight=actuate.InFlight(ttl=settings.inflight_seconds),
         bucket=TokenBucket(capacity=settings.budget.burst(nodes), rate=settings.budget.per_second),
+        wake=event.set,
     )
-    event = loops.waker(key)
     failures = 0
     try:
         while not stopped():
@@ -287,4 +292,5 @@ async def run(
             except TimeoutError:
                 pass
     finally:
+        state.pacing.cancel()
         loops.forget(key)

@@ -3,15 +3,16 @@
 While a job is Running, its loop reads node 0's first metrics port (pod IP : `spec.metrics.port`, where
 rank 0 of a fixed-size job runs) at most once per `interval_seconds`, and all jobs together read at most
 `reads_per_second`: a shared `Pacer` hands out read slots, so jobs deferred by the cap are spread over
-time instead of waking together. The figures go into the pass's own status write, so a read costs at
-most one status patch and the patches are bounded by the same cap.
+time instead of waking together. A read runs beside the loop (a pod that does not answer never delays a
+pass or its status write); when it ends it wakes the loop, whose next pass puts the figures into its
+own status write. So a read costs at most one status patch, and the patches are bounded by the same cap.
 
 The ETA is the remaining steps at the step rate between the previous read (the `step` and `readTime`
 already in status) and this one: wall time, so checkpoints and evaluation count, and a restarted
 operator keeps estimating from what status holds.
 
 Pure except `fetch_metrics` (one HTTP GET over asyncio streams: no thread is held by a pod that does
-not answer) and `Reader.update`, which awaits the fetch it was given.
+not answer) and `Reader.update`, which starts the fetch it was given as a task.
 """
 
 from __future__ import annotations
@@ -158,12 +159,35 @@ class Pacer:
         return slot
 
 
+@dataclasses.dataclass(frozen=True)
+class Fetched:
+    """What one read brought back: the exposition (None when the read failed), from which pod, when."""
+
+    text: str | None
+    pod: str
+    time: dt.datetime
+
+
 @dataclasses.dataclass
 class JobPacing:
-    """One job's read schedule (monotonic seconds): the last read, and a reserved slot not used yet."""
+    """One job's reads: its schedule (monotonic seconds: the last read, a reserved slot not used yet)
+    and the read in flight."""
 
     last: float | None = None
     slot: float | None = None
+    task: asyncio.Task[Fetched] | None = None
+
+    def take(self) -> Fetched | None:
+        """The finished read, once (None while none has finished)."""
+        if self.task is None or not self.task.done():
+            return None
+        task, self.task = self.task, None
+        return None if task.cancelled() else task.result()
+
+    def cancel(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            self.task = None
 
     def wait(self, interval: float, pacer: Pacer, now: float) -> float:
         """Seconds until this job may read (0: now). Reserves a slot once `interval` has passed."""
@@ -220,6 +244,7 @@ class Reader:
     settings: ProgressSettings
     pacer: Pacer
     fetch: Fetch = fetch_metrics
+    wall: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)  # a read's readTime
 
     @classmethod
     def from_settings(cls, settings: ProgressSettings) -> Reader:
@@ -233,28 +258,43 @@ class Reader:
         status: dict[str, Any],
         pacing: JobPacing,
         *,
-        now: dt.datetime,
         clock: float,
+        wake: Callable[[], None],
     ) -> float | None:
-        """Fold a due read into `status` (the pass's new status, in place); seconds until the next read."""
+        """Fold a finished read into `status` (the pass's new status, in place) and start a due one, which
+        calls `wake` when it ends; seconds until the next read is due (None: none, or one is running)."""
         settle(status)
         pod = target(job, pods, status) if self.settings.interval_seconds > 0 else None
-        if pod is None:
+        fetched = pacing.take()
+        if fetched is not None and pod is not None and fetched.pod == pod.name:
+            self._fold(job, fetched, status)
+        if pod is None or pacing.task is not None:
             return None
         wait = pacing.wait(self.settings.interval_seconds, self.pacer, clock)
         if wait > 0:
             return wait
         pacing.done(clock)
+        pacing.task = asyncio.create_task(self._read(pod, job.spec.metrics.port))
+        pacing.task.add_done_callback(lambda _: wake())
+        return None
+
+    async def _read(self, pod: PodObs, port: int) -> Fetched:
         try:
-            text = await self.fetch(pod.ip, job.spec.metrics.port, self.settings.timeout_seconds)
+            text: str | None = await self.fetch(pod.ip, port, self.settings.timeout_seconds)
         except (OSError, TimeoutError, ValueError) as exc:
             metrics.PROGRESS_READS.labels(result="error").inc()
-            log.debug("progress of %s/%s from %s: %s", job.namespace, job.name, pod.name, exc)
-            return self.settings.interval_seconds
-        reading = parse(text)
-        metrics.PROGRESS_READS.labels(result="ok" if reading else "empty").inc()
+            log.debug("progress from %s (%s:%d): %s", pod.name, pod.ip, port, exc)
+            text = None
+        return Fetched(text, pod.name, self.wall())
+
+    @staticmethod
+    def _fold(job: TrainingJob, fetched: Fetched, status: dict[str, Any]) -> None:
+        reading = None if fetched.text is None else parse(fetched.text)
+        if fetched.text is not None:
+            metrics.PROGRESS_READS.labels(result="ok" if reading else "empty").inc()
         if reading is not None:
             previous = status.get("progress") or {}
             world = job.spec.nodes * job.nproc_per_node
-            status["progress"] = figures(reading, previous, world_size=world, pod=pod.name, now=now)
-        return self.settings.interval_seconds
+            status["progress"] = figures(
+                reading, previous, world_size=world, pod=fetched.pod, now=fetched.time
+            )

@@ -220,63 +220,108 @@ class Endpoint:
         return exposition(int(10 * self.at) or 1, final=1000, world=2)
 
 
-def loop_pass(api: MergeApi, pods: list[PodObs], state: jobloop.JobState, reader: progress.Reader, at: float
-              ) -> float | None:  # fmt: skip
-    assert isinstance(reader.fetch, Endpoint)
-    reader.fetch.at = at
-    return asyncio.run(
-        jobloop.one_pass(copy.deepcopy(api.job), pods, api, state, now=lambda: T0 + dt.timedelta(seconds=at),
-                         clock=lambda: at, reader=reader)
-    )  # fmt: skip
+class Loop:
+    """One job's passes at given times of a test clock, in one event loop (reads run beside them)."""
+
+    def __init__(self, fetch: progress.Fetch) -> None:
+        body, self.pods = running_job()
+        self.api = MergeApi(body)
+        self.woken = 0
+        self.state = jobloop.JobState(
+            inflight=actuate.InFlight(), bucket=TokenBucket(capacity=1000, rate=1000), wake=self.wake
+        )
+        cfg = settings.ProgressSettings(interval_seconds=30, reads_per_second=10)
+        self.reader = progress.Reader(cfg, Pacer(rate=10, burst=10), fetch)
+        self.at = 0.0
+        self.reader.wall = lambda: T0 + dt.timedelta(seconds=self.at)
+
+    def wake(self) -> None:
+        self.woken += 1
+
+    async def run(self, at: float) -> float | None:
+        self.at = at
+        if isinstance(self.reader.fetch, Endpoint):
+            self.reader.fetch.at = at
+        due = await jobloop.one_pass(
+            copy.deepcopy(self.api.job),
+            self.pods,
+            self.api,
+            self.state,
+            now=lambda: T0 + dt.timedelta(seconds=at),
+            clock=lambda: at,
+            reader=self.reader,
+        )
+        if self.state.pacing.task is not None:
+            await asyncio.wait([self.state.pacing.task])  # the read ends (and wakes the loop)
+        return due
 
 
-def test_a_running_job_reads_rank_0_each_interval_in_its_one_status_write() -> None:
-    body, pods = running_job()
-    api = MergeApi(body)
-    state = jobloop.JobState(inflight=actuate.InFlight(), bucket=TokenBucket(capacity=1000, rate=1000))
-    cfg = settings.ProgressSettings(interval_seconds=30, reads_per_second=10)
-    reader = progress.Reader(cfg, Pacer(rate=10, burst=10), Endpoint())
+def test_a_running_job_reads_rank_0_each_interval_beside_its_passes() -> None:
+    endpoint = Endpoint()
+    loop = Loop(endpoint)
 
-    due = loop_pass(api, pods, state, reader, 1)  # Running, and the first read: one write for both
-    st = api.job["status"]
-    assert (api.patches, st["phase"], st["progress"]["step"], st["progress"]["steps"]) == (
-        1,
-        "Running",
-        10,
-        "10/1000",
-    )
-    assert "eta" not in st["progress"] and due == 30
-    assert reader.fetch.reads == [("10.244.0.1", 9400)]  # node 0's pod IP, the spec's port
-    check_status(st)
+    async def scenario() -> None:
+        # The pass that sees every rank running writes Running at once and starts the first read.
+        assert await loop.run(1) is None  # the finished read wakes the loop instead
+        assert (loop.api.patches, loop.api.job["status"]["phase"], loop.woken) == (1, "Running", 1)
+        assert endpoint.reads == [("10.244.0.1", 9400)]  # node 0's pod IP, the spec's port
+        assert await loop.run(1.05) == pytest.approx(29.95)  # woken: its figures, in one status write
+        st = loop.api.job["status"]
+        assert (loop.api.patches, st["progress"]["step"], st["progress"]["steps"]) == (2, 10, "10/1000")
+        assert "eta" not in st["progress"]
+        check_status(st)
 
-    for at in (2, 5, 20, 30):  # woken by events before the interval: no read, no write
-        assert loop_pass(api, pods, state, reader, at) == pytest.approx(31 - at)
-    assert (api.patches, len(reader.fetch.reads)) == (1, 1)
+        for at in (2, 5, 20, 30):  # woken by events before the interval: no read, no write
+            assert await loop.run(at) == pytest.approx(31 - at)
+        assert (loop.api.patches, len(endpoint.reads)) == (2, 1)
 
-    assert loop_pass(api, pods, state, reader, 31) == 30
-    st = api.job["status"]
-    assert (api.patches, st["progress"]["step"], st["progress"]["readTime"]) == (
-        2,
-        310,
-        "2026-01-01T00:00:31Z",
-    )
-    assert (st["progress"]["etaSeconds"], st["progress"]["eta"]) == (69, "1m9s")  # 690 steps at 10/s
-    assert st["progress"]["samplesPerSecond"] == 500.0
-    check_status(st)
+        assert await loop.run(31) is None  # the second read
+        assert await loop.run(31.05) == pytest.approx(29.95)
+        st = loop.api.job["status"]
+        assert (loop.api.patches, st["progress"]["step"], st["progress"]["readTime"]) == (
+            3,
+            310,
+            "2026-01-01T00:00:31Z",
+        )
+        assert (st["progress"]["etaSeconds"], st["progress"]["eta"]) == (69, "1m9s")  # 690 steps at 10/s
+        assert st["progress"]["samplesPerSecond"] == 500.0
+        check_status(st)
+
+    asyncio.run(scenario())
+
+
+def test_a_pod_that_does_not_answer_never_holds_up_a_pass() -> None:
+    async def silent(host: str, port: int, timeout: float) -> str:
+        await asyncio.sleep(3600)
+        raise AssertionError("cancelled before")
+
+    loop = Loop(silent)
+
+    async def scenario() -> None:
+        due = await asyncio.wait_for(
+            jobloop.one_pass(copy.deepcopy(loop.api.job), loop.pods, loop.api, loop.state, now=lambda: T0,
+                             clock=lambda: 0.0, reader=loop.reader),
+            timeout=5,
+        )  # fmt: skip
+        assert due is None and loop.api.job["status"]["phase"] == "Running"
+        assert loop.state.pacing.task is not None and not loop.state.pacing.task.done()
+        loop.state.pacing.cancel()
+
+    asyncio.run(scenario())
 
 
 def test_reads_fail_quietly_and_are_retried_after_the_interval() -> None:
-    body, pods = running_job()
-    api = MergeApi(body)
-    state = jobloop.JobState(inflight=actuate.InFlight(), bucket=TokenBucket(capacity=1000, rate=1000))
-
     async def refused(host: str, port: int, timeout: float) -> str:
         raise ConnectionRefusedError(host)
 
-    reader = progress.Reader(settings.ProgressSettings(interval_seconds=30), Pacer(rate=10), refused)
-    assert asyncio.run(jobloop.one_pass(copy.deepcopy(api.job), pods, api, state, now=lambda: T0,
-                                        clock=lambda: 0.0, reader=reader)) == 30  # fmt: skip
-    assert api.job["status"]["phase"] == "Running" and "progress" not in api.job["status"]
+    loop = Loop(refused)
+
+    async def scenario() -> None:
+        assert await loop.run(0) is None
+        assert await loop.run(0.05) == pytest.approx(29.95)
+        assert loop.api.patches == 1 and "progress" not in loop.api.job["status"]  # Running only
+
+    asyncio.run(scenario())
 
 
 def test_a_thousand_jobs_stay_within_the_global_cap() -> None:
