@@ -159,9 +159,7 @@ async def one_pass(
     # Progress rides on this pass's one status write (it changes status only after a read).
     read_due = None
     if reader is not None:
-        read_due = await reader.update(
-            job, pod_list, plan.status, state.pacing, clock=clock(), wake=state.wake
-        )
+        read_due = reader.update(job, pod_list, plan.status, state.pacing, clock=clock(), wake=state.wake)
     write = plan.status != observed
     wait = state.bucket.wait_time(actuate.cost(plan, write), clock())
     if wait > 0:

@@ -220,12 +220,12 @@ async def fetch_metrics(host: str, port: int, timeout: float) -> str:
             authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
             writer.write(f"GET /metrics HTTP/1.0\r\nHost: {authority}\r\nAccept: text/plain\r\n\r\n".encode())
             await writer.drain()
-            data = b""
+            data = bytearray()
             while chunk := await reader.read(65536):
                 data += chunk
                 if len(data) > MAX_BODY_BYTES:
                     raise ValueError(f"/metrics on {authority} is larger than {MAX_BODY_BYTES} bytes")
-            return data
+            return bytes(data)
         finally:
             writer.close()
 
@@ -251,7 +251,7 @@ class Reader:
         rate = settings.reads_per_second
         return cls(settings, Pacer(rate=rate, burst=max(1, int(rate))))
 
-    async def update(
+    def update(
         self,
         job: TrainingJob,
         pods: Sequence[PodObs],
@@ -261,8 +261,9 @@ class Reader:
         clock: float,
         wake: Callable[[], None],
     ) -> float | None:
-        """Fold a finished read into `status` (the pass's new status, in place) and start a due one, which
-        calls `wake` when it ends; seconds until the next read is due (None: none, or one is running)."""
+        """Fold a finished read into `status` (the pass's new status, in place) and start a due one as a task
+        of the running event loop, which calls `wake` when it ends; seconds until the next read is due
+        (None: none, or one is running)."""
         settle(status)
         pod = target(job, pods, status) if self.settings.interval_seconds > 0 else None
         fetched = pacing.take()
