@@ -788,8 +788,8 @@ def _status_progress() -> Object:
     """What the operator last read from rank 0's metrics endpoint; four fields are printer columns."""
     return Object(
         "Training progress the operator read from rank 0's metrics endpoint while the job ran (at a bounded "
-        "rate per job and across jobs; see docs/operator.md). Kept after the job stops running, but eta "
-        "is then empty.",
+        "rate per job and across jobs; see docs/operator.md). Kept after the job stops running, without "
+        "etaSeconds and eta.",
         properties={
             "step": Int("Global step rank 0 had reached.", fmt="int64", minimum=0),
             "totalSteps": Int("Global step at which training ends (epochs x steps per epoch).", fmt="int64"),
@@ -806,12 +806,12 @@ def _status_progress() -> Object:
                 minimum=0,
             ),
             "etaSeconds": Int(
-                "Estimated seconds until totalSteps at the step rate between the last two reads; 0 when "
-                "not running.",
+                "Estimated seconds until totalSteps at the step rate between the last two reads; absent "
+                "while unknown and once the job is not running.",
                 fmt="int64",
                 minimum=0,
             ),
-            "eta": Str("etaSeconds as a duration, e.g. 8m20s; empty when not running (printer column ETA)."),
+            "eta": Str("etaSeconds as a duration, e.g. 8m20s (printer column ETA)."),
             "readTime": Str("When the operator read these figures.", fmt="date-time"),
             "pod": Str("The pod whose rank 0 endpoint was read.", max_length=MAX_NAME_LENGTH),
         },
