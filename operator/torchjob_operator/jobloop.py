@@ -156,15 +156,12 @@ async def one_pass(
     if plan.create and clock() < state.creates_held_until:
         return state.creates_held_until - clock()  # a rejected create's backoff
     changed = plan.status != observed
-    # Progress rides on this pass's one status write (it changes status only after a read).
-    read_due = None
-    if reader is not None:
-        read_due = reader.update(job, pod_list, plan.status, state.pacing, clock=clock(), wake=state.wake)
-    write = plan.status != observed
-    wait = state.bucket.wait_time(actuate.cost(plan, write), clock())
+    read_due = _progress(reader, job, pod_list, plan, state=state, clock=clock())
+    cost = actuate.cost(plan, plan.status != observed)
+    wait = state.bucket.wait_time(cost, clock())
     if wait > 0:
         return wait
-    state.bucket.take(actuate.cost(plan, write), clock())
+    state.bucket.take(cost, clock())
     outcome = await actuate.execute(
         job,
         plan,
@@ -186,8 +183,12 @@ async def one_pass(
     held = state.note_creates(outcome, clock())
     if logger is not None:
         _log(logger, outcome, changed, held)
-    due = [d for d in (held if held is not None else outcome.plan.requeue_after, read_due) if d is not None]
-    return min(due, default=None)
+    return _sooner(held if held is not None else outcome.plan.requeue_after, read_due)
+
+
+def _sooner(*due: float | None) -> float | None:
+    """The earliest of the times a pass is due (None: only on an event)."""
+    return min((d for d in due if d is not None), default=None)
 
 
 def _log(
@@ -206,6 +207,22 @@ def _log(
         )
     if held is not None:
         logger.warning("pod create rejected (retry in %.0fs): %s", held, outcome.rejected)
+
+
+def _progress(
+    reader: progress.Reader | None,
+    job: spec.TrainingJob,
+    pods: list[PodObs],
+    plan: reconcile.Plan,
+    *,
+    state: JobState,
+    clock: float,
+) -> float | None:
+    """Progress rides on the pass's one status write: a finished read's figures go into the plan's status;
+    seconds until the next read is due."""
+    if reader is None:
+        return None
+    return reader.update(job, pods, plan.status, state.pacing, clock=clock, wake=state.wake)
 
 
 async def _report_invalid(
