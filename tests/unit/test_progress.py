@@ -10,11 +10,12 @@ import heapq
 from collections.abc import Mapping
 from typing import Any
 
+import kopf
 import pytest
 from torchjob_core import spec
 from torchjob_core.spec.api import STATUS
 from torchjob_core.spec.errors import FieldError
-from torchjob_operator import actuate, jobloop, progress, settings
+from torchjob_operator import actuate, handlers, jobloop, progress, settings
 from torchjob_operator.budget import TokenBucket
 from torchjob_operator.observe import PodObs, observe_pod
 from torchjob_operator.progress import JobPacing, Pacer, Reading
@@ -379,3 +380,11 @@ def test_fetch_metrics_over_a_real_socket() -> None:
     text, error = asyncio.run(scenario())
     assert text == "ok"
     assert "404" in error
+
+
+def test_startup_gives_the_loops_one_reader_from_the_settings() -> None:
+    cfg = settings.Settings(progress=settings.ProgressSettings(interval_seconds=5, reads_per_second=3))
+    runtime = handlers.OperatorRuntime(settings=cfg, api=object())  # type: ignore[arg-type]
+    handlers.configure(settings=kopf.OperatorSettings(), memo=runtime.memo())
+    assert runtime.reader is not None and runtime.reader.settings == cfg.progress
+    assert (runtime.reader.pacer.rate, runtime.reader.pacer.burst) == (3, 3)
