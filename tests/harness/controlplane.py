@@ -28,7 +28,7 @@ from typing import Any, Self, cast
 
 from kubernetes import client, config
 
-from harness import audit, binaries, flags, hostnode, kubeconfig, nodes, pki
+from harness import audit, binaries, flags, hostnode, kubeconfig, nodeflags, nodepki, nodes, pki
 from harness.polling import eventually
 from harness.ports import free_ports
 from harness.procs import Component, ComponentFailedError, Supervisor
@@ -58,6 +58,7 @@ class ControlPlane:
         default_nodes: bool = True,
         audit: bool = False,
         startup_timeout_s: float = 120.0,
+        node_ip: str | None = None,
     ) -> None:
         self.bin_dir = bin_dir
         self._own_dir = workdir is None
@@ -66,6 +67,9 @@ class ControlPlane:
         # With `audit`, the apiserver logs every request here (see harness.audit).
         self.audit_log: Path | None = self.dir / "audit.log" if audit else None
         self.startup_timeout_s = startup_timeout_s
+        # For a real node (harness.realnode): the apiserver serves on this IP instead of loopback and
+        # reconciles the `kubernetes` Service endpoint to it, so pods reach it with in-cluster config.
+        self.node_ip = node_ip
         self.token = secrets.token_urlsafe(32)
         self.kubeconfig = self.dir / "kubeconfig"
         self.server = ""
@@ -137,8 +141,9 @@ class ControlPlane:
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "logs").mkdir(exist_ok=True)
         ports = flags.Ports(*free_ports(6))
-        self.server = f"https://127.0.0.1:{ports.apiserver}"
-        self._pki = keys = pki.generate(self.dir / "pki", ips=("127.0.0.1", flags.SERVICE_IP))
+        self.server = f"https://{self.node_ip or '127.0.0.1'}:{ports.apiserver}"
+        ips = ("127.0.0.1", flags.SERVICE_IP, *([self.node_ip] if self.node_ip else []))
+        self._pki = keys = pki.generate(self.dir / "pki", ips=ips)
         tokens = self.dir / "tokens.csv"
         tokens.write_text(f'{self.token},{ADMIN_USER},{ADMIN_USER},"system:masters"\n')
         tokens.chmod(0o600)
@@ -156,6 +161,9 @@ class ControlPlane:
         self.timings["etcd"] = time.monotonic() - t0
 
         argv = flags.kube_apiserver(lo)
+        if self.node_ip:
+            kubelet_client = nodepki.apiserver_kubelet_client(keys)
+            argv = nodeflags.apiserver_for_node(argv, kubelet_client, keys.ca_cert, self.node_ip)
         if self.audit_log is not None:
             policy = self.dir / "audit-policy.json"
             policy.write_text(json.dumps(audit.POLICY))
