@@ -7,7 +7,9 @@
 #                                          # for machines that reach Debian and PyPI but no container registry
 #
 # Environment: TAG (default: the version in pyproject.toml), BASE_IMAGE, PIP_INDEX_URL, PIP_EXTRA_INDEX_URL,
-# IMAGES ("operator trainer"), DOCKER (docker). Prints the built image names, one a line, on stdout.
+# IMAGES ("operator trainer"), DOCKER (docker), DOCKER_BUILD_FLAGS (extra `docker build` flags, e.g.
+# "--network none"), WHEELHOUSE_CACHE (a folder outside the repo that keeps downloaded wheels per
+# core/ + image pyproject.toml, so a fresh clone does not download torch again). Prints the built image names, one a line.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -49,12 +51,23 @@ fill_wheelhouse() {
   local image=$1 dir=build/wheelhouse/$1
   local pip=(python3 -m pip)
   "${pip[@]}" --version >/dev/null 2>&1 || pip=(uvx --from "pip==24.3.1" pip)
+  local cached=""
+  if [ -n "${WHEELHOUSE_CACHE:-}" ]; then
+    # Keyed by the two pyproject files that pin what the image installs.
+    cached=$WHEELHOUSE_CACHE/$image-$(cat core/pyproject.toml "$image/pyproject.toml" | sha256sum | cut -c1-16)
+    mkdir -p "$cached"
+  fi
+  [ -z "$cached" ] || rm -rf "$dir"  # refilled from the cache below: no wheels of older pins
   mkdir -p "$dir"
-  log "pip download ./core ./$image (their dependencies) into $dir"
+  log "pip download ./core ./$image (their dependencies) into ${cached:-$dir}"
   local extra=()
   [ -z "${PIP_EXTRA_INDEX_URL:-}" ] || extra=(--extra-index-url "$PIP_EXTRA_INDEX_URL")
-  "${pip[@]}" download --quiet --disable-pip-version-check --only-binary=:all: --dest "$dir" \
+  "${pip[@]}" download --quiet --disable-pip-version-check --only-binary=:all: --dest "${cached:-$dir}" \
     --index-url "$PIP_INDEX_URL" "${extra[@]}" "hatchling>=1.27" ./core "./$image"
+  if [ -n "$cached" ]; then
+    # pip skips wheels already in the cache; the build context gets hard links (copies across devices).
+    cp -al "$cached"/. "$dir"/ 2>/dev/null || cp -a "$cached"/. "$dir"/
+  fi
 }
 
 if [ "$local_base" = 1 ]; then
@@ -73,6 +86,7 @@ for image in $IMAGES; do
     args+=(--build-arg "WHEELHOUSE=build/wheelhouse/none")
   fi
   log "building torchjob-$image:$TAG"
-  $DOCKER build --quiet -f "$image/Dockerfile" -t "torchjob-$image:$TAG" "${args[@]}" . >/dev/null
+  # shellcheck disable=SC2086  # DOCKER_BUILD_FLAGS is a list of flags
+  $DOCKER build --quiet ${DOCKER_BUILD_FLAGS:-} -f "$image/Dockerfile" -t "torchjob-$image:$TAG" "${args[@]}" . >/dev/null
   echo "torchjob-$image:$TAG"
 done
