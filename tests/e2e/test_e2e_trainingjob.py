@@ -1,95 +1,120 @@
-"""A TrainingJob on a real cluster: the installed operator runs examples/cpu-gloo-2node.yaml to
-Succeeded, and every rank serves its Prometheus metrics while it trains."""
+"""The installed chart and examples/cpu-gloo-2node.yaml on real pods, run once and checked from several
+sides while it trains and after it Succeeds: admission under the restricted Pod Security Standard,
+rendezvous through the headless Service's DNS name, the pod's runtime contract (/dev/shm, uid, no token),
+every rank's metrics, and `kubectl logs`."""
 
 from __future__ import annotations
 
-import copy
-import os
-from pathlib import Path
+import json
+import re
+from collections.abc import Iterator
 from typing import Any
 
-import yaml
-from e2e.support import Kubectl, eventually, progress
+import pytest
+from e2e import jobs
+from e2e.support import Cluster, Kubectl, eventually, progress
 
-ROOT = Path(__file__).resolve().parents[2]
-EXAMPLE = ROOT / "examples" / "cpu-gloo-2node.yaml"
-JOB_LABEL = "torchjob.dev/job-name"
-CPU_REQUEST = os.environ.get("TORCHJOB_E2E_CPU_REQUEST", "250m")
-
-
-def example() -> dict[str, Any]:
-    """The example with its CPU request lowered (limits kept): 2 x 2 CPUs does not fit next to the control
-    plane, CoreDNS and the operator on a laptop-sized kind node (seen on a 2-core machine)."""
-    job = dict(yaml.safe_load(EXAMPLE.read_text()))
-    job["spec"]["resources"]["requests"]["cpu"] = CPU_REQUEST
-    return job
+RUN_AS_UID = 10001
+TOKEN_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 
-def apply(kubectl: Kubectl, job: dict[str, Any], namespace: str) -> None:
-    kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(job))
+@pytest.fixture(scope="module")
+def example_job(kubectl: Kubectl, module_namespace: str) -> Iterator[dict[str, Any]]:
+    job = jobs.example(extra_args=jobs.LONGER)
+    jobs.apply(kubectl, job, module_namespace)
+    yield job
 
 
-def status_line(kubectl: Kubectl, name: str, namespace: str) -> tuple[str, dict[str, Any]]:
-    job = kubectl.json("get", "trainingjob", name, "-n", namespace)
-    status = job.get("status") or {}
-    nodes = status.get("nodes") or {}
-    progress(
-        f"{namespace}/{name}: phase={status.get('phase', '-')} attempt={status.get('attempt', 0)} "
-        f"nodes running={nodes.get('running', 0)} succeeded={nodes.get('succeeded', 0)} "
-        f"failed={nodes.get('failed', 0)}"
-    )
-    return str(status.get("phase", "")), status
+def exec_python(kubectl: Kubectl, namespace: str, pod: str, code: str) -> str:
+    proc = kubectl("exec", "-n", namespace, pod, "-c", "trainer", "--", "python", "-c", code, timeout=60)
+    return proc.stdout
 
 
-def wait_for_phase(kubectl: Kubectl, name: str, namespace: str, want: str) -> dict[str, Any]:
-    def reached() -> dict[str, Any] | None:
-        phase, status = status_line(kubectl, name, namespace)
-        assert phase != "Failed" or want == "Failed", f"{name} failed: {status.get('conditions')}"
-        return status if phase == want else None
-
-    return dict(eventually(reached, f"{namespace}/{name} to be {want}", every=5))
-
-
-def test_operator_is_available(kubectl: Kubectl, operator_namespace: str) -> None:
+def test_operator_is_available_under_restricted_pod_security(cluster: Cluster, kubectl: Kubectl) -> None:
+    ns = cluster.operator_namespace
     crd = kubectl.json("get", "crd", "trainingjobs.torchjob.dev")
     assert {c["type"]: c["status"] for c in crd["status"]["conditions"]}["Established"] == "True"
-    deployments = kubectl.json(
-        "get", "deployment", "-n", operator_namespace, "-l", "app.kubernetes.io/component=operator"
-    )["items"]
-    assert deployments, f"no operator Deployment in {operator_namespace}"
-    for deployment in deployments:
+    deployments = kubectl.json("get", "deployment", "-n", ns, "-l", "app.kubernetes.io/component=operator")
+    assert deployments["items"], f"no operator Deployment in {ns}"
+    for deployment in deployments["items"]:
         assert deployment["status"].get("availableReplicas", 0) >= 1, deployment["metadata"]["name"]
+    if cluster.real_node:
+        labels = kubectl.json("get", "namespace", ns)["metadata"]["labels"]
+        assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
+        (deployment,) = deployments["items"]
+        # Both replicas run (the standby peers with the active one): admitted by Pod Security.
+        assert deployment["status"].get("readyReplicas") == 2, deployment["status"]
+        peerings = kubectl.json("get", "kopfpeerings", "-n", ns)["items"]
+        assert peerings, "no KopfPeering object for the replicas"
 
 
-def test_example_runs_to_succeeded(kubectl: Kubectl, e2e_namespace: str) -> None:
-    job = example()
-    apply(kubectl, job, e2e_namespace)
-    name = job["metadata"]["name"]
-    status = wait_for_phase(kubectl, name, e2e_namespace, "Succeeded")
-    assert status["nodes"]["succeeded"] == job["spec"]["nodes"]
-    pods = kubectl.json("get", "pods", "-n", e2e_namespace, "-l", f"{JOB_LABEL}={name}")["items"]
-    assert len([p for p in pods if p["status"]["phase"] == "Succeeded"]) == job["spec"]["nodes"]
+def test_example_pods_train_on_the_node(
+    kubectl: Kubectl, module_namespace: str, example_job: dict[str, Any]
+) -> None:
+    name, nodes = example_job["metadata"]["name"], example_job["spec"]["nodes"]
+    jobs.wait_for_phase(kubectl, name, module_namespace, "Running")
+    running = jobs.running_pods(kubectl, name, module_namespace, nodes)
+    for pod in running:
+        progress(f"{pod['metadata']['name']} on {pod['spec']['nodeName']} at {pod['status'].get('podIP')}")
+        assert pod["status"].get("podIP"), pod["metadata"]["name"]
 
 
-def test_every_rank_serves_metrics_while_training(kubectl: Kubectl, e2e_namespace: str) -> None:
-    job = copy.deepcopy(example())
-    name = job["metadata"]["name"] = "metrics-e2e"
-    # Long enough to scrape: the example itself finishes in seconds.
-    job["spec"]["args"] = [*job["spec"]["args"], "--steps-per-epoch", "400", "--sample-cost-us", "2000"]
-    apply(kubectl, job, e2e_namespace)
-    wait_for_phase(kubectl, name, e2e_namespace, "Running")
-    pods = kubectl.json("get", "pods", "-n", e2e_namespace, "-l", f"{JOB_LABEL}={name}")["items"]
-    assert len(pods) == job["spec"]["nodes"]
-    for pod in pods:
+def test_pod_runtime_contract(kubectl: Kubectl, module_namespace: str, example_job: dict[str, Any]) -> None:
+    """/dev/shm is the sized Memory emptyDir, the process runs as uid 10001, no token is mounted."""
+    name = example_job["metadata"]["name"]
+    pod = jobs.running_pods(kubectl, name, module_namespace, example_job["spec"]["nodes"])[0]
+    (volume,) = [v for v in pod["spec"]["volumes"] if v.get("emptyDir", {}).get("medium") == "Memory"]
+    size_limit = volume["emptyDir"]["sizeLimit"]
+    code = (
+        "import json, os\n"
+        "mounts = {l.split()[1]: l.split() for l in open('/proc/mounts')}\n"
+        "s = os.statvfs('/dev/shm')\n"
+        f"print(json.dumps({{'uid': os.getuid(), 'gid': os.getgid(), 'shm': mounts.get('/dev/shm'),"
+        f" 'shm_bytes': s.f_blocks * s.f_frsize, 'token': os.path.exists({TOKEN_DIR!r})}}))\n"
+    )
+    seen = json.loads(exec_python(kubectl, module_namespace, pod["metadata"]["name"], code))
+    progress(f"inside {pod['metadata']['name']}: {seen}")
+    assert seen["uid"] == RUN_AS_UID and seen["gid"] == RUN_AS_UID
+    assert seen["shm"] and seen["shm"][2] == "tmpfs", seen["shm"]
+    assert seen["shm_bytes"] == _bytes(size_limit), (seen["shm_bytes"], size_limit)
+    assert seen["token"] is False
+    assert pod["spec"].get("automountServiceAccountToken") is False
+
+
+def test_rendezvous_goes_through_the_headless_service_name(
+    kubectl: Kubectl, module_namespace: str, example_job: dict[str, Any]
+) -> None:
+    name = example_job["metadata"]["name"]
+    running = jobs.running_pods(kubectl, name, module_namespace, example_job["spec"]["nodes"])
+    (trainer,) = [c for c in running[-1]["spec"]["containers"] if c["name"] == "trainer"]
+    env = {e["name"]: e.get("value") for e in trainer.get("env", [])}
+    endpoint = env.get("PET_MASTER_ADDR") or env["PET_RDZV_ENDPOINT"].rsplit(":", 1)[0]
+    assert endpoint.endswith(f".{module_namespace}.svc"), endpoint
+    # The last pod resolves node 0's name through CoreDNS to node 0's pod IP: that is where it connected.
+    resolved = exec_python(
+        kubectl, module_namespace, running[-1]["metadata"]["name"],
+        f"import socket; print(socket.gethostbyname({endpoint!r}))",
+    ).strip()  # fmt: skip
+    node0 = next(p for p in running if p["metadata"]["labels"]["torchjob.dev/node-index"] == "0")
+    assert resolved == node0["status"]["podIP"], (endpoint, resolved)
+
+
+def test_every_rank_serves_metrics_while_training(
+    kubectl: Kubectl, module_namespace: str, example_job: dict[str, Any]
+) -> None:
+    name = example_job["metadata"]["name"]
+    for pod in jobs.running_pods(kubectl, name, module_namespace, example_job["spec"]["nodes"]):
         (trainer,) = [c for c in pod["spec"]["containers"] if c["name"] == "trainer"]
         ports = {
             p["name"]: p["containerPort"]
             for p in trainer.get("ports", [])
             if p["name"].startswith("metrics-")
         }
-        assert len(ports) == job["spec"]["procsPerNode"], ports
+        assert len(ports) == example_job["spec"]["procsPerNode"], ports
         for port_name, port in sorted(ports.items()):
-            path = f"/api/v1/namespaces/{e2e_namespace}/pods/{pod['metadata']['name']}:{port}/proxy/metrics"
+            path = (
+                f"/api/v1/namespaces/{module_namespace}/pods/{pod['metadata']['name']}:{port}/proxy/metrics"
+            )
 
             def scraped(path: str = path) -> str | None:
                 proc = kubectl("get", "--raw", path, check=False)
@@ -100,4 +125,27 @@ def test_every_rank_serves_metrics_while_training(kubectl: Kubectl, e2e_namespac
             line = next(x for x in text.splitlines() if x.startswith("torchjob_trainer_samples_total{"))
             progress(f"{pod['metadata']['name']} {port_name}: {line}")
             assert f'job="{name}"' in line
-    wait_for_phase(kubectl, name, e2e_namespace, "Succeeded")
+
+
+def test_example_succeeds_and_logs_show_every_rank(
+    kubectl: Kubectl, module_namespace: str, example_job: dict[str, Any]
+) -> None:
+    name, spec = example_job["metadata"]["name"], example_job["spec"]
+    status = jobs.wait_for_phase(kubectl, name, module_namespace, "Succeeded")
+    assert status["nodes"]["succeeded"] == spec["nodes"]
+    pods = jobs.pods(kubectl, name, module_namespace)
+    assert len([p for p in pods if p["status"]["phase"] == "Succeeded"]) == spec["nodes"]
+    world = spec["nodes"] * spec["procsPerNode"]
+    ranks: set[int] = set()
+    for pod in pods:
+        logs = kubectl("logs", "-n", module_namespace, pod["metadata"]["name"], "-c", "trainer").stdout
+        ranks |= {int(r) for r in re.findall(rf"\brank (\d+)/{world}\b", logs)}
+    assert ranks == set(range(world)), f"ranks in kubectl logs: {sorted(ranks)}"
+
+
+def _bytes(quantity: str) -> int:
+    units = {"Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30}
+    for suffix, factor in units.items():
+        if quantity.endswith(suffix):
+            return int(quantity[: -len(suffix)]) * factor
+    return int(quantity)

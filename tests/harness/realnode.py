@@ -105,34 +105,41 @@ def preflight() -> None:
 # -- the pause image -------------------------------------------------------------------------------------
 
 
-def pause_image_tar(pause_binary: Path) -> bytes:
-    """A docker-save archive of a one-file image (`/pause`), as `ctr images import` reads it."""
+def single_layer_image(tag: str, files: dict[str, Path], config: dict[str, Any]) -> bytes:
+    """A docker-save archive of a one-layer image holding `files` (path in the image -> file here,
+    symlinks followed), as `ctr images import` reads it. For the few images no registry serves here."""
     layer = io.BytesIO()
     with tarfile.open(fileobj=layer, mode="w") as tar:
-        info = tar.gettarinfo(str(pause_binary), arcname="pause")
-        info.uid = info.gid = 0
-        info.uname = info.gname = ""
-        info.mtime = 0
-        with pause_binary.open("rb") as f:
-            tar.addfile(info, f)
+        for arcname, source in sorted(files.items()):
+            info = tar.gettarinfo(str(source.resolve()), arcname=arcname)
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            info.mtime = 0
+            with source.resolve().open("rb") as f:
+                tar.addfile(info, f)
     layer_bytes = layer.getvalue()
     diff_id = hashlib.sha256(layer_bytes).hexdigest()
-    config = json.dumps({
-        "architecture": "amd64", "os": "linux",
-        "config": {"Entrypoint": ["/pause"], "User": "65535:65535"},
+    image_config = json.dumps({
+        "architecture": "amd64", "os": "linux", "config": config,
         "rootfs": {"type": "layers", "diff_ids": [f"sha256:{diff_id}"]},
     }).encode()  # fmt: skip
-    config_name = f"{hashlib.sha256(config).hexdigest()}.json"
-    manifest = json.dumps([{"Config": config_name, "RepoTags": [nodeflags.PAUSE_IMAGE],
+    config_name = f"{hashlib.sha256(image_config).hexdigest()}.json"
+    manifest = json.dumps([{"Config": config_name, "RepoTags": [tag],
                             "Layers": [f"{diff_id}/layer.tar"]}]).encode()  # fmt: skip
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode="w") as tar:
-        for name, data in ((f"{diff_id}/layer.tar", layer_bytes), (config_name, config),
+        for name, data in ((f"{diff_id}/layer.tar", layer_bytes), (config_name, image_config),
                            ("manifest.json", manifest)):  # fmt: skip
             member = tarfile.TarInfo(name)
             member.size = len(data)
             tar.addfile(member, io.BytesIO(data))
     return out.getvalue()
+
+
+def pause_image_tar(pause_binary: Path) -> bytes:
+    return single_layer_image(
+        nodeflags.PAUSE_IMAGE, {"pause": pause_binary}, {"Entrypoint": ["/pause"], "User": "65535:65535"}
+    )
 
 
 # -- the node ----------------------------------------------------------------------------------------------

@@ -1,0 +1,76 @@
+"""TrainingJob helpers of the e2e tier: the example manifest, apply, phase waits, pods (as `e2e.jobs`)."""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from e2e.support import Kubectl, eventually, progress
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples" / "cpu-gloo-2node.yaml"
+JOB_LABEL = "torchjob.dev/job-name"
+CPU_REQUEST = os.environ.get("TORCHJOB_E2E_CPU_REQUEST", "250m")
+# Long enough to look inside the pods and scrape them while they train (the example alone takes seconds).
+LONGER = ["--steps-per-epoch", "300", "--sample-cost-us", "2000"]
+
+
+def example(*, name: str | None = None, extra_args: list[str] | None = None) -> dict[str, Any]:
+    """examples/cpu-gloo-2node.yaml with its CPU request lowered (limits kept): 2 x 2 CPUs does not fit
+    next to the control plane, CoreDNS and the operator on a 2-core node (kind or the real node)."""
+    job = copy.deepcopy(dict(yaml.safe_load(EXAMPLE.read_text())))
+    job["spec"]["resources"]["requests"]["cpu"] = CPU_REQUEST
+    if name:
+        job["metadata"]["name"] = name
+    if extra_args:
+        job["spec"]["args"] = [*job["spec"]["args"], *extra_args]
+    return job
+
+
+def apply(kubectl: Kubectl, job: dict[str, Any], namespace: str) -> None:
+    kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(job))
+
+
+def status_line(kubectl: Kubectl, name: str, namespace: str) -> tuple[str, dict[str, Any]]:
+    job = kubectl.json("get", "trainingjob", name, "-n", namespace)
+    status = job.get("status") or {}
+    nodes = status.get("nodes") or {}
+    progress(
+        f"{namespace}/{name}: phase={status.get('phase', '-')} attempt={status.get('attempt', 0)} "
+        f"nodes running={nodes.get('running', 0)} succeeded={nodes.get('succeeded', 0)} "
+        f"failed={nodes.get('failed', 0)}"
+    )
+    return str(status.get("phase", "")), status
+
+
+def wait_for_phase(
+    kubectl: Kubectl, name: str, namespace: str, want: str, timeout: float | None = None
+) -> dict[str, Any]:
+    def reached() -> dict[str, Any] | None:
+        phase, status = status_line(kubectl, name, namespace)
+        assert phase != "Failed" or want == "Failed", f"{name} failed: {status.get('conditions')}"
+        return status if phase == want else None
+
+    kwargs = {} if timeout is None else {"timeout": timeout}
+    return dict(eventually(reached, f"{namespace}/{name} to be {want}", every=3, **kwargs))
+
+
+def pods(kubectl: Kubectl, name: str, namespace: str) -> list[dict[str, Any]]:
+    items = kubectl.json("get", "pods", "-n", namespace, "-l", f"{JOB_LABEL}={name}")["items"]
+    return sorted(items, key=lambda p: p["metadata"]["name"])
+
+
+def running_pods(kubectl: Kubectl, name: str, namespace: str, count: int) -> list[dict[str, Any]]:
+    """`count` pods of the job whose trainer container runs (not merely scheduled)."""
+
+    def ready() -> list[dict[str, Any]] | None:
+        found = [
+            p for p in pods(kubectl, name, namespace)
+            if p["status"].get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")
+        ]  # fmt: skip
+        return found if len(found) == count else None
+
+    return list(eventually(ready, f"{count} running pods of {namespace}/{name}", every=2))
