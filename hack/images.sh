@@ -16,12 +16,14 @@ VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml | head -n1)
 IMAGES=${IMAGES:-operator trainer}
 log() { echo "[images] $*" >&2; }
 
-# What `docker build` sees (see .dockerignore), minus the wheelhouse, which pyproject.toml determines.
+# What reaches the image: the packages it installs (core/ and its own folder, with their pyproject.toml
+# and the Dockerfile) and how it is built. The root pyproject.toml and README.md are copied into the build
+# stage only (the final stage takes /opt/torchjob), so test markers or docs do not rebuild several GB.
 content_hash() {
   local image=$1
   { printf '%s\n' "$image" "$VERSION"
-    git ls-files -co --exclude-standard -- pyproject.toml README.md .dockerignore hack/build-images.sh \
-      operator trainer cli core "$image/Dockerfile" | grep -v '__pycache__' | LC_ALL=C sort -u |
+    git ls-files -co --exclude-standard -- .dockerignore hack/build-images.sh core "$image" |
+      grep -v '__pycache__' | LC_ALL=C sort -u |
       while read -r f; do [ -f "$f" ] && sha256sum "$f"; done
   } | sha256sum | cut -c1-16
 }
@@ -74,6 +76,10 @@ for image in $IMAGES; do
     size=$($DOCKER image inspect -f '{{.Size}}' "torchjob-$image:h$hash")
     log "torchjob-$image: build $(( built - start ))s, save $(( $(date +%s) - built ))s," \
         "image $(( size / 1048576 )) MiB, tarball $(( $(stat -c %s "$tarball") / 1048576 )) MiB"
+    # The tarball is the cache: keeping the image (and the dangling build stage) in dockerd's store as
+    # well would double several GB on a shared disk. The debootstrap base stays for the next build.
+    $DOCKER rmi "torchjob-$image:$VERSION" "torchjob-$image:h$hash" >/dev/null
+    $DOCKER image prune --force >/dev/null
     # Older tarballs of this image are dead weight (several GB for the trainer).
     find "$cache" -maxdepth 1 -name "torchjob-$image-*.tar" ! -name "torchjob-$image-$hash.tar" -delete
   fi

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # End to end on kind, for anyone with Docker and kind (https://kind.sigs.k8s.io):
 #   1. creates a kind cluster          2. builds both images and loads them into it
-#   3. helm installs the chart          4-6. runs tests/e2e (pytest): applies examples/cpu-gloo-2node.yaml,
-#                                            waits for Succeeded printing progress, scrapes every rank's
-#                                            metrics through the API server's pod proxy
+#   3. helm installs the chart          4-6. runs tests/e2e (pytest --kind): the same suite the node tier
+#                                            runs on this machine's real node (docs/cluster-tests.md); the
+#                                            Prometheus test skips (no Prometheus Operator on kind)
 #   7. tears the cluster down (KEEP_CLUSTER=1 keeps it; the script prints how to reach it)
 #
 #   hack/kind-e2e.sh                     # images from a registry base (python:3.11-slim) and PyPI
@@ -59,12 +59,15 @@ mapfile -t images < <(TAG=$TAG hack/build-images.sh "$@")
 [ "${#images[@]}" -eq 2 ] || die "hack/build-images.sh built ${images[*]:-nothing}"
 "$KIND" load docker-image --name "$CLUSTER" "${images[@]}"
 
-step "3. helm install torchjob into $NAMESPACE"
-"$HELM" upgrade --install torchjob charts/torchjob --namespace "$NAMESPACE" --create-namespace \
+step "3. helm install torchjob into $NAMESPACE (restricted Pod Security, as on the real node tier)"
+"$KUBECTL" create namespace "$NAMESPACE" --dry-run=client -o yaml | "$KUBECTL" apply -f - >/dev/null
+"$KUBECTL" label --overwrite namespace "$NAMESPACE" pod-security.kubernetes.io/enforce=restricted \
+  pod-security.kubernetes.io/warn=restricted >/dev/null
+"$HELM" upgrade --install torchjob charts/torchjob --namespace "$NAMESPACE" \
   --set image.tag="$TAG" --set image.pullPolicy=Never --wait --timeout 5m
 "$KUBECTL" -n "$NAMESPACE" get pods -o wide
 
-step "4-6. applying examples/cpu-gloo-2node.yaml, waiting for Succeeded, scraping rank metrics (tests/e2e)"
+step "4-6. tests/e2e on this cluster: the example to Succeeded, rank metrics, logs, disruptions, failures"
 TORCHJOB_E2E_OPERATOR_NAMESPACE=$NAMESPACE KUBECTL=$KUBECTL \
   "$PYTEST" tests/e2e --kind -s -v
 step "passed"

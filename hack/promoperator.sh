@@ -27,7 +27,8 @@ if missing; then
     go build -ldflags "-s -w $ver" -o "$BIN.tmp/$cmd" "$mod/cmd/$cmd"
   done
   src=$(go list -m -f '{{.Dir}}' "$mod")
-  cp "$src"/example/prometheus-operator-crd/monitoring.coreos.com_{prometheuses,podmonitors,servicemonitors}.yaml "$BIN.tmp/crds/"
+  # All of them: the Prometheus controller also watches Probes, ScrapeConfigs and PrometheusRules.
+  cp "$src"/example/prometheus-operator-crd/*.yaml "$BIN.tmp/crds/"
   chmod -R u+w "$BIN.tmp/crds"
   rm -rf "$BIN"; mv "$BIN.tmp" "$BIN"
   log "built in $(( $(date +%s) - start ))s into $BIN"

@@ -26,6 +26,11 @@ import pytest
 from e2e.support import Cluster, Kubectl, progress
 
 REQUIRE_ENV = "TORCHJOB_REQUIRE_NODE"
+# The chart's monitors, scraping often enough that a minute-long run gives rate() its samples.
+MONITORS = (
+    "--set", "podMonitor.enabled=true", "--set", "podMonitor.interval=5s",
+    "--set", "serviceMonitor.enabled=true", "--set", "serviceMonitor.interval=5s",
+)  # fmt: skip
 
 
 def _kubectl_binary() -> str:
@@ -55,7 +60,7 @@ def cluster(request: pytest.FixtureRequest, helm: str) -> Iterator[Cluster]:
         yield Cluster(kubectl=k, kubeconfig=Path(kubeconfig), operator_namespace=operator_ns, real_node=False)
         return
 
-    from harness import nodecluster, realnode
+    from harness import monitoring, nodecluster, realnode
 
     try:
         realnode.preflight()
@@ -65,10 +70,17 @@ def cluster(request: pytest.FixtureRequest, helm: str) -> Iterator[Cluster]:
         pytest.skip(f"real node unavailable: {exc}")
     nc = nodecluster.NodeCluster()
     nc.start()
+    stack: monitoring.PrometheusStack | None = None
     try:
         progress(f"node up: {', '.join(f'{k} {v:.0f}s' for k, v in nc.timings.items())}")
-        nodecluster.install_chart(nc, helm)
+        # The monitors' CRDs must exist before the chart renders its PodMonitor and ServiceMonitor, and
+        # those before Prometheus starts, so its first configuration already scrapes them.
+        stack = monitoring.PrometheusStack(nc)
+        stack.install_crds()
+        nodecluster.install_chart(nc, helm, extra=MONITORS)
         progress("chart installed")
+        stack.start()
+        progress("Prometheus (through the Prometheus Operator) ready")
         yield Cluster(
             kubectl=Kubectl(_kubectl_binary(), kubeconfig=nc.kubeconfig),
             kubeconfig=nc.kubeconfig,
@@ -76,8 +88,11 @@ def cluster(request: pytest.FixtureRequest, helm: str) -> Iterator[Cluster]:
             real_node=True,
             trainer_image=f"torchjob-trainer:{nc.images['trainer'].tag}",
             node_cluster=nc,
+            prometheus=True,
         )
     finally:
+        if stack is not None:
+            stack.stop()
         nc.stop()
 
 

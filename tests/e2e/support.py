@@ -57,6 +57,8 @@ class Cluster:
     # which the node's containerd also maps to this build.
     trainer_image: str | None = None
     node_cluster: NodeCluster | None = field(default=None, repr=False)
+    # A Prometheus (from the Prometheus Operator) that selects the chart's monitors: harness.monitoring.
+    prometheus: bool = False
 
 
 def progress(message: str) -> None:

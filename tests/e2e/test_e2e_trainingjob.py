@@ -7,14 +7,19 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from e2e import jobs
 from e2e.support import Cluster, Kubectl, eventually, progress
+from harness import monitoring
 
 RUN_AS_UID = 10001
+SAMPLES_RATE = "sum(rate(torchjob_trainer_samples_total[1m])) > 0"
 TOKEN_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 
@@ -23,6 +28,24 @@ def example_job(kubectl: Kubectl, module_namespace: str) -> Iterator[dict[str, A
     job = jobs.example(extra_args=jobs.LONGER)
     jobs.apply(kubectl, job, module_namespace)
     yield job
+
+
+def torchjob(cluster: Cluster, *args: str) -> list[str]:
+    """The CLI from this environment against the suite's cluster."""
+    return [str(Path(sys.executable).with_name("torchjob")), *args, "--kubeconfig", str(cluster.kubeconfig)]
+
+
+@pytest.fixture(scope="module")
+def follow_logs(
+    cluster: Cluster, module_namespace: str, example_job: dict[str, Any]
+) -> Iterator[subprocess.Popen[str]]:
+    """`torchjob logs -f` started while the job trains; it ends by itself when the job does."""
+    argv = torchjob(cluster, "logs", "-f", example_job["metadata"]["name"], "-n", module_namespace)
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    yield proc
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
 
 
 def exec_python(kubectl: Kubectl, namespace: str, pod: str, code: str) -> str:
@@ -127,8 +150,61 @@ def test_every_rank_serves_metrics_while_training(
             assert f'job="{name}"' in line
 
 
+def test_prometheus_finds_the_pods_through_the_chart_monitors(
+    cluster: Cluster, kubectl: Kubectl, module_namespace: str, example_job: dict[str, Any]
+) -> None:
+    if not cluster.prometheus:
+        pytest.skip("no Prometheus Operator here (the real node tier runs one)")
+    jobs.running_pods(
+        kubectl, example_job["metadata"]["name"], module_namespace, example_job["spec"]["nodes"]
+    )
+
+    def answered() -> list[Any] | None:
+        proc = kubectl("get", "--raw", monitoring.query_path(SAMPLES_RATE), check=False)
+        return json.loads(proc.stdout)["data"]["result"] or None if proc.returncode == 0 else None
+
+    (sample,) = eventually(answered, f"Prometheus to answer {SAMPLES_RATE}", timeout=150, every=3)
+    progress(f"{SAMPLES_RATE} = {sample['value'][1]}")
+    assert float(sample["value"][1]) > 0
+    targets = json.loads(kubectl("get", "--raw", monitoring.api_path("targets")).stdout)["data"][
+        "activeTargets"
+    ]
+    pools = {t["scrapePool"] for t in targets if t["health"] == "up"}
+    ns = cluster.operator_namespace
+    assert any(p.startswith(f"podMonitor/{ns}/") for p in pools), pools
+    assert any(p.startswith(f"serviceMonitor/{ns}/") for p in pools), pools
+    trainers = [
+        t for t in targets if t["labels"].get("namespace") == module_namespace and t["health"] == "up"
+    ]
+    world = example_job["spec"]["nodes"] * example_job["spec"]["procsPerNode"]
+    assert len(trainers) >= world, [t["labels"] for t in trainers]
+
+
+def test_cli_top_reads_every_rank(
+    cluster: Cluster,
+    kubectl: Kubectl,
+    module_namespace: str,
+    example_job: dict[str, Any],
+    follow_logs: subprocess.Popen[str],
+) -> None:
+    name, spec = example_job["metadata"]["name"], example_job["spec"]
+    jobs.running_pods(kubectl, name, module_namespace, spec["nodes"])
+    world = spec["nodes"] * spec["procsPerNode"]
+
+    def table() -> str | None:
+        argv = torchjob(cluster, "top", name, "-n", module_namespace, "--once")
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+        rows = [line.split() for line in proc.stdout.splitlines()]
+        ranks = {int(r[1]) for r in rows if len(r) > 4 and r[1].isdigit()}
+        return proc.stdout if proc.returncode == 0 and ranks == set(range(world)) else None
+
+    out = eventually(table, f"`torchjob top {name}` to list {world} ranks", timeout=120, every=3)
+    progress(f"torchjob top:\n{out}")
+    assert follow_logs.poll() is None, "torchjob logs -f ended while the job still runs"
+
+
 def test_example_succeeds_and_logs_show_every_rank(
-    kubectl: Kubectl, module_namespace: str, example_job: dict[str, Any]
+    kubectl: Kubectl, module_namespace: str, example_job: dict[str, Any], follow_logs: subprocess.Popen[str]
 ) -> None:
     name, spec = example_job["metadata"]["name"], example_job["spec"]
     status = jobs.wait_for_phase(kubectl, name, module_namespace, "Succeeded")
@@ -141,6 +217,11 @@ def test_example_succeeds_and_logs_show_every_rank(
         logs = kubectl("logs", "-n", module_namespace, pod["metadata"]["name"], "-c", "trainer").stdout
         ranks |= {int(r) for r in re.findall(rf"\brank (\d+)/{world}\b", logs)}
     assert ranks == set(range(world)), f"ranks in kubectl logs: {sorted(ranks)}"
+    # `torchjob logs -f`, started while the job ran, ends once it is done and carries every rank too.
+    followed, _ = follow_logs.communicate(timeout=120)
+    assert follow_logs.returncode == 0, followed[-3000:]
+    followed_ranks = {int(r) for r in re.findall(rf"\brank (\d+)/{world}\b", followed)}
+    assert followed_ranks == set(range(world)), followed[-3000:]
 
 
 def _bytes(quantity: str) -> int:

@@ -15,11 +15,17 @@ import shutil
 import subprocess
 import urllib.parse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from harness.kubectl import Kubectl
-from harness.procs import Component, Supervisor, wait_until
-from harness.realnode import RealNode, single_layer_image
+import yaml
+
+from harness.kubectl import Kubectl, bind
+from harness.ports import free_ports
+from harness.procs import Component, Supervisor
+from harness.realnode import RealNode, single_layer_image, wait_for
+
+if TYPE_CHECKING:
+    from harness.nodecluster import NodeCluster
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO_ROOT / "hack" / "promoperator.sh"
@@ -73,10 +79,14 @@ def import_images(node: RealNode, bin_dir: Path, version: str) -> tuple[str, str
 def install_crds(kubectl: Kubectl, bin_dir: Path) -> None:
     for crd in sorted((bin_dir / "crds").glob("*.yaml")):
         kubectl("apply", "--server-side", "--force-conflicts", f"--filename={crd}", timeout=120)
-    kubectl("wait", "--for=condition=Established", "--timeout=60s", f"--filename={bin_dir / 'crds'}", timeout=90)
+    kubectl(
+        "wait", "--for=condition=Established", "--timeout=60s", f"--filename={bin_dir / 'crds'}", timeout=90
+    )
 
 
-def start_operator(sup: Supervisor, bin_dir: Path, kubeconfig: Path, reloader_image: str, port: int) -> Component:
+def start_operator(
+    sup: Supervisor, bin_dir: Path, kubeconfig: Path, reloader_image: str, port: int
+) -> Component:
     operator = sup.start("prometheus-operator", [
         str(bin_dir / "operator"), f"--kubeconfig={kubeconfig}",
         f"--prometheus-config-reloader={reloader_image}",
@@ -92,21 +102,23 @@ def start_operator(sup: Supervisor, bin_dir: Path, kubeconfig: Path, reloader_im
         except OSError:
             return False
 
-    wait_until(healthy, operator, "healthy (/healthz)", 60)
+    wait_for(healthy, operator, "healthy (/healthz)", 60)
     return operator
 
 
 def prometheus_objects(image: str, version: str) -> list[dict[str, Any]]:
     """Namespace, RBAC for kubernetes_sd, and one Prometheus selecting every PodMonitor/ServiceMonitor."""
+    read = ["get", "list", "watch"]
     rules = [
-        {"apiGroups": [""], "resources": ["nodes", "services", "endpoints", "pods"], "verbs": ["get", "list", "watch"]},
-        {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": [""], "resources": ["nodes", "services", "endpoints", "pods"], "verbs": read},
+        {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": read},
         {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]},
         {"nonResourceURLs": ["/metrics"], "verbs": ["get"]},
     ]  # fmt: skip
     return [
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}},
-        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "prometheus", "namespace": NAMESPACE}},
+        {"apiVersion": "v1", "kind": "ServiceAccount",
+         "metadata": {"name": "prometheus", "namespace": NAMESPACE}},
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
          "metadata": {"name": "torchjob-e2e-prometheus"}, "rules": rules},
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
@@ -126,7 +138,47 @@ def prometheus_objects(image: str, version: str) -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
+def api_path(endpoint: str) -> str:
+    """The apiserver's pod-proxy path to the Prometheus pod's HTTP API (`query?...`, `targets`)."""
+    return f"/api/v1/namespaces/{NAMESPACE}/pods/prometheus-{NAME}-0:9090/proxy/api/v1/{endpoint}"
+
+
 def query_path(expr: str) -> str:
-    """The apiserver's pod-proxy path to the Prometheus pod's instant-query API."""
-    pod = f"prometheus-{NAME}-0"
-    return f"/api/v1/namespaces/{NAMESPACE}/pods/{pod}:9090/proxy/api/v1/query?{urllib.parse.urlencode({'query': expr})}"
+    return api_path(f"query?{urllib.parse.urlencode({'query': expr})}")
+
+
+class PrometheusStack:
+    """CRDs, the operator process, and one Prometheus pod on the node; `stop()` ends the operator (the pod
+    goes with the node). Install the chart with its monitors between `install_crds()` and `start()`."""
+
+    def __init__(self, nc: NodeCluster) -> None:
+        self.nc = nc
+        self.bin_dir = locate()
+        self.version = prometheus_version(Path(shutil.which("prometheus") or "/usr/bin/prometheus"))
+        self.kubectl = bind(nc.kubeconfig)
+        self._supervisor: Supervisor | None = None
+
+    def install_crds(self) -> None:
+        install_crds(self.kubectl, self.bin_dir)
+
+    def start(self, timeout_s: float = 180) -> None:
+        prom_image, reloader_image = import_images(self.nc.node, self.bin_dir, self.version)
+        self._supervisor = Supervisor(self.nc.cp.dir / "logs")
+        (port,) = free_ports(1)
+        operator = start_operator(self._supervisor, self.bin_dir, self.nc.kubeconfig, reloader_image, port)
+        self.kubectl(
+            "apply", "-f", "-", input=yaml.safe_dump_all(prometheus_objects(prom_image, self.version))
+        )
+
+        def ready() -> bool:
+            ready_status = "jsonpath={.status.conditions[?(@.type=='Ready')].status}"
+            pod = f"prometheus-{NAME}-0"
+            proc = self.kubectl("get", "pod", "-n", NAMESPACE, pod, "-o", ready_status, check=False)
+            return proc.stdout.strip() == "True"
+
+        wait_for(ready, operator, f"pod {NAMESPACE}/prometheus-{NAME}-0 Ready", timeout_s)
+
+    def stop(self) -> None:
+        if self._supervisor is not None:
+            self._supervisor.stop_all()
+            self._supervisor = None

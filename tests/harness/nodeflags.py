@@ -151,6 +151,14 @@ def kubelet_config(
         # Imported images cannot be pulled again (no registry): never collect them.
         "imageGCHighThresholdPercent": 100,
         "imageGCLowThresholdPercent": 99,
+        # The disk is shared with builds and caches (the trainer image alone is ~6 GB): evict for real
+        # shortage only, not at the default 10-15 % free, which would taint the only node.
+        "evictionHard": {
+            "memory.available": "200Mi",
+            "nodefs.available": "2Gi",
+            "imagefs.available": "2Gi",
+            "nodefs.inodesFree": "1%",
+        },
         "failSwapOn": False,
         "rotateCertificates": False,
         "serializeImagePulls": False,

@@ -31,7 +31,7 @@ import tarfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
@@ -41,7 +41,9 @@ from kubernetes import client
 
 from harness import kubeconfig, nodeflags, nodepki
 from harness.nodeflags import CONTAINERD_SOCKET, KUBELET_ROOT, NODE_NAME, STATE_DIR
-from harness.procs import Component, Supervisor, kill_tree, wait_until
+from harness.polling import eventually
+from harness.ports import free_ports
+from harness.procs import Component, Supervisor, kill_tree
 
 if TYPE_CHECKING:
     from harness.controlplane import ControlPlane
@@ -55,6 +57,11 @@ STATE_FILE = STATE_DIR / "state.json"
 CHAIN_PREFIXES = ("KUBE-", "CNI-", "TORCHJOB-")
 EGRESS_CHAIN = "TORCHJOB-NODE-EGRESS"
 IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
+
+
+def wait_for(check: Callable[[], bool], component: Component, what: str, timeout_s: float) -> None:
+    """Polls `check`; fails at once with the component's log if it exits, or after `timeout_s`."""
+    eventually(check, timeout_s, what, 0.2, watch=component)
 
 
 class NodeUnavailableError(RuntimeError):
@@ -208,8 +215,6 @@ class RealNode:
         _record_state()
         logs = self.dir / "logs"
         logs.mkdir(exist_ok=True)
-        from harness.controlplane import free_ports  # no import cycle at module load
-
         ports = nodeflags.NodePorts(*free_ports(5))
         self._egress_rule()
 
@@ -222,7 +227,7 @@ class RealNode:
         sup = self._supervisor = Supervisor(logs)
         budget = self.startup_timeout_s
         containerd = sup.start("containerd", ["containerd", f"--config={config}"])
-        wait_until(functools.partial(_ctr_ok), containerd, f"serving on {CONTAINERD_SOCKET}", budget)
+        wait_for(functools.partial(_ctr_ok), containerd, f"serving on {CONTAINERD_SOCKET}", budget)
         self.import_image_bytes(pause_image_tar(bin_dir / "pause"))
         self.timings["containerd"] = time.monotonic() - t0
 
@@ -250,14 +255,14 @@ class RealNode:
         corefile.write_text(nodeflags.corefile(node_ip=self.node_ip, kubeconfig=dns_kc, ports=ports))
         dns = sup.start("coredns", [str(bin_dir / "coredns"), "-conf", str(corefile)])
 
-        wait_until(functools.partial(_http_ok, f"http://127.0.0.1:{ports.kubelet_healthz}/healthz"),
+        wait_for(functools.partial(_http_ok, f"http://127.0.0.1:{ports.kubelet_healthz}/healthz"),
                    kubelet, "healthy (/healthz)", budget)  # fmt: skip
-        wait_until(functools.partial(_http_ok, f"http://127.0.0.1:{ports.proxy_healthz}/healthz"),
+        wait_for(functools.partial(_http_ok, f"http://127.0.0.1:{ports.proxy_healthz}/healthz"),
                    proxy, "healthy (/healthz)", budget)  # fmt: skip
-        wait_until(functools.partial(_http_ok, f"http://127.0.0.1:{ports.dns_ready}/ready"),
+        wait_for(functools.partial(_http_ok, f"http://127.0.0.1:{ports.dns_ready}/ready"),
                    dns, "ready (/ready)", budget)  # fmt: skip
         with self.cp.api_client() as api:
-            wait_until(
+            wait_for(
                 functools.partial(_node_ready, api), kubelet, f"registering Node {NODE_NAME} Ready", budget
             )
         self.timings["node"] = time.monotonic() - t0
@@ -296,6 +301,18 @@ class RealNode:
                 )
             if proc.returncode != 0:
                 raise RuntimeError(f"ctr images import {tarball} failed: {proc.stderr.strip()}")
+            self._forget_older(tags)
+
+    def _forget_older(self, tags: list[str]) -> None:
+        """Untags earlier content-hash builds of the same images (`:h<hash>` tags), so containerd's garbage
+        collector frees their layers: each trainer build is several GB."""
+        keep = set(tags)
+        repos = {t.rsplit(":", 1)[0] for t in tags if t.rsplit(":", 1)[1].startswith("h")}
+        listed = _ctr("images", "ls", "-q", check=False).stdout.decode().split()
+        stale = [i for i in listed if i not in keep and i.rsplit(":", 1)[0] in repos
+                 and i.rsplit(":", 1)[1].startswith("h")]  # fmt: skip
+        if stale:
+            _ctr("images", "rm", *stale, check=False)
 
 
 def _archive_tags(tarball: Path) -> list[str]:

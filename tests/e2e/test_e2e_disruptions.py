@@ -1,0 +1,165 @@
+"""Disruptions on real pods, one job run: the active operator pod is deleted (the standby takes over, with
+no duplicate or orphan pod), then a trainer pod is deleted (the gang restarts, resumes from the newest
+checkpoint on a PersistentVolume and Succeeds)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import yaml
+from e2e import jobs
+from e2e.support import Cluster, Kubectl, eventually, progress
+
+NAME = "disrupted"
+CHECKPOINT_EVERY = 10
+WRITTEN = re.compile(r"checkpoint \S*ckpt-(\d+)\.pt \(([^)]*)\) written")
+RESUMED = re.compile(r"resumed at epoch \d+, step \d+ of the epoch, global step (\d+)")
+
+
+def checkpoint_volume(cluster: Cluster, kubectl: Kubectl, namespace: str) -> str:
+    """A PVC that outlives pods. On the real node it binds a static local PV (a folder on this machine:
+    restricted Pod Security forbids hostPath in the pod, not a PersistentVolume); elsewhere the cluster's
+    default StorageClass provides one."""
+    claim: dict[str, Any] = {
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "checkpoints", "namespace": namespace},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+    }  # fmt: skip
+    if cluster.node_cluster is not None:
+        folder = cluster.node_cluster.node.dir / "pv" / namespace
+        folder.mkdir(parents=True)
+        folder.chmod(0o777)  # the trainer runs as uid 10001; local volumes keep the folder's owner
+        pv = {
+            "apiVersion": "v1", "kind": "PersistentVolume",
+            "metadata": {"name": f"checkpoints-{namespace}"},
+            "spec": {
+                "capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+                "persistentVolumeReclaimPolicy": "Delete", "storageClassName": "torchjob-e2e-local",
+                "local": {"path": str(folder)},
+                "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
+                    {"key": "kubernetes.io/hostname", "operator": "In", "values": ["node-0"]}]}]}},
+            },
+        }  # fmt: skip
+        kubectl("apply", "-f", "-", input=yaml.safe_dump(pv))
+        claim["spec"] |= {"storageClassName": "torchjob-e2e-local", "volumeName": pv["metadata"]["name"]}
+    kubectl("apply", "-f", "-", input=yaml.safe_dump(claim))
+    return "checkpoints"
+
+
+class LogFollower:
+    """`kubectl logs -f` of one pod into memory: the logs of a pod the operator deletes on restart."""
+
+    def __init__(self, kubectl: Kubectl, namespace: str, pod: str) -> None:
+        argv = [kubectl.binary, *([f"--kubeconfig={kubectl.kubeconfig}"] if kubectl.kubeconfig else []),
+                "logs", "-f", "-n", namespace, pod, "-c", "trainer"]  # fmt: skip
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.lines: list[str] = []
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line)
+
+    def close(self, timeout: float = 30) -> str:
+        self._thread.join(timeout)
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        return "".join(self.lines)
+
+
+@pytest.fixture(scope="module")
+def disrupted_job(cluster: Cluster, kubectl: Kubectl, module_namespace: str) -> Iterator[dict[str, Any]]:
+    claim = checkpoint_volume(cluster, kubectl, module_namespace)
+    job = jobs.example(name=NAME, extra_args=[
+        "--steps-per-epoch", "500", "--sample-cost-us", "2000", "--checkpoint-every", str(CHECKPOINT_EVERY),
+    ])  # fmt: skip
+    job["spec"]["runPolicy"]["backoffSeconds"] = 1
+    job["spec"]["template"] = {"spec": {
+        "volumes": [{"name": "ckpt", "persistentVolumeClaim": {"claimName": claim}}],
+        "containers": [{"name": "trainer", "volumeMounts": [{"name": "ckpt", "mountPath": "/checkpoints"}]}],
+    }}  # fmt: skip
+    jobs.apply(kubectl, job, module_namespace)
+    jobs.wait_for_phase(kubectl, NAME, module_namespace, "Running")
+    yield job
+
+
+def _active_operator(kubectl: Kubectl, namespace: str) -> tuple[str, set[str]]:
+    """The replica Kopf lets work (highest priority in the KopfPeering status) and the pods that exist."""
+    (peering,) = kubectl.json("get", "kopfpeerings", "-n", namespace)["items"]
+    peers = {pid: info for pid, info in (peering.get("status") or {}).items() if isinstance(info, dict)}
+    pods = {p["metadata"]["name"] for p in kubectl.json(
+        "get", "pods", "-n", namespace, "-l", "app.kubernetes.io/component=operator")["items"]}  # fmt: skip
+    live = {pid: info for pid, info in peers.items() if any(pid.startswith(p) for p in pods)}
+    assert live, f"no live peer among {sorted(peers)} for pods {sorted(pods)}"
+    top = max(live, key=lambda pid: live[pid].get("priority", 0))
+    return next(p for p in pods if top.startswith(p)), pods
+
+
+def _job_pods(kubectl: Kubectl, namespace: str) -> list[tuple[str, str, str]]:
+    return [(p["metadata"]["name"], p["metadata"]["uid"], p["metadata"]["labels"]["torchjob.dev/attempt"])
+            for p in jobs.pods(kubectl, NAME, namespace)]  # fmt: skip
+
+
+def test_active_operator_deleted_standby_takes_over(
+    cluster: Cluster, kubectl: Kubectl, module_namespace: str, disrupted_job: dict[str, Any]
+) -> None:
+    ns = cluster.operator_namespace
+    before = _job_pods(kubectl, module_namespace)
+    assert len(before) == disrupted_job["spec"]["nodes"], before
+    active, replicas = _active_operator(kubectl, ns)
+    (standby,) = replicas - {active}
+    progress(f"deleting the active operator pod {active}; standby {standby}")
+    kubectl("delete", "pod", "-n", ns, active, "--wait=false")
+
+    def took_over() -> bool:
+        # Kopf logs "Pausing operations in favour of <peer>" while standing by, then "Resuming operations"
+        # once the higher peer is gone. (The Deployment's replacement pod may later outrank it again.)
+        logs = kubectl("logs", "-n", ns, standby, check=False).stdout
+        return logs.rfind("Resuming operations") > logs.rfind("Pausing operations") >= 0
+
+    eventually(took_over, f"standby {standby} to resume operations", timeout=180, every=3)
+    # The new leader adopts the running pods: same pods (uids), same attempt, none added.
+    status = jobs.wait_for_phase(kubectl, NAME, module_namespace, "Running", timeout=60)
+    assert status.get("attempt", 0) == 0, status
+    assert _job_pods(kubectl, module_namespace) == before
+
+
+def test_trainer_pod_deleted_gang_restarts_and_resumes(
+    kubectl: Kubectl, module_namespace: str, disrupted_job: dict[str, Any]
+) -> None:
+    node0 = f"{NAME}-node-0"
+
+    def checkpointed() -> bool:
+        logs = kubectl("logs", "-n", module_namespace, node0, "-c", "trainer", check=False).stdout
+        return bool(WRITTEN.search(logs))
+
+    eventually(checkpointed, "a first checkpoint", timeout=300, every=3)
+    follower = LogFollower(kubectl, module_namespace, node0)
+    progress(f"deleting trainer pod {NAME}-node-1")
+    kubectl("delete", "pod", "-n", module_namespace, f"{NAME}-node-1", "--wait=false")
+
+    def restarted() -> dict[str, Any] | None:
+        _, status = jobs.status_line(kubectl, NAME, module_namespace)
+        return status if status.get("attempt", 0) >= 1 else None
+
+    status = eventually(restarted, "the gang restart", timeout=180, every=3)
+    assert status.get("disruptions", 0) >= 1, status
+    old_logs = follower.close()
+    written = [int(step) for step, _ in WRITTEN.findall(old_logs)]
+    assert written, f"attempt 0 wrote no checkpoint:\n{old_logs[-3000:]}"
+    final = jobs.wait_for_phase(kubectl, NAME, module_namespace, "Succeeded")
+    # Exactly one pod per node in the last attempt; the first attempt's pods were deleted or are Failed.
+    last = [p for p in _job_pods(kubectl, module_namespace) if p[2] == str(final["attempt"])]
+    assert sorted(p[0] for p in last) == [f"{NAME}-node-0", f"{NAME}-node-1"], last
+    new_logs = kubectl("logs", "-n", module_namespace, node0, "-c", "trainer").stdout
+    resumed = [int(g) for g in RESUMED.findall(new_logs)]
+    progress(f"attempt 0 checkpoints {written[-3:]}, attempt {final['attempt']} resumed at {resumed}")
+    assert resumed and resumed[0] == max(written), (resumed, written)
