@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Builds the Prometheus Operator and its config reloader (hack/promoperator: pinned in go.mod) from the Go
-# module proxy into a cache outside the repo, keyed by version; reuses them afterwards. Prints the
+# Builds the Prometheus Operator and its config reloader (hack/promoperator: pinned in go.mod), and
+# Prometheus itself (hack/prometheus: upstream's cmd/prometheus/main.go with only the kubernetes service
+# discovery; Debian's prometheus has no kubernetes_sd at all) from the Go module proxy into a cache outside
+# the repo, keyed by version; reuses them afterwards. Prints the
 # directory on the last line; it also holds the operator's CRDs (copied from the module). PROMOP_DIR
 # overrides it.
 set -euo pipefail
@@ -9,7 +11,10 @@ VERSION=$(sed -n 's#^require github.com/prometheus-operator/prometheus-operator 
 BIN=${PROMOP_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/torchjob/prometheus-operator/$VERSION}
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-trimpath
 log() { printf '[promoperator] %s\n' "$*" >&2; }
-missing() { [ ! -x "$BIN/operator" ] || [ ! -x "$BIN/prometheus-config-reloader" ] || [ ! -d "$BIN/crds" ]; }
+missing() {
+  [ ! -x "$BIN/operator" ] || [ ! -x "$BIN/prometheus-config-reloader" ] || [ ! -x "$BIN/prometheus" ] ||
+    [ ! -d "$BIN/crds" ]
+}
 if missing; then
   mkdir -p "$(dirname "$BIN")"
   exec 9>"$BIN.lock"
@@ -30,6 +35,18 @@ if missing; then
   # All of them: the Prometheus controller also watches Probes, ScrapeConfigs and PrometheusRules.
   cp "$src"/example/prometheus-operator-crd/*.yaml "$BIN.tmp/crds/"
   chmod -R u+w "$BIN.tmp/crds"
+  log "building prometheus (kubernetes service discovery only) ($(( $(date +%s) - start ))s elapsed)"
+  pmod=github.com/prometheus/prometheus
+  pver=$(sed -n "s#^require $pmod \(v[0-9.]*\)\$#\1#p" "$here/prometheus/go.mod")
+  n=${pver#v0.}; mm=${n%%.*}
+  pversion=$(( mm / 100 )).$(( mm % 100 )).${n#*.}  # module v0.305.0 is Prometheus 3.5.0
+  work=$(mktemp -d)
+  cp "$here/prometheus/go.mod" "$here/prometheus/go.sum" "$work/"
+  (cd "$work" && go mod download "$pmod" &&
+    sed 's#_ "github.com/prometheus/prometheus/plugins".*#_ "github.com/prometheus/prometheus/discovery/kubernetes"#' \
+      "$(go list -m -f '{{.Dir}}' "$pmod")/cmd/prometheus/main.go" > main.go &&
+    go build -ldflags "-s -w -X github.com/prometheus/common/version.Version=$pversion" -o "$BIN.tmp/prometheus" .)
+  rm -rf "$work"
   rm -rf "$BIN"; mv "$BIN.tmp" "$BIN"
   log "built in $(( $(date +%s) - start ))s into $BIN"
 fi

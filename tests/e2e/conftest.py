@@ -26,11 +26,24 @@ import pytest
 from e2e.support import Cluster, Kubectl, progress
 
 REQUIRE_ENV = "TORCHJOB_REQUIRE_NODE"
+PROMETHEUS_ENV = "TORCHJOB_E2E_PROMETHEUS"  # "0": no Prometheus Operator (its test skips), e.g. to iterate
 # The chart's monitors, scraping often enough that a minute-long run gives rate() its samples.
 MONITORS = (
     "--set", "podMonitor.enabled=true", "--set", "podMonitor.interval=5s",
     "--set", "serviceMonitor.enabled=true", "--set", "serviceMonitor.interval=5s",
 )  # fmt: skip
+
+
+# The first test also waits for the package fixture: a cold start imports the ~6 GB trainer image into
+# containerd (minutes on 2 busy cores), past the suite's default per-test timeout.
+SETUP_TIMEOUT_S = 1800
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        if here in item.path.parents:
+            item.add_marker(pytest.mark.timeout(SETUP_TIMEOUT_S))
 
 
 def _kubectl_binary() -> str:
@@ -75,12 +88,14 @@ def cluster(request: pytest.FixtureRequest, helm: str) -> Iterator[Cluster]:
         progress(f"node up: {', '.join(f'{k} {v:.0f}s' for k, v in nc.timings.items())}")
         # The monitors' CRDs must exist before the chart renders its PodMonitor and ServiceMonitor, and
         # those before Prometheus starts, so its first configuration already scrapes them.
-        stack = monitoring.PrometheusStack(nc)
-        stack.install_crds()
-        nodecluster.install_chart(nc, helm, extra=MONITORS)
+        if os.environ.get(PROMETHEUS_ENV, "1") != "0":
+            stack = monitoring.PrometheusStack(nc)
+            stack.install_crds()
+        nodecluster.install_chart(nc, helm, extra=MONITORS if stack else ())
         progress("chart installed")
-        stack.start()
-        progress("Prometheus (through the Prometheus Operator) ready")
+        if stack is not None:
+            stack.start()
+            progress("Prometheus (through the Prometheus Operator) ready")
         yield Cluster(
             kubectl=Kubectl(_kubectl_binary(), kubeconfig=nc.kubeconfig),
             kubeconfig=nc.kubeconfig,
@@ -88,7 +103,7 @@ def cluster(request: pytest.FixtureRequest, helm: str) -> Iterator[Cluster]:
             real_node=True,
             trainer_image=f"torchjob-trainer:{nc.images['trainer'].tag}",
             node_cluster=nc,
-            prometheus=True,
+            prometheus=stack is not None,
         )
     finally:
         if stack is not None:

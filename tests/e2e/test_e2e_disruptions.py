@@ -93,7 +93,12 @@ def disrupted_job(cluster: Cluster, kubectl: Kubectl, module_namespace: str) -> 
 
 def _active_operator(kubectl: Kubectl, namespace: str) -> tuple[str, set[str]]:
     """The replica Kopf lets work (highest priority in the KopfPeering status) and the pods that exist."""
-    (peering,) = kubectl.json("get", "kopfpeerings", "-n", namespace)["items"]
+    # The chart's operator watches every namespace, so its peering object is cluster-scoped.
+    found = (
+        kubectl.json("get", "clusterkopfpeerings")["items"]
+        or kubectl.json("get", "kopfpeerings", "-n", namespace)["items"]
+    )
+    (peering,) = found
     peers = {pid: info for pid, info in (peering.get("status") or {}).items() if isinstance(info, dict)}
     pods = {p["metadata"]["name"] for p in kubectl.json(
         "get", "pods", "-n", namespace, "-l", "app.kubernetes.io/component=operator")["items"]}  # fmt: skip
@@ -101,6 +106,15 @@ def _active_operator(kubectl: Kubectl, namespace: str) -> tuple[str, set[str]]:
     assert live, f"no live peer among {sorted(peers)} for pods {sorted(pods)}"
     top = max(live, key=lambda pid: live[pid].get("priority", 0))
     return next(p for p in pods if top.startswith(p)), pods
+
+
+def _pod(kubectl: Kubectl, namespace: str, index: int, attempt: int) -> str:
+    """The name of node `index`'s pod in gang attempt `attempt` (names carry the attempt: `-r<n>`)."""
+    for p in jobs.pods(kubectl, NAME, namespace):
+        labels = p["metadata"]["labels"]
+        if labels["torchjob.dev/node-index"] == str(index) and labels["torchjob.dev/attempt"] == str(attempt):
+            return str(p["metadata"]["name"])
+    raise AssertionError(f"no pod for node {index} in attempt {attempt}")
 
 
 def _job_pods(kubectl: Kubectl, namespace: str) -> list[tuple[str, str, str]]:
@@ -135,7 +149,7 @@ def test_active_operator_deleted_standby_takes_over(
 def test_trainer_pod_deleted_gang_restarts_and_resumes(
     kubectl: Kubectl, module_namespace: str, disrupted_job: dict[str, Any]
 ) -> None:
-    node0 = f"{NAME}-node-0"
+    node0 = _pod(kubectl, module_namespace, 0, 0)
 
     def checkpointed() -> bool:
         logs = kubectl("logs", "-n", module_namespace, node0, "-c", "trainer", check=False).stdout
@@ -143,8 +157,9 @@ def test_trainer_pod_deleted_gang_restarts_and_resumes(
 
     eventually(checkpointed, "a first checkpoint", timeout=300, every=3)
     follower = LogFollower(kubectl, module_namespace, node0)
-    progress(f"deleting trainer pod {NAME}-node-1")
-    kubectl("delete", "pod", "-n", module_namespace, f"{NAME}-node-1", "--wait=false")
+    node1 = _pod(kubectl, module_namespace, 1, 0)
+    progress(f"deleting trainer pod {node1}")
+    kubectl("delete", "pod", "-n", module_namespace, node1, "--wait=false")
 
     def restarted() -> dict[str, Any] | None:
         _, status = jobs.status_line(kubectl, NAME, module_namespace)
@@ -158,8 +173,9 @@ def test_trainer_pod_deleted_gang_restarts_and_resumes(
     final = jobs.wait_for_phase(kubectl, NAME, module_namespace, "Succeeded")
     # Exactly one pod per node in the last attempt; the first attempt's pods were deleted or are Failed.
     last = [p for p in _job_pods(kubectl, module_namespace) if p[2] == str(final["attempt"])]
-    assert sorted(p[0] for p in last) == [f"{NAME}-node-0", f"{NAME}-node-1"], last
-    new_logs = kubectl("logs", "-n", module_namespace, node0, "-c", "trainer").stdout
+    assert len(last) == disrupted_job["spec"]["nodes"], last
+    new_node0 = _pod(kubectl, module_namespace, 0, final["attempt"])
+    new_logs = kubectl("logs", "-n", module_namespace, new_node0, "-c", "trainer").stdout
     resumed = [int(g) for g in RESUMED.findall(new_logs)]
     progress(f"attempt 0 checkpoints {written[-3:]}, attempt {final['attempt']} resumed at {resumed}")
     assert resumed and resumed[0] == max(written), (resumed, written)

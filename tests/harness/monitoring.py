@@ -3,15 +3,15 @@ and ServiceMonitor, exactly as in a cluster with kube-prometheus.
 
 The operator (hack/promoperator.sh: built from the Go module proxy) runs as a process on this machine
 against the admin kubeconfig, like the controller-manager. It renders the Prometheus StatefulSet, whose
-pod runs on the real node from two images made here (no registry serves quay.io): Debian's prometheus
-binary with its libc, and the operator's config reloader. The operator is told the real version
-(`spec.version`), so the configuration it generates matches the binary.
+pod runs on the real node from two images made here (no registry serves quay.io): Prometheus built by
+hack/promoperator.sh from its Go module (with only the kubernetes service discovery: Debian's prometheus
+package has none) and the operator's config reloader, each a static binary in a one-layer image. The
+operator is told the binary's version (`spec.version`), so the configuration it generates matches it.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import urllib.parse
 from pathlib import Path
@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from harness import nodepki
 from harness.kubectl import Kubectl, bind
 from harness.ports import free_ports
 from harness.procs import Component, Supervisor
@@ -61,7 +62,7 @@ def _libs(binary: Path) -> dict[str, Path]:
 
 
 def import_images(node: RealNode, bin_dir: Path, version: str) -> tuple[str, str]:
-    prometheus = Path(shutil.which("prometheus") or "/usr/bin/prometheus")
+    prometheus = bin_dir / "prometheus"
     prom_tag = f"{PROMETHEUS_IMAGE}:{version}"
     node.import_image_bytes(single_layer_image(
         prom_tag, {"bin/prometheus": prometheus, **_libs(prometheus)},
@@ -85,10 +86,17 @@ def install_crds(kubectl: Kubectl, bin_dir: Path) -> None:
 
 
 def start_operator(
-    sup: Supervisor, bin_dir: Path, kubeconfig: Path, reloader_image: str, port: int
+    sup: Supervisor, bin_dir: Path, nc: NodeCluster, reloader_image: str, port: int
 ) -> Component:
+    # Out of cluster the operator takes the apiserver URL and a client certificate (it has no kubeconfig
+    # flag): one from the harness CA, in system:masters as a cluster-wide operator's RBAC would allow.
+    keys = nc.cp._pki
+    assert keys is not None
+    cert = nodepki.sign(keys, "prometheus-operator-client", cn="torchjob:prometheus-operator",
+                        orgs=("system:masters",), serial=20)  # fmt: skip
     operator = sup.start("prometheus-operator", [
-        str(bin_dir / "operator"), f"--kubeconfig={kubeconfig}",
+        str(bin_dir / "operator"), f"--apiserver={nc.cp.server}", f"--ca-file={keys.ca_cert}",
+        f"--cert-file={cert.cert}", f"--key-file={cert.key}",
         f"--prometheus-config-reloader={reloader_image}",
         f"--web.listen-address=127.0.0.1:{port}", "--log-level=info",
     ], env={**os.environ})  # fmt: skip
@@ -154,7 +162,7 @@ class PrometheusStack:
     def __init__(self, nc: NodeCluster) -> None:
         self.nc = nc
         self.bin_dir = locate()
-        self.version = prometheus_version(Path(shutil.which("prometheus") or "/usr/bin/prometheus"))
+        self.version = prometheus_version(self.bin_dir / "prometheus")
         self.kubectl = bind(nc.kubeconfig)
         self._supervisor: Supervisor | None = None
 
@@ -165,7 +173,7 @@ class PrometheusStack:
         prom_image, reloader_image = import_images(self.nc.node, self.bin_dir, self.version)
         self._supervisor = Supervisor(self.nc.cp.dir / "logs")
         (port,) = free_ports(1)
-        operator = start_operator(self._supervisor, self.bin_dir, self.nc.kubeconfig, reloader_image, port)
+        operator = start_operator(self._supervisor, self.bin_dir, self.nc, reloader_image, port)
         self.kubectl(
             "apply", "-f", "-", input=yaml.safe_dump_all(prometheus_objects(prom_image, self.version))
         )

@@ -24,6 +24,9 @@ PAUSE_IMAGE = "torchjob.local/pause:3.10"
 # (10250, 53) and the bridge anyway, and `hack/node.sh down` must find them after a crash.
 STATE_DIR = Path("/run/torchjob-node")
 KUBELET_ROOT = Path("/var/lib/torchjob-node/kubelet")
+POD_LOGS = Path("/var/lib/torchjob-node/pod-logs")  # not /var/log/pods: teardown removes all of it
+# The kubelet also links every container log into this fixed legacy folder; teardown removes our links.
+LEGACY_LOG_LINKS = Path("/var/log/containers")
 CONTAINERD_SOCKET = STATE_DIR / "containerd.sock"
 
 
@@ -164,6 +167,7 @@ def kubelet_config(
         "serializeImagePulls": False,
         "nodeStatusUpdateFrequency": "5s",
         "containerLogMaxSize": "50Mi",
+        "podLogsDir": str(POD_LOGS),
     }
 
 

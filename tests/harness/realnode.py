@@ -40,7 +40,14 @@ import yaml
 from kubernetes import client
 
 from harness import kubeconfig, nodeflags, nodepki
-from harness.nodeflags import CONTAINERD_SOCKET, KUBELET_ROOT, NODE_NAME, STATE_DIR
+from harness.nodeflags import (
+    CONTAINERD_SOCKET,
+    KUBELET_ROOT,
+    LEGACY_LOG_LINKS,
+    NODE_NAME,
+    POD_LOGS,
+    STATE_DIR,
+)
 from harness.polling import eventually
 from harness.ports import free_ports
 from harness.procs import Component, Supervisor, kill_tree
@@ -533,8 +540,13 @@ def cleanup(*, containerd_alive: bool = False) -> list[str]:
         with contextlib.suppress(OSError, ValueError, KeyError):
             IP_FORWARD.write_text(json.loads(STATE_FILE.read_text())["ip_forward"] + "\n")
             done.append("restored ip_forward")
+    for link in LEGACY_LOG_LINKS.glob("*.log") if LEGACY_LOG_LINKS.is_dir() else []:
+        with contextlib.suppress(OSError):
+            if link.is_symlink() and os.readlink(link).startswith(f"{POD_LOGS}/"):
+                link.unlink()
     # Only with nothing mounted below: a volume still mounted there (a local PV) would be emptied.
     if not containerd_alive and not _containerd_running():
+        shutil.rmtree(POD_LOGS, ignore_errors=True)
         for directory in (STATE_DIR, KUBELET_ROOT):
             if not _mounts_under(directory):
                 shutil.rmtree(directory, ignore_errors=True)
