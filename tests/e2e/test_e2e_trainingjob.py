@@ -46,6 +46,8 @@ def follow_logs(
     if proc.poll() is None:
         proc.kill()
         proc.wait()
+    if proc.stdout is not None:
+        proc.stdout.close()
 
 
 def exec_python(kubectl: Kubectl, namespace: str, pod: str, code: str) -> str:
@@ -67,8 +69,10 @@ def test_operator_is_available_under_restricted_pod_security(cluster: Cluster, k
         (deployment,) = deployments["items"]
         # Both replicas run (the standby peers with the active one): admitted by Pod Security.
         assert deployment["status"].get("readyReplicas") == 2, deployment["status"]
-        peerings = kubectl.json("get", "kopfpeerings", "-n", ns)["items"]
-        assert peerings, "no KopfPeering object for the replicas"
+        # The chart's operator watches every namespace: its peering object is cluster-scoped.
+        (peering,) = kubectl.json("get", "clusterkopfpeerings")["items"]
+        peers = [v for v in (peering.get("status") or {}).values() if isinstance(v, dict)]
+        assert len(peers) == 2, f"peers in {peering['metadata']['name']}: {peering.get('status')}"
 
 
 def test_example_pods_train_on_the_node(
@@ -191,14 +195,20 @@ def test_cli_top_reads_every_rank(
     jobs.running_pods(kubectl, name, module_namespace, spec["nodes"])
     world = spec["nodes"] * spec["procsPerNode"]
 
+    last: list[str] = []
+
     def table() -> str | None:
         argv = torchjob(cluster, "top", name, "-n", module_namespace, "--once")
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
-        rows = [line.split() for line in proc.stdout.splitlines()]
-        ranks = {int(r[1]) for r in rows if len(r) > 4 and r[1].isdigit()}
+        last[:] = [f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr[-2000:]}"]
+        rows = [[t for t in re.split(r"[\s│┃|]+", line) if t] for line in proc.stdout.splitlines()]
+        ranks = {int(r[0]) for r in rows if len(r) > 3 and r[0].isdigit()}
         return proc.stdout if proc.returncode == 0 and ranks == set(range(world)) else None
 
-    out = eventually(table, f"`torchjob top {name}` to list {world} ranks", timeout=120, every=3)
+    try:
+        out = eventually(table, f"`torchjob top {name}` to list {world} ranks", timeout=120, every=3)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; last output:\n{last[0] if last else '-'}") from None
     progress(f"torchjob top:\n{out}")
     assert follow_logs.poll() is None, "torchjob logs -f ended while the job still runs"
 
