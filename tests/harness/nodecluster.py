@@ -179,7 +179,8 @@ def up(args: argparse.Namespace) -> int:
 
 
 def down() -> int:
-    done = realnode.cleanup(containerd_alive=True)
+    # Containers through a still-running containerd first, then everything found on the machine.
+    done = realnode.cleanup(containerd_alive=True) + realnode.cleanup()
     print("\n".join(done) if done else "nothing to clean up", file=sys.stderr)
     return 0
 

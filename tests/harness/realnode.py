@@ -550,6 +550,8 @@ def cleanup(*, containerd_alive: bool = False) -> list[str]:
         for directory in (STATE_DIR, KUBELET_ROOT):
             if not _mounts_under(directory):
                 shutil.rmtree(directory, ignore_errors=True)
+        with contextlib.suppress(OSError):  # /var/lib/torchjob-node, once empty
+            KUBELET_ROOT.parent.rmdir()
     return done
 
 
