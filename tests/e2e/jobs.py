@@ -15,7 +15,7 @@ EXAMPLE = ROOT / "examples" / "cpu-gloo-2node.yaml"
 JOB_LABEL = "torchjob.dev/job-name"
 CPU_REQUEST = os.environ.get("TORCHJOB_E2E_CPU_REQUEST", "250m")
 # Long enough to look inside the pods and scrape them while they train (the example alone takes seconds).
-LONGER = ["--steps-per-epoch", "300", "--sample-cost-us", "2000"]
+LONGER = ["--steps-per-epoch", "2000", "--sample-cost-us", "2000"]
 
 
 def example(*, name: str | None = None, extra_args: list[str] | None = None) -> dict[str, Any]:
