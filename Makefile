@@ -1,5 +1,5 @@
 # The two commands of the README: `make run` and `make test`. Everything else is a step of those.
-.PHONY: run test setup tools k8sbins nodebins nodedeps node-images lint unit manifests cluster node images kind-e2e
+.PHONY: run test setup tools k8sbins kueue nodebins nodedeps node-images lint unit manifests cluster node images kind-e2e
 
 setup:
 	hack/setup.sh
@@ -13,6 +13,10 @@ tools:
 
 k8sbins:
 	hack/k8sbins.sh
+
+# Kueue's manager for the Kueue integration tests (built once per version from the Go module proxy).
+kueue:
+	hack/kueue.sh
 
 # The real node's parts: Debian packages, then kubelet/kube-proxy/CoreDNS (and the Prometheus Operator) from
 # the Go module proxy, then both images (cached per content hash). The node tier would build them on demand.
@@ -42,7 +46,7 @@ manifests: setup tools
 # The whole suite: unit, real control plane (etcd, kube-apiserver, scheduler, controller-manager, KWOK),
 # real torchrun processes, real helm/promtool/prometheus, and tests/e2e on a real kubelet node with both
 # images (marker `node`; skipped with the reason where the machine cannot run a node). GPU tests are opt-in.
-test: setup tools k8sbins lint
+test: setup tools k8sbins kueue lint
 	OMP_NUM_THREADS=1 .venv/bin/pytest
 
 # A local control plane for poking at the operator with kubectl (Ctrl-C stops it).

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from e2e.support import Kubectl, eventually, progress
+from e2e.support import TIMEOUT, Kubectl, progress
+from harness.polling import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "cpu-gloo-2node.yaml"
@@ -54,8 +55,7 @@ def wait_for_phase(
         assert phase != "Failed" or want == "Failed", f"{name} failed: {status.get('conditions')}"
         return status if phase == want else None
 
-    kwargs = {} if timeout is None else {"timeout": timeout}
-    return dict(eventually(reached, f"{namespace}/{name} to be {want}", every=3, **kwargs))
+    return dict(eventually(reached, timeout or TIMEOUT, f"{namespace}/{name} to be {want}", 3))
 
 
 def pods(kubectl: Kubectl, name: str, namespace: str) -> list[dict[str, Any]]:
@@ -73,4 +73,4 @@ def running_pods(kubectl: Kubectl, name: str, namespace: str, count: int) -> lis
         ]  # fmt: skip
         return found if len(found) == count else None
 
-    return list(eventually(ready, f"{count} running pods of {namespace}/{name}", every=2))
+    return list(eventually(ready, TIMEOUT, f"{count} running pods of {namespace}/{name}", 2))

@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 import yaml
 from e2e import jobs
-from e2e.support import Cluster, Kubectl, eventually, progress
+from e2e.support import Cluster, Kubectl, progress
+from harness.polling import eventually
 
 NAME = "disrupted"
 CHECKPOINT_EVERY = 10
@@ -147,7 +148,7 @@ def test_active_operator_deleted_standby_takes_over(
         logs = kubectl("logs", "-n", ns, standby, check=False).stdout
         return logs.rfind("Resuming operations") > logs.rfind("Pausing operations") >= 0
 
-    eventually(took_over, f"standby {standby} to resume operations", timeout=180, every=3)
+    eventually(took_over, 180, f"standby {standby} to resume operations", 3)
     # The new leader adopts the running pods: same pods (uids), same attempt, none added.
     status = jobs.wait_for_phase(kubectl, NAME, module_namespace, "Running", timeout=60)
     assert status.get("attempt", 0) == 0, status
@@ -165,7 +166,7 @@ def test_trainer_pod_deleted_gang_restarts_and_resumes(
         logs = kubectl("logs", "-n", module_namespace, node0, "-c", "trainer", check=False).stdout
         return bool(WRITTEN.search(logs))
 
-    eventually(checkpointed, "a first checkpoint", timeout=300, every=3)
+    eventually(checkpointed, 300, "a first checkpoint", 3)
     follower = LogFollower(kubectl, module_namespace, node0)
     node1 = _pod(kubectl, module_namespace, 1, attempt)
     progress(f"deleting trainer pod {node1}")
@@ -175,7 +176,7 @@ def test_trainer_pod_deleted_gang_restarts_and_resumes(
         _, status = jobs.status_line(kubectl, NAME, module_namespace)
         return status if status.get("attempt", 0) > attempt else None
 
-    status = eventually(restarted, "the gang restart", timeout=180, every=3)
+    status = eventually(restarted, 180, "the gang restart", 3)
     assert status.get("disruptions", 0) >= 1, status
     old_logs = follower.close()
     written = [int(step) for step, _ in WRITTEN.findall(old_logs)]

@@ -6,7 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from e2e import jobs
-from e2e.support import Kubectl, eventually, progress
+from e2e.support import Kubectl, progress
+from harness.polling import eventually
 
 # A registry on a loopback port nothing listens on: the pull fails at once, and never leaves this machine.
 MISSING_IMAGE = "127.0.0.1:9/torchjob-trainer:does-not-exist"
@@ -30,7 +31,7 @@ def test_missing_image_is_pending_with_the_pull_reason(kubectl: Kubectl, e2e_nam
         reasons = {c.get("reason") for c in status.get("conditions", []) if c.get("type") == "Pending"}
         return status if phase == "Pending" and reasons & PULL_REASONS else None
 
-    status = eventually(pending, "Pending with an image-pull reason", timeout=120, every=2)
+    status = eventually(pending, 120, "Pending with an image-pull reason", 2)
     (cond,) = [c for c in status["conditions"] if c["type"] == "Pending"]
     progress(f"Pending: {cond['reason']}: {cond.get('message')}")
     assert cond["status"] == "True"

@@ -15,8 +15,9 @@ from typing import Any
 
 import pytest
 from e2e import jobs
-from e2e.support import Cluster, Kubectl, eventually, progress
+from e2e.support import TIMEOUT, Cluster, Kubectl, progress
 from harness import monitoring
+from harness.polling import eventually
 
 RUN_AS_UID = 10001
 SAMPLES_RATE = "sum(rate(torchjob_trainer_samples_total[1m])) > 0"
@@ -148,7 +149,7 @@ def test_every_rank_serves_metrics_while_training(
                 text = proc.stdout
                 return text if proc.returncode == 0 and "torchjob_trainer_samples_total{" in text else None
 
-            text = eventually(scraped, f"metrics of {pod['metadata']['name']} {port_name}", every=2)
+            text = eventually(scraped, TIMEOUT, f"metrics of {pod['metadata']['name']} {port_name}", 2)
             line = next(x for x in text.splitlines() if x.startswith("torchjob_trainer_samples_total{"))
             progress(f"{pod['metadata']['name']} {port_name}: {line}")
             assert f'job="{name}"' in line
@@ -167,7 +168,7 @@ def test_prometheus_finds_the_pods_through_the_chart_monitors(
         proc = kubectl("get", "--raw", monitoring.query_path(SAMPLES_RATE), check=False)
         return json.loads(proc.stdout)["data"]["result"] or None if proc.returncode == 0 else None
 
-    (sample,) = eventually(answered, f"Prometheus to answer {SAMPLES_RATE}", timeout=150, every=3)
+    (sample,) = eventually(answered, 150, f"Prometheus to answer {SAMPLES_RATE}", 3)
     progress(f"{SAMPLES_RATE} = {sample['value'][1]}")
     assert float(sample["value"][1]) > 0
     targets = json.loads(kubectl("get", "--raw", monitoring.api_path("targets")).stdout)["data"][
@@ -211,7 +212,7 @@ def test_cli_top_reads_every_rank(
         return proc.stdout if proc.returncode == 0 and ranks == set(range(world)) else None
 
     try:
-        out = eventually(table, f"`torchjob top {name}` to list {world} ranks", timeout=120, every=3)
+        out = eventually(table, 120, f"`torchjob top {name}` to list {world} ranks", 3)
     except AssertionError as exc:
         raise AssertionError(f"{exc}; last output:\n{last[0] if last else '-'}") from None
     progress(f"torchjob top:\n{out}")
