@@ -23,7 +23,12 @@ def _parser() -> argparse.ArgumentParser:
         description="Run TrainingJobs locally as processes, or submit and watch them on a cluster.",
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_run(sub)
+    _add_cluster_commands(sub)
+    return p
 
+
+def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     r = sub.add_parser("run", help="run a TrainingJob on this machine: one torchrun agent per node")
     r.add_argument("file", type=Path, help="TrainingJob manifest (YAML)")
     r.add_argument(
@@ -38,17 +43,22 @@ def _parser() -> argparse.ArgumentParser:
         "--show-progress-lines", action="store_true", help="also print the trainer's progress lines"
     )
 
-    def cluster_args(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("-n", "--namespace", help="namespace (default: the kubeconfig context's)")
-        sp.add_argument("--kubeconfig", help="kubeconfig path (default: $KUBECONFIG or ~/.kube/config)")
-        sp.add_argument("--context", help="kubeconfig context")
 
-    s = sub.add_parser("submit", help="validate a manifest locally, then create or update it")
+def _cluster_args(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    sp.add_argument("-n", "--namespace", help="namespace (default: the kubeconfig context's)")
+    sp.add_argument("--kubeconfig", help="kubeconfig path (default: $KUBECONFIG or ~/.kube/config)")
+    sp.add_argument("--context", help="kubeconfig context")
+    return sp
+
+
+def _add_cluster_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    s = _cluster_args(sub.add_parser("submit", help="validate a manifest locally, then create or update it"))
     s.add_argument("file", type=Path, help="manifest (YAML; - reads stdin)")
     s.add_argument("--dry-run", action="store_true", help="validate only; print what would be applied")
-    cluster_args(s)
 
-    g = sub.add_parser("get", help="list TrainingJobs (or one) with phase, nodes, restarts and progress")
+    g = _cluster_args(
+        sub.add_parser("get", help="list TrainingJobs (or one) with phase, nodes, restarts and progress")
+    )
     g.add_argument("name", nargs="?")
     g.add_argument("-A", "--all-namespaces", action="store_true")
     g.add_argument(
@@ -58,31 +68,27 @@ def _parser() -> argparse.ArgumentParser:
         default="table",
         help="wide adds samples/s and data wait",
     )
-    cluster_args(g)
 
-    d = sub.add_parser("describe", help="status, conditions with reasons, pods and recent Events")
+    d = _cluster_args(
+        sub.add_parser("describe", help="status, conditions with reasons, pods and recent Events")
+    )
     d.add_argument("name")
-    cluster_args(d)
 
-    lg = sub.add_parser("logs", help="every rank's pod logs, merged with rank prefixes")
+    lg = _cluster_args(sub.add_parser("logs", help="every rank's pod logs, merged with rank prefixes"))
     lg.add_argument("name")
     lg.add_argument("-f", "--follow", action="store_true")
     lg.add_argument("--attempt", type=int, help="gang attempt (default: the current one)")
     lg.add_argument("--tail", type=int, help="lines per pod from the end")
-    cluster_args(lg)
 
-    t = sub.add_parser("top", help="live per-rank throughput and data wait")
+    t = _cluster_args(sub.add_parser("top", help="live per-rank throughput and data wait"))
     t.add_argument("name")
     t.add_argument("--prometheus", metavar="URL", help="query this Prometheus instead of the pods")
     t.add_argument("--interval", type=float, default=2.0)
     t.add_argument("--once", action="store_true", help="print one table and exit")
-    cluster_args(t)
 
-    x = sub.add_parser("delete", help="delete a TrainingJob (its pods go with it)")
+    x = _cluster_args(sub.add_parser("delete", help="delete a TrainingJob (its pods go with it)"))
     x.add_argument("name")
     x.add_argument("--wait", action="store_true", help="wait until it is gone")
-    cluster_args(x)
-    return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
