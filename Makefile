@@ -46,7 +46,7 @@ manifests: setup tools
 # The whole suite: unit, real control plane (etcd, kube-apiserver, scheduler, controller-manager, KWOK),
 # real torchrun processes, real helm/promtool/prometheus, and tests/e2e on a real kubelet node with both
 # images (marker `node`; skipped with the reason where the machine cannot run a node). GPU tests are opt-in.
-test: setup tools k8sbins kueue lint
+test: setup tools k8sbins kueue nodebins node-images lint
 	OMP_NUM_THREADS=1 .venv/bin/pytest
 
 # A local control plane for poking at the operator with kubectl (Ctrl-C stops it).
