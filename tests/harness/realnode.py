@@ -494,24 +494,43 @@ def cleanup(*, containerd_alive: bool = False) -> list[str]:
     """
     done: list[str] = []
     if containerd_alive and _ctr_ok():
-        tasks = _ctr("tasks", "ls", "-q", check=False).stdout.decode().split()
-        for task in tasks:
-            _ctr("tasks", "kill", "-s", "SIGKILL", task, check=False)
-        for task in tasks:
-            for _ in range(50):
-                if _ctr("tasks", "delete", task, check=False).returncode == 0:
-                    break
-                time.sleep(0.1)
-        containers = _ctr("containers", "ls", "-q", check=False).stdout.decode().split()
-        for container in containers:
-            _ctr("containers", "rm", container, check=False)
-        if tasks or containers:
-            done.append(f"removed {len(tasks)} tasks, {len(containers)} containers")
+        done += _remove_containers()
     for pid in _our_shims():  # containers whose containerd is gone: their shims still run them
         kill_tree(pid)
         done.append(f"killed shim {pid} and its containers")
-    # Network namespaces of CRI sandboxes (/run/netns/cni-*; this machine runs no other CRI runtime),
-    # then everything mounted under the node's own directories.
+    done += _unmount_all()
+    done += _delete_bridge()
+    done += _strip_iptables()
+    if STATE_FILE.exists():
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            IP_FORWARD.write_text(json.loads(STATE_FILE.read_text())["ip_forward"] + "\n")
+            done.append("restored ip_forward")
+    _remove_log_links()
+    # Only with nothing mounted below: a volume still mounted there (a local PV) would be emptied.
+    if not containerd_alive and not _containerd_running():
+        _remove_node_dirs()
+    return done
+
+
+def _remove_containers() -> list[str]:
+    tasks = _ctr("tasks", "ls", "-q", check=False).stdout.decode().split()
+    for task in tasks:
+        _ctr("tasks", "kill", "-s", "SIGKILL", task, check=False)
+    for task in tasks:
+        for _ in range(50):
+            if _ctr("tasks", "delete", task, check=False).returncode == 0:
+                break
+            time.sleep(0.1)
+    containers = _ctr("containers", "ls", "-q", check=False).stdout.decode().split()
+    for container in containers:
+        _ctr("containers", "rm", container, check=False)
+    return [f"removed {len(tasks)} tasks, {len(containers)} containers"] if tasks or containers else []
+
+
+def _unmount_all() -> list[str]:
+    """Network namespaces of CRI sandboxes (/run/netns/cni-*; this machine runs no other CRI runtime),
+    then everything mounted under the node's own directories."""
+    done = []
     netns = [m for m in _mounts_under(Path("/run/netns"), Path("/var/run/netns")) if "/cni-" in m]
     for point in [*netns, *_mounts_under(KUBELET_ROOT, STATE_DIR, containerd_root())]:
         if subprocess.run(["umount", "-l", point], capture_output=True, check=False).returncode == 0:
@@ -519,12 +538,19 @@ def cleanup(*, containerd_alive: bool = False) -> list[str]:
     for ns in netns:
         with contextlib.suppress(OSError):
             os.unlink(ns)
-    if (
-        subprocess.run(["ip", "link", "show", nodeflags.BRIDGE], capture_output=True, check=False).returncode
-        == 0
-    ):
-        subprocess.run(["ip", "link", "delete", nodeflags.BRIDGE], capture_output=True, check=False)
-        done.append(f"deleted link {nodeflags.BRIDGE}")
+    return done
+
+
+def _delete_bridge() -> list[str]:
+    shown = subprocess.run(["ip", "link", "show", nodeflags.BRIDGE], capture_output=True, check=False)
+    if shown.returncode != 0:
+        return []
+    subprocess.run(["ip", "link", "delete", nodeflags.BRIDGE], capture_output=True, check=False)
+    return [f"deleted link {nodeflags.BRIDGE}"]
+
+
+def _strip_iptables() -> list[str]:
+    done = []
     for save, restore in (("iptables-save", "iptables-restore"), ("ip6tables-save", "ip6tables-restore")):
         if shutil.which(save) is None:
             continue
@@ -536,23 +562,23 @@ def cleanup(*, containerd_alive: bool = False) -> list[str]:
             )
             done.append(f"{restore}: removed {len(before.splitlines()) - len(after.splitlines())} lines"
                         + (f" (failed: {proc.stderr.strip()})" if proc.returncode else ""))  # fmt: skip
-    if STATE_FILE.exists():
-        with contextlib.suppress(OSError, ValueError, KeyError):
-            IP_FORWARD.write_text(json.loads(STATE_FILE.read_text())["ip_forward"] + "\n")
-            done.append("restored ip_forward")
+    return done
+
+
+def _remove_log_links() -> None:
     for link in LEGACY_LOG_LINKS.glob("*.log") if LEGACY_LOG_LINKS.is_dir() else []:
         with contextlib.suppress(OSError):
             if link.is_symlink() and os.readlink(link).startswith(f"{POD_LOGS}/"):
                 link.unlink()
-    # Only with nothing mounted below: a volume still mounted there (a local PV) would be emptied.
-    if not containerd_alive and not _containerd_running():
-        shutil.rmtree(POD_LOGS, ignore_errors=True)
-        for directory in (STATE_DIR, KUBELET_ROOT):
-            if not _mounts_under(directory):
-                shutil.rmtree(directory, ignore_errors=True)
-        with contextlib.suppress(OSError):  # /var/lib/torchjob-node, once empty
-            KUBELET_ROOT.parent.rmdir()
-    return done
+
+
+def _remove_node_dirs() -> None:
+    shutil.rmtree(POD_LOGS, ignore_errors=True)
+    for directory in (STATE_DIR, KUBELET_ROOT):
+        if not _mounts_under(directory):
+            shutil.rmtree(directory, ignore_errors=True)
+    with contextlib.suppress(OSError):  # /var/lib/torchjob-node, once empty
+        KUBELET_ROOT.parent.rmdir()
 
 
 def _containerd_running() -> bool:
