@@ -65,6 +65,7 @@ class Api(Protocol):
     ) -> dict[str, Any]: ...
     async def delete_job(self, job: JobKey) -> None: ...
     async def post_event(self, job: JobKey, uid: str, kind: str, reason: str, message: str) -> None: ...
+    async def list_pods(self, job: JobKey) -> list[dict[str, Any]]: ...
 
 
 @dataclasses.dataclass
@@ -91,8 +92,13 @@ class Outcome:
     rejected: PodRejectedError | None = None  # the first pod create the API server refused
 
 
+#: The requests of the one pod LIST that confirms a vanished-only failure (`reconcile.Plan.unconfirmed`).
+CONFIRM_COST = 1
+
+
 def cost(plan: reconcile.Plan, status_changed: bool) -> int:
-    """Upper bound of the API requests a plan makes (for the per-job budget)."""
+    """Upper bound of the API requests a plan makes (for the per-job budget; a confirming LIST is
+    counted before it is made, apart: `CONFIRM_COST`)."""
     # A pass that ensures the Service may also ensure a DRA job's claim template (the plan does not know).
     ensures = 2 * int(plan.ensure_service) + int(plan.ensure_podgroup) + int(plan.ensure_claim)
     return (

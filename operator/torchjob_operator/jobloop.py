@@ -21,7 +21,7 @@ from torchjob_core import constants, spec, status
 
 from torchjob_operator import actuate, metrics, progress, reconcile, rejections
 from torchjob_operator.budget import TokenBucket
-from torchjob_operator.observe import PodObs
+from torchjob_operator.observe import PodObs, observe_pod
 from torchjob_operator.settings import Settings
 
 JobKey = tuple[str, str]
@@ -96,6 +96,14 @@ class JobState:
     #: Wakes this job's loop (a finished progress read).
     wake: Callable[[], None] = lambda: None
 
+    def spend(self, cost: int, now: float) -> float:
+        """Take `cost` requests from the job's budget; else the seconds until it has them (nothing taken):
+        a pass is deferred whole, never split."""
+        wait = self.bucket.wait_time(cost, now)
+        if wait <= 0:
+            self.bucket.take(cost, now)
+        return wait
+
     def note_creates(self, outcome: actuate.Outcome, now: float) -> float | None:
         """Back off after a rejected create (our own status write wakes the loop at once, and an
         unchanged rejection writes nothing); the delay until creating again, None when not rejected."""
@@ -152,16 +160,17 @@ async def one_pass(
         await _report_invalid(key, meta, observed, str(exc), api=api, state=state, now=now())
         return None
 
-    plan = reconcile.decide(job, pod_list, observed, now(), children_deleted=state.children_deleted)
+    decided = await _decide(job, pod_list, observed, api, state, now=now(), clock=clock())
+    if not isinstance(decided, tuple):
+        return decided  # the budget defers the confirming LIST
+    plan, pod_list = decided
     if plan.create and clock() < state.creates_held_until:
         return state.creates_held_until - clock()  # a rejected create's backoff
     changed = plan.status != observed
     read_due = _progress(reader, job, pod_list, plan, state=state, clock=clock())
-    cost = actuate.cost(plan, plan.status != observed)
-    wait = state.bucket.wait_time(cost, clock())
+    wait = state.spend(actuate.cost(plan, changed), clock())
     if wait > 0:
         return wait
-    state.bucket.take(cost, clock())
     outcome = await actuate.execute(
         job,
         plan,
@@ -172,18 +181,57 @@ async def one_pass(
         now=clock(),
         wall_now=now(),
     )
-    state.children_deleted = False  # carried out (a pass that raises or waits keeps it for the next)
-    metrics.PODS_CREATED.inc(outcome.created)
-    if outcome.status is not None:
-        state.written = outcome.status
-        _record(body, observed, outcome.plan.status, now())
-    state.phase = str(outcome.plan.status.get("phase") or "")
+    _carried_out(body, observed, outcome, state, now())
     if outcome.job_deleted:
         return None
     held = state.note_creates(outcome, clock())
     if logger is not None:
         _log(logger, outcome, changed, held)
     return _sooner(held if held is not None else outcome.plan.requeue_after, read_due)
+
+
+def _carried_out(
+    body: Mapping[str, Any],
+    observed: Mapping[str, Any],
+    outcome: actuate.Outcome,
+    state: JobState,
+    now: dt.datetime,
+) -> None:
+    """What the loop keeps and counts once a plan was carried out."""
+    state.children_deleted = False  # carried out (a pass that raises or waits keeps it for the next)
+    metrics.PODS_CREATED.inc(outcome.created)
+    if outcome.status is not None:
+        state.written = outcome.status
+        _record(body, observed, outcome.plan.status, now)
+    state.phase = str(outcome.plan.status.get("phase") or "")
+
+
+async def _decide(
+    job: spec.TrainingJob,
+    pods: list[PodObs],
+    observed: Mapping[str, Any],
+    api: actuate.Api,
+    state: JobState,
+    *,
+    now: dt.datetime,
+    clock: float,
+) -> tuple[reconcile.Plan, list[PodObs]] | float:
+    """The pass's plan and the pods it was decided on; or the seconds until the budget allows the LIST.
+
+    Pods missing from the index are weak evidence: a standby resuming after a peering pause (or any
+    lagging watch) has not yet seen pods created meanwhile, and restarting on that view would restart a
+    healthy job. So a failure with no other evidence is decided again on the API server's own list."""
+    plan = reconcile.decide(job, pods, observed, now, children_deleted=state.children_deleted)
+    if not plan.unconfirmed:
+        return plan, pods
+    wait = state.spend(actuate.CONFIRM_COST, clock)
+    if wait > 0:
+        return wait
+    listed = [observe_pod(p) for p in await api.list_pods((job.namespace, job.name))]
+    # Pods really gone: the same failure, carried out as before. Pods there: the index lags; this pass
+    # acts on the list (usually nothing to do) and a later one on the caught-up index.
+    plan = reconcile.decide(job, listed, observed, now, children_deleted=state.children_deleted)
+    return plan, listed
 
 
 def _sooner(*due: float | None) -> float | None:

@@ -190,6 +190,17 @@ class KubeApi:
         }
         await self._call(job, "create", lambda: self.core.create_namespaced_event(job[0], body))
 
+    async def list_pods(self, job: JobKey) -> list[dict[str, Any]]:
+        """The job's pods as the API server has them now (not the watch's view), as plain pod bodies."""
+        selector = f"{constants.LABEL_JOB_NAME}={job[1]}"
+        # Raw JSON: observe_pod reads the API's own field names, not the client's models.
+        response = await self._call(
+            job,
+            "list",
+            lambda: self.core.list_namespaced_pod(job[0], label_selector=selector, _preload_content=False),
+        )
+        return list(json.loads(response.data).get("items") or [])
+
 
 def api_message(exc: client.ApiException) -> str:
     """The Status message the API server sent (the admission plugin's or validation's own words)."""

@@ -75,6 +75,10 @@ class Plan:
     delete_job: bool = False
     events: list[Event] = dataclasses.field(default_factory=list)
     requeue_after: float | None = None
+    #: The plan acts on a failure whose only evidence is pods missing from the pod index: an index that
+    #: lags (a standby resuming after a peering pause) looks the same, so the loop lists the job's pods
+    #: from the API server and decides again with them before carrying this out.
+    unconfirmed: bool = False
 
     def wake_at(self, seconds: float) -> None:
         if seconds >= 0 and (self.requeue_after is None or seconds < self.requeue_after):
@@ -482,6 +486,7 @@ def _failures(p: _Pass) -> bool:
     lost = _lost(p.job, p.pods, p.plan, p.phase)
     if not lost:
         return False
+    p.plan.unconfirmed = not (lost.failed or lost.gone)
     restarts = int(p.observed.get("restartCount") or 0)
     counted = restarts - int(p.observed.get("disruptions") or 0)
     failure = lost.failure(p.pods, training=p.phase == "Running")

@@ -125,12 +125,6 @@ def _job_pods(kubectl: Kubectl, namespace: str) -> list[tuple[str, str, str]]:
             for p in jobs.pods(kubectl, NAME, namespace)]  # fmt: skip
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="operator bug seen on the real node: a replica resuming after a peering pause can reconcile "
-    "before its pod index holds pods created during the pause, sees them as vanished, and gang-restarts "
-    "(PodDisrupted)",
-)
 def test_active_operator_deleted_standby_takes_over(
     cluster: Cluster, kubectl: Kubectl, module_namespace: str, disrupted_job: dict[str, Any]
 ) -> None:

@@ -75,6 +75,10 @@ class FakeApi:
         self.calls.append(("create", "event"))
         self.events.append((kind, reason))
 
+    async def list_pods(self, job: Key) -> list[dict[str, Any]]:
+        self.calls.append(("list", "pod"))
+        return copy.deepcopy(list(self.pods.values()))
+
     def observed(self) -> list[PodObs]:
         return [observe_pod(p) for p in self.pods.values()]
 
@@ -422,3 +426,42 @@ def test_a_deleted_child_marks_only_a_running_loop_and_its_next_pass_repairs_it(
     assert not state.children_deleted
     run_pass(api, state, 4)
     assert len(api.calls) == calls + 1
+
+
+def running_job(nodes: int) -> tuple[FakeApi, jobloop.JobState]:
+    api, state = FakeApi(job_body(nodes)), new_state()
+    run_pass(api, state, 1)
+    api.set_all("Running")
+    run_pass(api, state, 2)
+    assert api.job["status"]["phase"] == "Running"
+    return api, state
+
+
+def test_pods_missing_only_from_a_lagging_index_restart_nothing() -> None:
+    # A standby resuming after a peering pause: its index has not caught up, the API server has the pods.
+    api, state = running_job(2)
+    before, calls = copy.deepcopy(api.job["status"]), len(api.calls)
+    run_pass(api, state, 3, pods=[])
+    assert api.calls[calls:] == [("list", "pod")]  # one LIST, then nothing to do
+    assert api.job["status"] == before and sorted(api.pods) == ["j-node-0-r0", "j-node-1-r0"]
+    run_pass(api, state, 4)  # the index caught up: no LIST, no request at all
+    assert len(api.calls) == calls + 1
+
+
+def test_pods_missing_from_the_api_server_too_restart_the_gang() -> None:
+    api, state = running_job(2)
+    del api.pods["j-node-1-r0"]
+    calls = len(api.calls)
+    run_pass(api, state, 3)  # neither the index nor the API server has node 1
+    assert api.calls[calls] == ("list", "pod")
+    assert api.job["status"]["phase"] == "Restarting" and api.job["status"]["attempt"] == 1
+    assert api.job["status"]["disruptions"] == 1
+    assert ("Warning", "PodDisrupted") in api.events
+
+
+def test_the_confirming_list_waits_for_the_budget() -> None:
+    api, state = running_job(2)
+    state.bucket = TokenBucket(capacity=8, rate=1, tokens=0, stamp=3)
+    calls = len(api.calls)
+    due = run_pass(api, state, 3, pods=[])
+    assert due is not None and due > 0 and len(api.calls) == calls

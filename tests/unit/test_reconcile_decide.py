@@ -388,6 +388,12 @@ def test_a_pod_vanishing_while_running_restarts() -> None:
     plan = decide(make_job(2), [pod(1)], status("Running"))
     assert plan.status["phase"] == "Restarting" and plan.status["disruptions"] == 1
     assert plan.create == []
+    assert plan.unconfirmed  # only the index's word for it: the loop confirms with the API server
+
+
+def test_a_failure_with_a_failed_pod_needs_no_confirmation() -> None:
+    plan = decide(make_job(2), [pod(0, "Failed", exit_code=137)], status("Running"))
+    assert plan.status["phase"] == "Restarting" and not plan.unconfirmed
 
 
 def test_a_pod_missing_before_running_is_just_created() -> None:
