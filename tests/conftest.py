@@ -1,8 +1,8 @@
 """Test tiers by folder.
 
 Every test gets the marker of the folder it lives in, so `pytest -m unit` or `-m "not cluster"` select
-tiers without decorating each test. Tiers that need hardware or tools this machine may lack (GPU, kind)
-are opt-in and skip with a reason.
+tiers without decorating each test. Tiers that need hardware or a real node (GPU, the
+real-node tier, kind) are opt-in and skip with a reason.
 """
 
 from __future__ import annotations
@@ -25,6 +25,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--kind", action="store_true", help="run tests/e2e on KUBECONFIG (kind or real), not the real node"
     )
+    parser.addoption(
+        "--node", action="store_true", help="run tests/e2e on a real node started on this machine (opt-in)"
+    )
     parser.addoption("--gpu", action="store_true", help="run tests that need an NVIDIA GPU")
     parser.addoption("--slow", action="store_true", help="run benchmarks and long tests")
 
@@ -33,6 +36,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     gates = {
         "gpu": (config.getoption("--gpu"), "needs an NVIDIA GPU: pass --gpu on a GPU machine"),
         "slow": (config.getoption("--slow"), "slow tier is opt-in: pass --slow"),
+        # Opt-in until the whole tier is green on a fresh machine (see docs/cluster-tests.md).
+        "node": (
+            config.getoption("--node") or config.getoption("--kind"),
+            "the real-node tier is opt-in: `make test-node` (pytest --node), or --kind for KUBECONFIG",
+        ),
     }
     for item in items:
         parts = item.path.parts
