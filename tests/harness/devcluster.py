@@ -8,14 +8,13 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-import time
 from pathlib import Path
 from types import FrameType
 
 from harness import nodes
 from harness.controlplane import ControlPlane
 from harness.kubectl import apply_crds, bind
-from harness.procs import ComponentFailedError
+from harness.procs import ComponentFailedError, watch_until_interrupted
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CRD_MANIFEST = REPO_ROOT / "manifests" / "crd.yaml"
@@ -56,15 +55,7 @@ def up(args: argparse.Namespace) -> int:
             print(f"  node {shape.name}: {shape.cpu} CPU, {shape.memory}{gpus}", file=sys.stderr)
         print(f"  logs in {cp.dir / 'logs'}; Ctrl-C stops everything", file=sys.stderr)
         print(f"export KUBECONFIG={cp.kubeconfig}", flush=True)
-        while True:
-            for component in cp.components.values():
-                if not component.alive():
-                    print(str(ComponentFailedError(component, "stopped")), file=sys.stderr)
-                    return 1
-            time.sleep(1)
-    except KeyboardInterrupt:
-        print("\nstopping ...", file=sys.stderr)
-        return 0
+        return watch_until_interrupted(cp.components.values)
     finally:
         cp.stop()
 

@@ -24,7 +24,7 @@ from typing import Self
 
 from harness import hostnode, nodeflags, realnode
 from harness.controlplane import ControlPlane
-from harness.procs import ComponentFailedError
+from harness.procs import ComponentFailedError, watch_until_interrupted
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 IMAGES_SCRIPT = REPO_ROOT / "hack" / "images.sh"
@@ -165,15 +165,7 @@ def up(args: argparse.Namespace) -> int:
         print(f"  node {nodeflags.NODE_NAME} at {nc.node_ip}; logs in {nc.cp.dir / 'logs'} and "
               f"{nc.node.dir / 'logs'}; Ctrl-C stops and cleans up everything", file=sys.stderr)  # fmt: skip
         print(f"export KUBECONFIG={nc.kubeconfig}", flush=True)
-        while True:
-            for component in [*nc.cp.components.values(), *nc.node.components.values()]:
-                if not component.alive():
-                    print(str(ComponentFailedError(component, "stopped")), file=sys.stderr)
-                    return 1
-            time.sleep(1)
-    except KeyboardInterrupt:
-        print("\nstopping ...", file=sys.stderr)
-        return 0
+        return watch_until_interrupted(lambda: [*nc.cp.components.values(), *nc.node.components.values()])
     finally:
         nc.stop()
 

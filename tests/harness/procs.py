@@ -13,7 +13,8 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -58,6 +59,20 @@ class ComponentFailedError(RuntimeError):
             f"{component.log_tail()}"
         )
         self.component = component
+
+
+def watch_until_interrupted(components: Callable[[], Iterable[Component]]) -> int:
+    """For the `up` commands: 1 as soon as a component exits, 0 on Ctrl-C (the caller stops everything)."""
+    try:
+        while True:
+            for component in components():
+                if not component.alive():
+                    print(str(ComponentFailedError(component, "stopped")), file=sys.stderr)
+                    return 1
+            time.sleep(1)
+    except KeyboardInterrupt:
+        print("\nstopping ...", file=sys.stderr)
+        return 0
 
 
 class Supervisor:
