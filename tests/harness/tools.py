@@ -5,19 +5,26 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import sys
 from pathlib import Path
 from types import ModuleType
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def load_gen_manifests() -> ModuleType:
-    """hack/gen-manifests.py as a module (its file name is not importable)."""
-    spec = importlib.util.spec_from_file_location("gen_manifests", ROOT / "hack" / "gen-manifests.py")
+def load_script(path: str, name: str) -> ModuleType:
+    """A script of the repo (`hack/gen-manifests.py`, `benchmarks/startup.py`) as a module: their file names
+    are not importable. Registered in sys.modules, as dataclasses look their module up there."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def load_gen_manifests() -> ModuleType:
+    return load_script("hack/gen-manifests.py", "gen_manifests")
 
 
 def find_helm() -> str | None:

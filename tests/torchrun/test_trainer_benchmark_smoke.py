@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 from typing import Any
+
+from harness.tools import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def load_benchmark() -> Any:
-    spec = importlib.util.spec_from_file_location("bench_dataloader", ROOT / "benchmarks" / "dataloader.py")
-    assert spec is not None and spec.loader is not None
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    return bench
+    return load_script("benchmarks/dataloader.py", "bench_dataloader")
 
 
 def test_benchmark_reports_every_config(tmp_path: Path, capsys: object) -> None:
@@ -57,10 +54,7 @@ def test_benchmark_jpeg_pipeline_against_the_bound() -> None:
 
 
 def test_ddp_overhead_benchmark_reports_the_ratio() -> None:
-    spec = importlib.util.spec_from_file_location("bench_ddp", ROOT / "benchmarks" / "ddp_overhead.py")
-    assert spec is not None and spec.loader is not None
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_script("benchmarks/ddp_overhead.py", "bench_ddp")
     result = bench.main(["--model", "mlp", "--batch-size", "4", "--block", "2", "--rounds", "3", "--cpu"])
     assert result["backend"] == "gloo"
     assert result["ratio_median"] > 0 and result["cpu_ratio_median"] > 0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -10,16 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from harness.tools import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def load() -> Any:
-    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "benchmarks" / "gpu_check.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/gpu_check.py", "gpu_check")
 
 
 def test_dry_run_imports_everything_and_plans_every_check(tmp_path: Path) -> None:
