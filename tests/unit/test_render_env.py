@@ -113,6 +113,8 @@ def test_trainer_env_defaults_with_downward_api_cpu() -> None:
         {"name": "TORCHJOB_PIN_MEMORY", "value": "auto"},
         {"name": "TORCHJOB_PERSISTENT_WORKERS", "value": "true"},
         {"name": "TORCHJOB_PREFETCH_FACTOR", "value": "2"},
+        {"name": "TORCHJOB_AUTOTUNE", "value": "false"},
+        {"name": "TORCHJOB_AUTOTUNE_SECONDS", "value": "60"},
         {
             "name": "TORCHJOB_CPU_LIMIT",
             "valueFrom": {
@@ -126,8 +128,15 @@ def test_trainer_env_defaults_with_downward_api_cpu() -> None:
 
 def test_trainer_env_settings_and_plain_cpu_limit() -> None:
     job = job_of(
-        resources={"gpusPerNode": 1},
-        dataLoader={"numWorkers": 6, "pinMemory": "false", "persistentWorkers": False, "prefetchFactor": 4},
+        resources={"gpusPerNode": 1, "gpuMemoryFraction": 0.5},
+        dataLoader={
+            "numWorkers": 6,
+            "pinMemory": "false",
+            "persistentWorkers": False,
+            "prefetchFactor": 4,
+            "autotune": True,
+            "autotuneSeconds": 20,
+        },
         metrics={"port": 0},
         checkpoint={"dir": "/ckpt"},
     )
@@ -139,14 +148,17 @@ def test_trainer_env_settings_and_plain_cpu_limit() -> None:
         "TORCHJOB_PIN_MEMORY": "false",
         "TORCHJOB_PERSISTENT_WORKERS": "false",
         "TORCHJOB_PREFETCH_FACTOR": "4",
+        "TORCHJOB_AUTOTUNE": "true",
+        "TORCHJOB_AUTOTUNE_SECONDS": "20",
         "TORCHJOB_CPU_LIMIT": "3",
         "TORCHJOB_METRICS_PORT": "0",
         "TORCHJOB_CHECKPOINT_DIR": "/ckpt",
+        "TORCHJOB_CUDA_MEMORY_FRACTION": "0.5",
     }
 
 
 def test_every_rendered_name_is_reserved_for_users() -> None:
-    job = job_of(elastic={"maxNodes": 2}, nodes=2)
+    job = job_of(elastic={"maxNodes": 2}, nodes=2, resources={"gpusPerNode": 1, "gpuMemoryFraction": 0.9})
     names = [e["name"] for e in env.torchrun_env(job, 0, master_addr="m") + env.trainer_env(job)]
     assert all(spec.is_reserved_env(n) for n in names)
     assert {e["name"] for e in env.trainer_env(job)} == set(env.TRAINER_ENV_NAMES)

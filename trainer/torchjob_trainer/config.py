@@ -107,7 +107,8 @@ class TrainerConfig:
     autotune: bool = field(default=False, metadata=_opt(parse_bool, "measure loader configs, pick fastest"))
     autotune_batches: int = field(default=20, metadata=_opt(int, "batches measured per autotune candidate"))
     autotune_seconds: float = field(
-        default=60.0, metadata=_opt(float, "autotune's time budget (s); candidates left then are skipped")
+        default=constants.DEFAULT_AUTOTUNE_SECONDS,
+        metadata=_opt(float, "autotune's time budget (s); candidates left then are skipped"),
     )
     # Observability
     metrics_port: int = field(

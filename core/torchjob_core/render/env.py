@@ -16,6 +16,9 @@ TORCHJOB_NUM_WORKERS: Final = "TORCHJOB_NUM_WORKERS"
 TORCHJOB_PIN_MEMORY: Final = "TORCHJOB_PIN_MEMORY"
 TORCHJOB_PERSISTENT_WORKERS: Final = "TORCHJOB_PERSISTENT_WORKERS"
 TORCHJOB_PREFETCH_FACTOR: Final = "TORCHJOB_PREFETCH_FACTOR"
+TORCHJOB_AUTOTUNE: Final = "TORCHJOB_AUTOTUNE"
+TORCHJOB_AUTOTUNE_SECONDS: Final = "TORCHJOB_AUTOTUNE_SECONDS"
+TORCHJOB_CUDA_MEMORY_FRACTION: Final = "TORCHJOB_CUDA_MEMORY_FRACTION"
 TORCHJOB_CPU_LIMIT: Final = "TORCHJOB_CPU_LIMIT"
 TORCHJOB_METRICS_PORT: Final = "TORCHJOB_METRICS_PORT"
 TORCHJOB_CHECKPOINT_DIR: Final = "TORCHJOB_CHECKPOINT_DIR"
@@ -29,10 +32,15 @@ TRAINER_ENV_NAMES: Final = (
     TORCHJOB_PIN_MEMORY,
     TORCHJOB_PERSISTENT_WORKERS,
     TORCHJOB_PREFETCH_FACTOR,
+    TORCHJOB_AUTOTUNE,
+    TORCHJOB_AUTOTUNE_SECONDS,
     TORCHJOB_CPU_LIMIT,
     TORCHJOB_METRICS_PORT,
     TORCHJOB_CHECKPOINT_DIR,
+    TORCHJOB_CUDA_MEMORY_FRACTION,
 )
+# Emitted only when their field is set: the trainer's own default is "not set" (no GPU memory cap).
+OPTIONAL_TRAINER_ENV_NAMES: Final = (TORCHJOB_CUDA_MEMORY_FRACTION,)
 
 
 # spec.debug: what torch and NCCL print to explain a hang or a mismatch (TorchX's `debug` has the like).
@@ -150,7 +158,15 @@ def trainer_env(job: TrainingJob, *, cpu_limit: str | None = None) -> list[EnvVa
         _var(TORCHJOB_PIN_MEMORY, dl.pin_memory),
         _var(TORCHJOB_PERSISTENT_WORKERS, "true" if dl.persistent_workers else "false"),
         _var(TORCHJOB_PREFETCH_FACTOR, dl.prefetch_factor),
+        _var(TORCHJOB_AUTOTUNE, "true" if dl.autotune else "false"),
+        _var(TORCHJOB_AUTOTUNE_SECONDS, dl.autotune_seconds),
         cpu,
         _var(TORCHJOB_METRICS_PORT, job.spec.metrics.port),
         _var(TORCHJOB_CHECKPOINT_DIR, job.spec.checkpoint.dir),
+        *_gpu_memory_fraction(job),
     ]
+
+
+def _gpu_memory_fraction(job: TrainingJob) -> list[EnvVar]:
+    fraction = job.spec.resources.gpu_memory_fraction
+    return [] if fraction is None else [_var(TORCHJOB_CUDA_MEMORY_FRACTION, fraction)]

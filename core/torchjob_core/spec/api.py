@@ -109,6 +109,15 @@ def _resources() -> Object:
                 max_length=MAX_NAME_LENGTH,
                 pattern=DNS_SUBDOMAIN_PATTERN,
             ),
+            "gpuMemoryFraction": Num(
+                "Cap on each training process's share of its GPU's memory, in (0, 1] "
+                "(torch.cuda.set_per_process_memory_fraction): leaves room for another process on a "
+                "shared GPU. Needs gpusPerNode > 0.",
+                minimum=0,
+                maximum=1,
+                # Not exclusiveMinimum: structural schemas take it as a boolean, JSON Schema as a number.
+                rules=(Rule("self > 0.0", "must be greater than 0", lambda v: v > 0),),
+            ),
             "requests": _quantity_map(
                 "Resource requests (cpu, memory, ephemeral-storage, any extended resource) as quantities. "
                 "Set GPUs with gpusPerNode."
@@ -122,6 +131,12 @@ def _resources() -> Object:
         rules=(
             gpu_not_in("limits"),
             gpu_not_in("requests"),
+            Rule(
+                "!has(self.gpuMemoryFraction) || self.gpusPerNode > 0",
+                "gpuMemoryFraction needs gpusPerNode > 0: it caps a process's share of its GPU",
+                lambda r: "gpuMemoryFraction" not in r or r["gpusPerNode"] > 0,
+                ".gpuMemoryFraction",
+            ),
             Rule(
                 "!has(self.gpuDeviceClassName) || self.gpusPerNode > 0",
                 "gpuDeviceClassName needs gpusPerNode > 0: it is the number of devices each pod claims",
@@ -242,6 +257,17 @@ def _data_loader() -> Object:
                 default=constants.DEFAULT_PREFETCH_FACTOR,
                 minimum=1,
                 maximum=constants.MAX_PREFETCH_FACTOR,
+            ),
+            "autotune": Bool(
+                "Before training, measure loader configs (worker counts up to 2 per CPU, with the "
+                "training step running) and keep the fastest; bounded by autotuneSeconds.",
+                default=False,
+            ),
+            "autotuneSeconds": Int(
+                "Time budget of autotune: candidates left when it runs out are skipped (logged).",
+                default=constants.DEFAULT_AUTOTUNE_SECONDS,
+                minimum=1,
+                maximum=constants.MAX_AUTOTUNE_SECONDS,
             ),
             "batchBytesHint": Quantity(
                 "Bytes of one batch of one process, used only to size /dev/shm.",

@@ -222,9 +222,10 @@ class Int(Field):
 
 @dataclass(frozen=True, kw_only=True)
 class Num(Field):
-    """A JSON number (status figures such as a rate or a ratio)."""
+    """A JSON number: status figures such as a rate, or a spec fraction such as a GPU memory share."""
 
     minimum: float | None = None
+    maximum: float | None = None
 
     json_types = ("number", "integer")
 
@@ -232,11 +233,13 @@ class Num(Field):
         return {"type": "number", "description": self.description or None}
 
     def _body(self) -> Schema:
-        return {"minimum": self.minimum}
+        return {"minimum": self.minimum, "maximum": self.maximum}
 
     def _problem(self, raw: float) -> str | None:
         if self.minimum is not None and raw < self.minimum:
             return f"Invalid value: {raw}: should be greater than or equal to {self.minimum}"
+        if self.maximum is not None and raw > self.maximum:
+            return f"Invalid value: {raw}: should be less than or equal to {self.maximum}"
         return None
 
 

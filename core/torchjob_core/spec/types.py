@@ -28,6 +28,7 @@ class Resources:
     gpu_resource_name: str = constants.DEFAULT_GPU_RESOURCE
     # Set: the GPUs come from a DRA ResourceClaimTemplate of this DeviceClass, not gpu_resource_name.
     gpu_device_class_name: str | None = None
+    gpu_memory_fraction: float | None = None
     # Quantities as written (ints become strings).
     requests: Mapping[str, str] = field(default_factory=dict)
     limits: Mapping[str, str] = field(default_factory=dict)
@@ -40,6 +41,8 @@ class DataLoader:
     persistent_workers: bool = True
     prefetch_factor: int = constants.DEFAULT_PREFETCH_FACTOR
     batch_bytes_hint: str = constants.DEFAULT_BATCH_BYTES_HINT
+    autotune: bool = False
+    autotune_seconds: int = constants.DEFAULT_AUTOTUNE_SECONDS
 
 
 @dataclass(frozen=True)
