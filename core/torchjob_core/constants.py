@@ -138,6 +138,9 @@ MAX_BACKOFF_LIMIT: Final = 1000
 DEFAULT_BACKOFF_SECONDS: Final = 10
 MAX_BACKOFF_SECONDS: Final = 300
 DEFAULT_RETRYABLE_EXIT_CODES: Final = (137, 143)
+# The trainer could not write a checkpoint (read-only, full, over quota, no permission): sysexits'
+# EX_CANTCREAT. Permanent by default (failure_policy.classify_exit says why).
+EXIT_CHECKPOINT_WRITE_FAILED: Final = 73
 CLEAN_POD_POLICIES: Final = ("None", "Running", "All")
 DEFAULT_CLEAN_POD_POLICY: Final = "Running"
 DEFAULT_ELASTIC_MIN_NODES: Final = 1

@@ -3,17 +3,21 @@
 A checkpoint is `ckpt-<global step, 9 digits>.pt` holding the model, optimizer, epoch, the steps done
 in that epoch (the sampler position: that many batches of the epoch's shuffled order are skipped on
 resume) and the global step. A crash mid-write leaves only a `.tmp` file, never a torn checkpoint;
-files that fail to load are skipped with a warning.
+files that fail to load are skipped with a warning. A write the OS refuses (read-only, full, over quota,
+no permission) removes its temp file and raises `CheckpointWriteError`; the previous checkpoint is
+untouched, because only a complete, fsynced file is ever renamed over a checkpoint name.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, cast
 
 import torch
 
@@ -36,6 +40,36 @@ def checkpoint_path(directory: Path, global_step: int) -> Path:
     return directory / f"ckpt-{global_step:09d}.pt"
 
 
+# What to do about each cause, in the one line the trainer logs.
+_HINTS = {
+    errno.ENOSPC: "free space or grow the volume",
+    errno.EDQUOT: "raise the quota or free space",
+    errno.EROFS: "mount it read-write",
+    errno.EACCES: "make it writable by the trainer's user (pod securityContext.fsGroup)",
+    errno.EPERM: "make it writable by the trainer's user (pod securityContext.fsGroup)",
+}
+
+
+class CheckpointWriteError(Exception):
+    """The OS refused a checkpoint write into `directory`; the previous checkpoint stays valid."""
+
+    def __init__(self, directory: Path, cause: OSError) -> None:
+        self.directory = directory
+        self.cause = cause
+        super().__init__(describe(directory, cause))
+
+
+def describe(directory: Path, cause: OSError) -> str:
+    """One line naming the directory, the cause (strerror and errno name) and what to do."""
+    name = errno.errorcode.get(cause.errno or 0, "unknown errno")
+    hint = _HINTS.get(cause.errno or 0, "check the volume")
+    why = cause.strerror or str(cause)
+    return (
+        f"cannot write a checkpoint to {directory}: {why} ({name}); {hint}. "
+        "The previous checkpoint, if any, is kept."
+    )
+
+
 def save(
     directory: Path,
     *,
@@ -45,9 +79,7 @@ def save(
     extra: dict[str, Any] | None = None,
     keep: int = 2,
 ) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
     final = checkpoint_path(directory, position.global_step)
-    tmp = final.with_name(final.name + f".{os.getpid()}.tmp")
     payload = {
         "format": FORMAT_VERSION,
         "model": model_state,
@@ -57,14 +89,71 @@ def save(
         "global_step": position.global_step,
         "extra": extra or {},
     }
-    with open(tmp, "wb") as fh:
-        torch.save(payload, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, final)
-    _fsync_dir(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        _write_atomically(final, payload)
+    except OSError as exc:
+        raise CheckpointWriteError(directory, exc) from exc
     prune(directory, keep)
     return final
+
+
+def _write_atomically(final: Path, payload: dict[str, Any]) -> None:
+    """Temp file in the same directory, fsync, rename over `final`, fsync the directory.
+
+    On any failure the temp file is removed (best effort: on a read-only mount there is none), so a
+    full volume is not left fuller."""
+    tmp = final.with_name(final.name + f".{os.getpid()}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            _serialize(payload, fd)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, final)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(final.parent)
+
+
+def _serialize(payload: dict[str, Any], fd: int) -> None:
+    """torch.save straight to `fd`, re-raising the OSError of a refused write.
+
+    A write that fails mid-file leaves torch's zip writer inconsistent, and its clean-up then raises a
+    RuntimeError ("unexpected pos ...") over the OSError; the sink keeps the OSError and its errno."""
+    sink = _FdSink(fd)
+    try:
+        torch.save(payload, cast("IO[bytes]", sink))  # torch needs only write()
+    except RuntimeError:
+        if sink.error is not None:
+            raise sink.error from None
+        raise
+
+
+class _FdSink:
+    """The write-only file object torch.save writes into: a raw descriptor, so no buffer is left to fail
+    later at close; it remembers the first OSError."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self.error: OSError | None = None
+
+    def write(self, data: bytes) -> int:
+        view = memoryview(data).cast("B")
+        done = 0
+        try:
+            while done < len(view):
+                done += os.write(self._fd, view[done:])
+        except OSError as exc:
+            self.error = self.error or exc
+            raise
+        return done
+
+    def flush(self) -> None:
+        pass
 
 
 def _fsync_dir(directory: Path) -> None:

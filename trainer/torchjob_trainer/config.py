@@ -139,6 +139,10 @@ class TrainerConfig:
     preemption_grace_seconds: float = field(
         default=20.0, metadata=_opt(float, "budget to finish the step and save after SIGTERM")
     )
+    termination_log: str | None = field(
+        default="/dev/termination-log",
+        metadata=_opt(parse_optional_str, "where a fatal error's cause goes for Kubernetes; empty: nowhere"),
+    )
 
     def __post_init__(self) -> None:
         self._check_choices()

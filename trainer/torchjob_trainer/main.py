@@ -14,7 +14,8 @@ from torchjob_trainer.train import run
 
 @record
 def main(argv: Sequence[str] | None = None) -> None:
-    """Parse flags (env defaults `TORCHJOB_*`), train, exit 0 / 143 (preempted) / 1 (error)."""
+    """Parse flags (env defaults `TORCHJOB_*`), train, exit 0 / 143 (preempted) / 73 (checkpoint write
+    failed) / 1 (error)."""
     try:
         config = from_sources(argv)
     except ConfigError as exc:

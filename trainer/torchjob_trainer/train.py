@@ -15,8 +15,9 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torchjob_core import constants
 
-from torchjob_trainer import checkpoint, distributed, logs, summary
+from torchjob_trainer import checkpoint, distributed, logs, summary, termination
 from torchjob_trainer.config import TrainerConfig
 from torchjob_trainer.data import autotune, cpu, probe
 from torchjob_trainer.data.datasets import build_dataset
@@ -155,7 +156,7 @@ def _agree_stop(local: bool, device: torch.device) -> bool:
 
 
 def run(config: TrainerConfig) -> int:
-    """Train; returns the exit code (0 done, 143 preempted after checkpoint)."""
+    """Train; returns the exit code (0 done, 143 preempted after checkpoint, 73 checkpoint write failed)."""
     startup = StartupPhases.since_process_start()
     env = distributed.DistEnv.from_env()
     logs.setup(
@@ -182,9 +183,35 @@ def run(config: TrainerConfig) -> int:
         startup.mark("import_wait")
     try:
         return Trainer(config, env, device, preemption, startup).train()
+    except checkpoint.CheckpointWriteError as exc:
+        return checkpoint_failed(exc, config.termination_log)
+    except PeerCheckpointError:
+        return peer_stopped(env, config.termination_log)
     finally:
         preemption.cancel()
         distributed.teardown()
+
+
+class PeerCheckpointError(Exception):
+    """Rank 0 could not write the checkpoint; this rank stops with it."""
+
+
+def checkpoint_failed(error: checkpoint.CheckpointWriteError, termination_log: str | None) -> int:
+    """Fail loudly (rank 0): one line naming the directory and the cause, the termination message the
+    operator turns into `CheckpointWriteFailed`, and the distinct exit code. Going on would train steps
+    that no checkpoint can keep."""
+    log.error("%s", error)
+    termination.write(termination_log, str(error))
+    return constants.EXIT_CHECKPOINT_WRITE_FAILED
+
+
+def peer_stopped(env: distributed.DistEnv, termination_log: str | None) -> int:
+    """Another rank's share of the failure: same exit code, no second error line. The first process of
+    another pod leaves a message there too, as that pod may be the one the operator reports."""
+    log.info("stopping: rank 0 could not write a checkpoint (its log says why)")
+    if env.local_rank == 0:
+        termination.write(termination_log, "rank 0 could not write a checkpoint; its pod's log says why.")
+    return constants.EXIT_CHECKPOINT_WRITE_FAILED
 
 
 class Trainer:
@@ -396,27 +423,41 @@ class Trainer:
                 self._save(f"every {every} steps")
         return False
 
-    def _save(self, reason: str) -> None:
-        if self.checkpoint_dir is None or self.env.rank != 0:
+    def _save(self, reason: str, *, agree: bool = True) -> None:
+        """Rank 0 writes; with `agree`, every rank then learns whether that failed and stops with it (one
+        exit code for the gang, rather than peers failing later on a collective rank 0 left)."""
+        if self.checkpoint_dir is None:
             return
+        error = self._write_checkpoint(self.checkpoint_dir, reason) if self.env.rank == 0 else None
+        if agree and _agree_stop(error is not None, self.device):
+            raise error or PeerCheckpointError()
+        if error is not None:
+            raise error
+
+    def _write_checkpoint(self, directory: Path, reason: str) -> checkpoint.CheckpointWriteError | None:
         started = time.perf_counter()
         config, world_size = self.config, self.env.world_size
-        path = checkpoint.save(
-            self.checkpoint_dir,
-            model_state=self.model.state_dict(),
-            optimizer_state=self.optimizer.state_dict(),
-            position=checkpoint.Position(self.epoch, self.step_in_epoch, self.global_step),
-            extra={"job": config.job_name, "world_size": world_size, "batch_size": config.batch_size},
-            keep=config.keep_checkpoints,
-        )
+        try:
+            path = checkpoint.save(
+                directory,
+                model_state=self.model.state_dict(),
+                optimizer_state=self.optimizer.state_dict(),
+                position=checkpoint.Position(self.epoch, self.step_in_epoch, self.global_step),
+                extra={"job": config.job_name, "world_size": world_size, "batch_size": config.batch_size},
+                keep=config.keep_checkpoints,
+            )
+        except checkpoint.CheckpointWriteError as exc:
+            return exc
         took = time.perf_counter() - started
         self.metrics.checkpoints.inc()
         self.metrics.checkpoint_seconds.inc(took)
         log.info("checkpoint %s (%s) written in %.3f s", path, reason, took)
+        return None
 
     def _save_on_preemption(self) -> None:
+        # Ranks judge the time left on their own clocks, so they may not all get here: no collective.
         if self.preemption.remaining() > 0:
-            self._save("preemption")
+            self._save("preemption", agree=False)
         else:
             log.error("no time left in --preemption-grace-seconds to checkpoint; the last checkpoint stays")
 
