@@ -23,7 +23,14 @@ class Verdict(enum.Enum):
 
 def classify_exit(code: int, *, retryable: Collection[int], permanent: Collection[int]) -> Verdict:
     """Permanent codes win over retryable ones; a code in neither list is permanent for 1-127 (the
-    program's own failure) and retryable for 128-255 (killed by a signal)."""
+    program's own failure) and retryable for 128-255 (killed by a signal).
+
+    The trainer's checkpoint-write failure (`EXIT_CHECKPOINT_WRITE_FAILED`) is one of those permanent
+    codes, on purpose: the checkpoint volume outlives the pods (a claim is kept across attempts), so a
+    restart writes into the same read-only, full or over-quota directory, and every retry trains the
+    steps since the last checkpoint again only to lose them. A user whose volume is freed by something
+    else can list the code in `retryableExitCodes`.
+    """
     if code == 0:
         return Verdict.SUCCEEDED
     if code in permanent:
@@ -31,6 +38,11 @@ def classify_exit(code: int, *, retryable: Collection[int], permanent: Collectio
     if code in retryable:
         return Verdict.RETRYABLE
     return Verdict.RETRYABLE if code >= 128 else Verdict.PERMANENT
+
+
+def is_checkpoint_write_failure(code: int | None) -> bool:
+    """The trainer exited because it could not write a checkpoint (reason `CheckpointWriteFailed`)."""
+    return code == constants.EXIT_CHECKPOINT_WRITE_FAILED
 
 
 def replaceable_alone(elastic_min_nodes: int | None, lost: Collection[int], running: Collection[int]) -> bool:

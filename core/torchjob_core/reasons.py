@@ -41,6 +41,10 @@ ELASTIC_SUCCEEDED = Reason(
     "JobSucceeded", "Pod {pod} succeeded (elastic: the first node to finish ends the job)."
 )
 PERMANENT_EXIT = Reason("PermanentExitCode", "Pod {pod} exited with permanent code {code}.")
+CHECKPOINT_WRITE_FAILED = Reason(
+    "CheckpointWriteFailed",
+    "Pod {pod} exited with code {code}: {message} Not retried: a restart writes into the same directory.",
+)
 BACKOFF_LIMIT = Reason(
     "BackoffLimitExceeded",
     "Pod {pod} failed ({why}) after {count} counted restarts (backoffLimit {limit}; disruptions are not "

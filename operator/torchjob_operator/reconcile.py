@@ -91,6 +91,7 @@ WARNING_REASONS = frozenset(
         reasons.DISRUPTED.reason,
         reasons.NODE_REPLACED.reason,
         reasons.PERMANENT_EXIT.reason,
+        reasons.CHECKPOINT_WRITE_FAILED.reason,
         reasons.BACKOFF_LIMIT.reason,
         reasons.DEADLINE.reason,
         reasons.STARTUP_DEADLINE.reason,
@@ -498,14 +499,20 @@ def _failures(p: _Pass) -> bool:
     first_pod, why = lost.first(p.job)
     if decision.action is failure_policy.Action.FAIL_PERMANENT:
         assert decision.exit is not None
-        pod = p.pods.current[decision.exit.node]
-        p.fail(reasons.PERMANENT_EXIT.format(pod=pod.name, code=decision.exit.code))
+        p.fail(_permanent(p.pods.current[decision.exit.node], decision.exit.code))
     elif decision.action is failure_policy.Action.FAIL_BACKOFF_LIMIT:
         limit = policy.backoff_limit
         p.fail(reasons.BACKOFF_LIMIT.format(pod=first_pod, why=why, count=decision.restarts, limit=limit))
     else:
         _restart(p, decision, failure.lost, pod=first_pod, why=why)
     return True
+
+
+def _permanent(pod: PodObs, code: int) -> tuple[str, str]:
+    if failure_policy.is_checkpoint_write_failure(code):
+        message = pod.message.strip() or "the trainer could not write a checkpoint."
+        return reasons.CHECKPOINT_WRITE_FAILED.format(pod=pod.name, code=code, message=message)
+    return reasons.PERMANENT_EXIT.format(pod=pod.name, code=code)
 
 
 def _restart(

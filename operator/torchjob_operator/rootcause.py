@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from torchjob_core import failure_policy, reasons
 from torchjob_core.spec import TrainingJob
 
 from torchjob_operator.observe import PodObs
@@ -25,6 +26,10 @@ def _ranks(job: TrainingJob, index: int) -> str | None:
 
 
 def _reason(pod: PodObs) -> str:
+    # The trainer's own code says more than the container's "Error"; its message (the termination
+    # log) names the directory and the cause.
+    if not pod.disrupted and failure_policy.is_checkpoint_write_failure(pod.exit_code):
+        return reasons.CHECKPOINT_WRITE_FAILED.reason
     if pod.reason:
         return pod.reason
     if pod.phase == "Failed":
