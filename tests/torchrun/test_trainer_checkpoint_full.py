@@ -68,6 +68,7 @@ def test_a_full_checkpoint_volume_exits_73_and_keeps_the_previous_checkpoint(
     lines = [line for line in output.splitlines() if clear in line]
     assert len(lines) == 1, output[-4000:]  # rank 0 says it once; its peer stops without a second line
     assert "Traceback" not in output, output[-4000:]
+    assert "failed with exit code 73 (a checkpoint could not be written" in output  # the launcher's line
     assert message_file.read_text().startswith(clear)
 
     # The earlier checkpoint is intact and alone: the failed write's temp file was removed.

@@ -48,6 +48,10 @@ from torchjob_core import constants
 log = logging.getLogger("torchjob_trainer.launch")
 
 EXIT_LAUNCHER_ERROR = 1
+# Codes whose cause a worker already logged: say which, instead of torch's "To enable traceback" advice.
+KNOWN_EXITS = {
+    constants.EXIT_CHECKPOINT_WRITE_FAILED: "a checkpoint could not be written; rank 0's error line says why"
+}
 SHUTDOWN_MARGIN_SECONDS = 10
 
 
@@ -189,7 +193,8 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     except ChildFailedError as exc:
         rank, failure = exc.get_first_failure()
         code = first_failure_code(exc)
-        log.error("worker rank %d failed with exit code %d (%s)", rank, code, failure.message or "no message")
+        why = KNOWN_EXITS.get(code) or failure.message or "no message"
+        log.error("worker rank %d failed with exit code %d (%s)", rank, code, why)
         sys.exit(code)
     except SignalException as exc:
         name = signal.Signals(exc.sigval).name
