@@ -19,6 +19,7 @@ from kubernetes import client
 
 GROUP, VERSION, PLURAL = "torchjob.dev", "v1alpha1", "trainingjobs"
 EXIT_ANNOTATION = "kwok.torchjob.dev/exit-code"
+EXIT_MESSAGE_ANNOTATION = "kwok.torchjob.dev/exit-message"
 REPO_ROOT = Path(__file__).resolve().parents[3]
 
 
@@ -181,11 +182,13 @@ class Jobs:
         except TimeoutError as exc:
             raise TimeoutError(f"{exc}; got {self.pod_phases(name)}") from None
 
-    def exit(self, pod: str, code: int) -> None:
-        """Tell KWOK to end this pod with `code` (docs/contracts.md)."""
-        self.core.patch_namespaced_pod(
-            pod, self.ns, {"metadata": {"annotations": {EXIT_ANNOTATION: str(code)}}}
-        )
+    def exit(self, pod: str, code: int, message: str | None = None) -> None:
+        """Tell KWOK to end this pod with `code` and, as its termination message, `message`
+        (docs/contracts.md)."""
+        annotations = {EXIT_ANNOTATION: str(code)}
+        if message is not None:
+            annotations[EXIT_MESSAGE_ANNOTATION] = message
+        self.core.patch_namespaced_pod(pod, self.ns, {"metadata": {"annotations": annotations}})
 
     def events(self, name: str) -> list[str]:
         items = self.core.list_namespaced_event(self.ns, field_selector=f"involvedObject.name={name}").items

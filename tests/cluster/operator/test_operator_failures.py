@@ -46,6 +46,33 @@ def test_permanent_exit_fails_at_once(operator: OperatorProcess, jobs: Jobs) -> 
     eventually(lambda: "PermanentExitCode" in jobs.events("perm"), 20, "Failed event")
 
 
+def test_a_checkpoint_write_failure_fails_with_its_reason_and_message(
+    operator: OperatorProcess, jobs: Jobs
+) -> None:
+    # What the trainer's rank 0 leaves when its checkpoint volume is full (tests/torchrun covers that
+    # side): exit 73 and one line in /dev/termination-log, which the kubelet reports as the message.
+    message = (
+        "cannot write a checkpoint to /checkpoints: No space left on device (ENOSPC); free space or grow "
+        "the volume. The previous checkpoint, if any, is kept."
+    )
+    jobs.create("ckfull", nodes=2, runPolicy={"backoffLimit": 3})
+    jobs.wait_phase("ckfull", "Running")
+    jobs.exit("ckfull-node-0-r0", 73, message)
+    st = jobs.wait_phase("ckfull", "Failed")
+    assert (st["reason"], st["restartCount"], st["lastExitCode"]) == ("CheckpointWriteFailed", 0, 73)
+    assert message in st["message"]
+    failed = next(c for c in st["conditions"] if c["type"] == "Failed")
+    assert (failed["reason"], failed["status"]) == ("CheckpointWriteFailed", "True")
+    last = st["lastFailure"]
+    assert (last["pod"], last["reason"], last["exitCode"], last["message"]) == (
+        "ckfull-node-0-r0",
+        "CheckpointWriteFailed",
+        73,
+        message,
+    )
+    eventually(lambda: "CheckpointWriteFailed" in jobs.events("ckfull"), 20, "Warning event")
+
+
 def test_backoff_limit_exhausted_fails(operator: OperatorProcess, jobs: Jobs) -> None:
     jobs.create("limit", nodes=1, runPolicy={"backoffLimit": 1})
     jobs.wait_phase("limit", "Running")
