@@ -15,8 +15,12 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "cpu-gloo-2node.yaml"
 JOB_LABEL = "torchjob.dev/job-name"
 CPU_REQUEST = os.environ.get("TORCHJOB_E2E_CPU_REQUEST", "250m")
-# Long enough to look inside the pods and scrape them while they train (the example alone takes seconds).
-LONGER = ["--steps-per-epoch", "2000", "--sample-cost-us", "2000"]
+# Long enough to look inside the pods, scrape them and let Prometheus take a 1m rate (15 s scrapes) while
+# they train: about 3 minutes on 2 cores (the example alone takes seconds). --steps-per-epoch only caps an
+# epoch, so the synthetic dataset (lazy: one sample per index) is made big enough to fill it.
+LONG_RUN = ["--dataset-size", "1000000", "--sample-cost-us", "2000"]
+LONGER = [*LONG_RUN, "--steps-per-epoch", "1200"]
+FINISHED = ("Succeeded", "Failed")
 
 
 def example(*, name: str | None = None, extra_args: list[str] | None = None) -> dict[str, Any]:
@@ -67,6 +71,9 @@ def running_pods(kubectl: Kubectl, name: str, namespace: str, count: int) -> lis
     """`count` pods of the job whose trainer container runs (not merely scheduled)."""
 
     def ready() -> list[dict[str, Any]] | None:
+        phase = (kubectl.json("get", "trainingjob", name, "-n", namespace).get("status") or {}).get("phase")
+        # A finished job has no running pods left to wait for: say so instead of waiting out the timeout.
+        assert phase not in FINISHED, f"{namespace}/{name} is {phase}: it finished before this check"
         found = [
             p for p in pods(kubectl, name, namespace)
             if p["status"].get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")
