@@ -18,10 +18,12 @@ created, p50/p99 of each job's create->last-pod time, API requests per job (from
 from __future__ import annotations
 
 import argparse
+import collections
 import concurrent.futures
 import json
 import os
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -36,6 +38,9 @@ sys.path.insert(0, str(REPO_ROOT / "tests"))
 
 GROUP, VERSION, PLURAL = "torchjob.dev", "v1alpha1", "trainingjobs"
 SMALL = {"cpu": "1m", "memory": "1Mi"}
+NODE_LABEL, ATTEMPT_LABEL = "torchjob.dev/node-index", "torchjob.dev/attempt"
+# The operator's own client and Kopf's, as the audit log names them.
+OPERATOR_AGENTS = ("torchjob-operator", "kopf/")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -130,15 +135,31 @@ def scrape(port: int) -> str:
         return str(resp.read().decode())
 
 
-def start_operator(kubeconfig: Path, ns: str) -> tuple[subprocess.Popen[bytes], int]:
-    """The operator as a process serving `ns`, once its /metrics answers; returns it and that port."""
+def start_operator(
+    kubeconfig: Path, ns: str, profile: Path | None = None
+) -> tuple[subprocess.Popen[bytes], int]:
+    """The operator as a process serving `ns`, once its /metrics answers; returns it and that port.
+
+    With `profile`, py-spy samples it (all threads, idle included) into that file as collapsed stacks.
+    """
     from harness.ports import free_ports
 
     metrics_port, health_port = free_ports(2)
     env = dict(os.environ, KUBECONFIG=str(kubeconfig))
     cmd = [sys.executable, "-m", "torchjob_operator", "--namespace", ns, "--standalone"]
     cmd += ["--metrics-port", str(metrics_port), "--health-port", str(health_port)]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO_ROOT)
+    if profile is not None:
+        spy = [str(Path(sys.executable).with_name("py-spy")), "record", "--format", "raw", "--threads"]
+        cmd = [*spy, "--rate", "50", "-o", str(profile), "--", *cmd]
+    # Its own process group: a stop reaches py-spy and the operator alike.
+    proc = subprocess.Popen(
+        cmd,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=REPO_ROOT,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 60
     while True:
         try:
@@ -152,7 +173,8 @@ def start_operator(kubeconfig: Path, ns: str) -> tuple[subprocess.Popen[bytes], 
 
 
 def stop_process(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
+    # SIGINT to the group: Kopf stops gracefully, and py-spy (if any) writes its profile once it exits.
+    os.killpg(proc.pid, signal.SIGINT)
     try:
         proc.wait(timeout=30)
     except subprocess.TimeoutExpired:
@@ -169,26 +191,56 @@ def create_jobs(custom: Any, ns: str, jobs: int, nodes: int) -> dict[str, float]
             "apiVersion": f"{GROUP}/{VERSION}",
             "kind": "TrainingJob",
             "metadata": {"name": name},
-            "spec": {"image": "x", "nodes": nodes, "resources": {"requests": SMALL}},
+            "spec": {
+                "image": "x",
+                "nodes": nodes,
+                "resources": {"requests": SMALL},
+                # The restart scenario measures the operator, not the backoff it would wait out.
+                "runPolicy": {"backoffSeconds": 0},
+            },
         }
         created_at[name] = time.monotonic()
         custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, body)
     return created_at
 
 
-def wait_for_status(custom: Any, ns: str, timeout: float = 120) -> None:
-    """Lets status writes settle (every job reports a phase) before requests are counted."""
+def wait_for_phase(custom: Any, ns: str, phases: tuple[str, ...], timeout: float) -> float:
+    """Waits until every job reports one of `phases`; returns when that was seen (monotonic)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         items = custom.list_namespaced_custom_object(GROUP, VERSION, ns, PLURAL)["items"]
-        if all((i.get("status") or {}).get("phase") in ("Pending", "Running") for i in items):
-            return
+        if items and all((i.get("status") or {}).get("phase") in phases for i in items):
+            return time.monotonic()
         time.sleep(0.5)
+    raise TimeoutError(f"jobs did not all reach {phases}")
+
+
+def operator_requests(log: Path, ns: str) -> collections.Counter[str]:
+    """verb -> requests the operator (its client, and Kopf's) made in `ns`, from the audit log."""
+    from harness import audit
+
+    counts: collections.Counter[str] = collections.Counter()
+    for event in audit.events(log):
+        agent = str(event.get("userAgent", ""))
+        if event.get("stage") != "ResponseComplete" or not agent.startswith(OPERATOR_AGENTS):
+            continue
+        if (event.get("objectRef") or {}).get("namespace") != ns:
+            continue
+        ref = event["objectRef"]
+        resource = ref.get("resource", "") + (f"/{ref['subresource']}" if ref.get("subresource") else "")
+        counts[f"{event.get('verb')} {resource}"] += 1
+    return counts
 
 
 def api_requests(metrics_text: str) -> float:
     pattern = r'torchjob_operator_api_requests_total\{verb="\w+"\} (\S+)'
     return sum(float(v) for v in re.findall(pattern, metrics_text))
+
+
+def status_429s(log: Path) -> int:
+    from harness import audit
+
+    return sum(1 for e in audit.events(log) if (e.get("responseStatus") or {}).get("code") == 429)
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -199,6 +251,14 @@ def peak_rss_mib(pid: int) -> float:
     return 0.0
 
 
+def operator_pid(proc: subprocess.Popen[bytes], profiled: bool) -> int:
+    """The operator's own pid (under py-spy, its child)."""
+    if not profiled:
+        return proc.pid
+    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+    return int(children[0])
+
+
 def remove_jobs(custom: Any, core: Any, ns: str) -> None:
     for item in custom.list_namespaced_custom_object(GROUP, VERSION, ns, PLURAL)["items"]:
         custom.patch_namespaced_custom_object(
@@ -207,83 +267,190 @@ def remove_jobs(custom: Any, core: Any, ns: str) -> None:
     core.delete_namespace(ns)
 
 
-def operator_run(api: Any, kubeconfig: Path, jobs: int, nodes: int) -> dict[str, float]:
+def lose_one_pod(core: Any, ns: str, watcher: PodWatch, nodes: int, timeout: float) -> float:
+    """Deletes node 0's pod of attempt 0; seconds until every pod of attempt 1 was created."""
+    victim = next(p for p, lb in watcher.labels.items() if lb.get(NODE_LABEL) == "0")
+    t0 = time.monotonic()
+    core.delete_namespaced_pod(victim, ns)
+    deadline = t0 + timeout
+    while True:
+        new = [watcher.seen[p] for p, lb in list(watcher.labels.items()) if lb.get(ATTEMPT_LABEL) == "1"]
+        if len(new) >= nodes:
+            return max(new) - t0
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"saw {len(new)}/{nodes} pods of attempt 1")
+        time.sleep(0.05)
+
+
+def operator_run(
+    api: Any,
+    kubeconfig: Path,
+    jobs: int,
+    nodes: int,
+    *,
+    restart: bool,
+    log: Path | None,
+    profile: Path | None,
+) -> dict[str, Any]:
     from kubernetes import client
 
     core: Any = client.CoreV1Api(api)
     custom: Any = client.CustomObjectsApi(api)
     ns = f"bench-op-{os.getpid()}"
     make_namespace(core, ns)
-    proc, metrics_port = start_operator(kubeconfig, ns)
+    proc, metrics_port = start_operator(kubeconfig, ns, profile)
+    pid = operator_pid(proc, profile is not None)
+    rss_idle = peak_rss_mib(pid)
     try:
         watcher = PodWatch(api, ns)
         start = time.monotonic()
         created_at = create_jobs(custom, ns, jobs, nodes)
-        watcher.eventually(jobs * nodes, 600)
+        jobs_created = time.monotonic() - start
+        watcher.eventually(jobs * nodes, 1800)
         total = max(watcher.seen.values()) - start
         per_job: dict[str, float] = {}
         for pod, seen in watcher.seen.items():
             job = watcher.labels[pod].get("torchjob.dev/job-name", "")
             per_job[job] = max(per_job.get(job, 0.0), seen - created_at[job])
-        wait_for_status(custom, ns)
-        requests = api_requests(scrape(metrics_port))
-        watcher.stop()
-        return {
+        running = wait_for_phase(custom, ns, ("Running",), 1800) - start
+        result: dict[str, Any] = {
+            "jobs_created_seconds": jobs_created,
             "total_seconds": total,
+            "running_seconds": running,
             "pods_per_second": jobs * nodes / total,
             "job_p50_seconds": statistics.median(per_job.values()),
             "job_p99_seconds": percentile(list(per_job.values()), 0.99),
-            "api_requests_per_job": requests / jobs,
-            "operator_peak_rss_mib": peak_rss_mib(proc.pid),
+            "api_requests_per_job": api_requests(scrape(metrics_port)) / jobs,
         }
+        if restart:
+            result["restart_seconds"] = lose_one_pod(core, ns, watcher, nodes, 600)
+            wait_for_phase(custom, ns, ("Running",), 600)
+        time.sleep(2)  # the last status writes and Events land before they are counted
+        watcher.stop()
+        if log is not None:
+            verbs = operator_requests(log, ns)
+            result["audit_requests_per_job"] = sum(verbs.values()) / jobs
+            writes = sum(n for k, n in verbs.items() if not k.startswith(("get ", "list ", "watch ")))
+            result["audit_writes_per_job"] = writes / jobs
+            result["audit_by_verb_per_job"] = {k: n / jobs for k, n in sorted(verbs.items())}
+            result["http_429"] = status_429s(log)
+        result["operator_idle_rss_mib"] = rss_idle
+        result["operator_peak_rss_mib"] = peak_rss_mib(pid)
+        return result
     finally:
         stop_process(proc)
         remove_jobs(custom, core, ns)
+
+
+SCENARIOS = {
+    # name: (jobs, nodes per job, KWOK nodes at least, restart one pod)
+    "100x4": (100, 4, 4, False),
+    "1000x8": (1000, 8, 80, False),
+    "restart256": (1, 256, 8, True),
+}
+
+
+def wait_nodes_ready(api: Any, count: int, timeout: float) -> None:
+    from kubernetes import client
+
+    core: Any = client.CoreV1Api(api)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready = [
+            n
+            for n in core.list_node().items
+            if any(c.type == "Ready" and c.status == "True" for c in n.status.conditions or [])
+        ]
+        if len(ready) >= count:
+            return
+        time.sleep(0.5)
+    raise TimeoutError(f"fewer than {count} nodes Ready")
+
+
+def kwok_nodes(pods: int, at_least: int) -> int:
+    """Enough 110-pod KWOK nodes for the bare pods and the operator's at once (a namespace's pods can
+    outlive its deletion for a while), and at least `at_least`."""
+    return max(at_least, -(-2 * pods // 110))
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--jobs", type=int, default=100)
-    parser.add_argument("--nodes", type=int, default=4)
+    parser.add_argument("--scenario", choices=sorted(SCENARIOS), default="100x4")
+    parser.add_argument("--jobs", type=int, help="override the scenario's job count")
+    parser.add_argument("--nodes", type=int, help="override the scenario's nodes per job")
     parser.add_argument(
         "--kubeconfig", type=Path, help="use this control plane (CRD applied) instead of starting one"
     )
+    parser.add_argument("--profile", type=Path, help="py-spy the operator into this file (collapsed stacks)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
+    jobs, nodes, min_kwok, restart = SCENARIOS[args.scenario]
+    jobs, nodes = args.jobs or jobs, args.nodes or nodes
+    pods = jobs * nodes
 
     from harness.controlplane import ControlPlane, client_from_kubeconfig
     from harness.kubectl import apply_crds, bind
+    from harness.nodes import create_node
 
     cp: ControlPlane | None = None
     kubeconfig = args.kubeconfig
+    log: Path | None = None
     if kubeconfig is None:
-        cp = ControlPlane().start()
-        kubeconfig = cp.kubeconfig
+        cp = ControlPlane(audit=True).start()
+        kubeconfig, log = cp.kubeconfig, cp.audit_log
         apply_crds(bind(kubeconfig), REPO_ROOT / "manifests" / "crd.yaml")
     try:
         with client_from_kubeconfig(kubeconfig) as api:
+            wanted = kwok_nodes(pods, min_kwok)
+            for i in range(wanted):
+                create_node(api, f"bench-node-{i}", cpu="1000", memory="4Ti", wait_ready_s=None)
+            wait_nodes_ready(api, wanted + 4, 120)  # and the control plane's 4 default nodes
             # The operator creates a job's pods concurrently on the default executor: min(32, cpus + 4).
             workers = min(32, (os.cpu_count() or 1) + 4)
-            bare = bare_pods(api, args.jobs, args.nodes, workers)
-            op = operator_run(api, kubeconfig, args.jobs, args.nodes)
+            bare = bare_pods(api, jobs, nodes, workers)
+            op = operator_run(api, kubeconfig, jobs, nodes, restart=restart, log=log, profile=args.profile)
     finally:
         if cp is not None:
             cp.stop()
-    ratio = op["total_seconds"] / bare["total_seconds"]
-    print(f"{args.jobs} jobs x {args.nodes} nodes = {args.jobs * args.nodes} pods, {os.cpu_count()} CPUs")
-    print(f"bare pods:  {bare['total_seconds']:.2f} s to the last pod ({bare['pods_per_second']:.0f} pods/s)")
-    print(f"operator:   {op['total_seconds']:.2f} s to the last pod ({op['pods_per_second']:.0f} pods/s)")
+    report(args.scenario, (jobs, nodes, wanted), bare, op)
+    if args.json:
+        args.json.write_text(json.dumps({"scenario": args.scenario, "bare": bare, "operator": op}, indent=2))
+    return 0
+
+
+def report(scenario: str, shape: tuple[int, int, int], bare: dict[str, float], op: dict[str, Any]) -> None:
+    jobs, nodes, kwok = shape
+    bound = bare["total_seconds"]
+    print(f"{scenario}: {jobs} jobs x {nodes} nodes = {jobs * nodes} pods on {kwok} KWOK nodes, "
+          f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}")  # fmt: skip
+    print(f"bare pods:  {bound:.2f} s to the last pod ({bare['pods_per_second']:.0f} pods/s)")
+    print(f"jobs:       {op['jobs_created_seconds']:.2f} s to create the TrainingJobs")
+    print(
+        f"operator:   {op['total_seconds']:.2f} s to the last pod ({op['total_seconds'] / bound:.2f}x bare)"
+    )
+    print(
+        f"running:    {op['running_seconds']:.2f} s to every job Running "
+        f"({op['running_seconds'] / bound:.2f}x)"
+    )
     print(
         f"per job:    p50 {op['job_p50_seconds']:.2f} s, p99 {op['job_p99_seconds']:.2f} s (create->last pod)"
     )
-    print(f"requests:   {op['api_requests_per_job']:.1f} per job (pods, service, status, events)")
-    print(f"memory:     operator peak RSS {op['operator_peak_rss_mib']:.0f} MiB")
-    print(f"ratio:      operator / bare = {ratio:.2f}x")
-    if args.json:
-        args.json.write_text(json.dumps({"bare": bare, "operator": op, "ratio": ratio}, indent=2))
-    return 0
+    if "restart_seconds" in op:
+        r = op["restart_seconds"]
+        print(
+            f"restart:    {r:.2f} s from the lost pod to the new attempt's last pod ({r / bound:.2f}x bare)"
+        )
+    print(f"requests:   {op['api_requests_per_job']:.1f} per job by the operator's client (its metric)")
+    if "audit_requests_per_job" in op:
+        print(f"audit:      {op['audit_requests_per_job']:.1f} requests, "
+              f"{op['audit_writes_per_job']:.1f} writes per job (nodes + 3 = {nodes + 3}); "
+              f"HTTP 429: {op['http_429']}")  # fmt: skip
+        for verb, n in op["audit_by_verb_per_job"].items():
+            print(f"            {n:7.2f}  {verb}")
+    print(f"memory:     operator RSS idle {op['operator_idle_rss_mib']:.0f} MiB, "
+          f"peak {op['operator_peak_rss_mib']:.0f} MiB")  # fmt: skip
 
 
 if __name__ == "__main__":

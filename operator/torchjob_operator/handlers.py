@@ -55,6 +55,19 @@ def runtime_of(memo: kopf.Memo) -> OperatorRuntime:
     return runtime
 
 
+class NoDiffBase(kopf.AnnotationsDiffBaseStorage):
+    """Kopf's diff base without the diffing: Kopf builds an object's "essence" (two deep copies of the
+    body) on every watch event, but only on.create/update/resume handlers read it, and this operator
+    has none. Profiled at 100 jobs x 4 nodes, that copying was a sixth of the event loop's busy time.
+    Nothing is stored, so there is nothing to fetch."""
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> Any:
+        return {}
+
+    def fetch(self, *, body: kopf.Body) -> Any:
+        return None
+
+
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     """Our own prefix for Kopf's finalizer and annotations; quiet event posting; bounded watches."""
@@ -64,7 +77,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     runtime = runtime_of(memo)
     settings.persistence.finalizer = constants.FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=constants.OPERATOR_PREFIX)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+    settings.persistence.diffbase_storage = NoDiffBase(
         prefix=constants.OPERATOR_PREFIX, key="last-handled-configuration"
     )
     # Our Events come from jobloop; Kopf posts only its own warnings and errors.
@@ -79,15 +92,18 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
         runtime.reader = progress.Reader.from_settings(runtime.settings.progress)
 
 
+# The handlers are coroutines although they do not await: Kopf runs a plain function in its thread
+# pool, a hop per pod event (and the index's, per pod event again) that profiled as most of the loop's
+# executor traffic.
 @kopf.index("pods", labels=POD_LABELS)
-def pods_by_job(body: kopf.Body, namespace: str | None, **_: Any) -> dict[tuple[str, str], PodObs]:
+async def pods_by_job(body: kopf.Body, namespace: str | None, **_: Any) -> dict[tuple[str, str], PodObs]:
     """Every pod of every TrainingJob, reduced to what decide() reads."""
     obs = observe_pod(body)
     return {(str(namespace), obs.job): obs}
 
 
 @kopf.on.event("pods", labels=POD_LABELS)
-def pod_changed(labels: kopf.Labels, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
+async def pod_changed(labels: kopf.Labels, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
     runtime_of(memo).loops.wake((str(namespace), str(labels.get(constants.LABEL_JOB_NAME))))
 
 
@@ -95,7 +111,9 @@ def pod_changed(labels: kopf.Labels, namespace: str | None, memo: kopf.Memo, **_
 @kopf.on.event("services", labels=POD_LABELS)
 @kopf.on.event(constants.COSCHEDULING_PODGROUP_API_VERSION, "podgroups", labels=POD_LABELS)
 @kopf.on.event(constants.VOLCANO_PODGROUP_API_VERSION, "podgroups", labels=POD_LABELS)
-def child_changed(type: str, labels: kopf.Labels, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
+async def child_changed(
+    type: str, labels: kopf.Labels, namespace: str | None, memo: kopf.Memo, **_: Any
+) -> None:
     if type == "DELETED":
         runtime_of(memo).loops.child_deleted((str(namespace), str(labels.get(constants.LABEL_JOB_NAME))))
 
@@ -105,7 +123,7 @@ def managed_here(spec: kopf.Spec, **_: Any) -> bool:
 
 
 @kopf.on.event(constants.GROUP, constants.VERSION, constants.PLURAL, when=managed_here)
-def job_changed(name: str, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
+async def job_changed(name: str, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
     runtime_of(memo).loops.wake((str(namespace), name))
 
 

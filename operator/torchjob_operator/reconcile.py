@@ -592,6 +592,8 @@ def with_events(plan: Plan, observed: Mapping[str, Any]) -> Plan:
     new = plan.status
     changed = (new.get("phase"), new.get("reason")) != (observed.get("phase"), observed.get("reason"))
     restarted = int(new.get("restartCount") or 0) != int(observed.get("restartCount") or 0)
+    if changed and not restarted and _quiet_progress(observed, new):
+        return plan  # PodsCreated -> PodsPending: the status says so; an Event would be a write per job
     if (changed or restarted) and new.get("reason"):
         reason = str(new["reason"])
         # Pending for a pod-level reason (Unschedulable, ImagePullBackOff, ...) needs attention too.
@@ -599,6 +601,17 @@ def with_events(plan: Plan, observed: Mapping[str, Any]) -> Plan:
         kind = "Warning" if reason in WARNING_REASONS or blocked else "Normal"
         plan.events.append(Event(kind, reason, str(new.get("message") or "")))
     return plan
+
+
+def _quiet_progress(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+    """Created or Pending to Pending, from one quiet reason to another (pods created, then pending):
+    nothing to act on."""
+    return (
+        old.get("phase") in ("Created", "Pending")
+        and new.get("phase") == "Pending"
+        and old.get("reason") in QUIET_PENDING_REASONS
+        and new.get("reason") in QUIET_PENDING_REASONS
+    )
 
 
 def invalid(job_status: Mapping[str, Any], error: str, *, generation: int, now: dt.datetime) -> Plan:

@@ -316,7 +316,7 @@ def test_the_runtime_travels_in_kopfs_memo() -> None:
 
     async def poke() -> bool:
         event = runtime.loops.waker(("ns", "j"))
-        handlers.job_changed(name="j", namespace="ns", memo=per_object)
+        await handlers.job_changed(name="j", namespace="ns", memo=per_object)
         return event.is_set()
 
     assert asyncio.run(poke())

@@ -120,6 +120,13 @@ def test_created_pods_not_seen_yet_are_created_again_idempotently() -> None:
     assert plan.events == []
 
 
+def test_created_to_pods_pending_writes_the_status_without_an_event() -> None:
+    created = decide(make_job(2), [], {}).status
+    plan = decide(make_job(2), [pod(0, "Pending"), pod(1, "Running")], created)
+    assert (plan.status["phase"], plan.status["reason"]) == ("Pending", "PodsPending")
+    assert plan.events == []  # quiet progress: one status write, no Event write per job
+
+
 @pytest.mark.parametrize(
     ("pods", "phase", "reason"),
     [
