@@ -69,6 +69,8 @@ def test_minimal_job_gets_documented_defaults(crd: Any, kubectl: Kubectl, namesp
         "pinMemory": "auto",
         "persistentWorkers": True,
         "prefetchFactor": 2,
+        "autotune": False,
+        "autotuneSeconds": 60,
         "batchBytesHint": "64Mi",
     }
     assert got["runPolicy"]["retryableExitCodes"] == [137, 143]
@@ -78,7 +80,14 @@ def test_minimal_job_gets_documented_defaults(crd: Any, kubectl: Kubectl, namesp
 
 def test_explain_documents_fields(crd: Any, kubectl: Kubectl) -> None:
     out = kubectl("explain", "trainingjob.spec.dataLoader").stdout
-    for name in ("numWorkers", "pinMemory", "persistentWorkers", "prefetchFactor", "batchBytesHint"):
+    for name in (
+        "numWorkers",
+        "pinMemory",
+        "persistentWorkers",
+        "prefetchFactor",
+        "autotune",
+        "batchBytesHint",
+    ):
         assert name in out
     assert "worker processes" in kubectl("explain", "tj.spec.dataLoader.numWorkers").stdout
 
