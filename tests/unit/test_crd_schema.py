@@ -67,6 +67,7 @@ def test_cel_rules_have_messages_and_spec_rules_name_fields() -> None:
         ".backend",
         ".volumeMounts",
         ".managedBy",
+        ".resources.limits.memory",
     }
 
 

@@ -229,8 +229,9 @@ def test_memory_limit_must_hold_shm(resources: dict[str, Any], shm: str | None, 
 
 
 def test_memory_error_names_the_numbers() -> None:
+    # Admission's floor (1Gi + 256Mi) passes; the derived /dev/shm (1Gi) is load's to check.
     with pytest.raises(spec.SpecError) as info:
-        spec.load(manifest_of(resources={"requests": {"memory": "1Gi"}, "limits": {"memory": "1Gi"}}))
+        spec.load(manifest_of(resources={"requests": {"memory": "1Gi"}, "limits": {"memory": "1536Mi"}}))
     assert "requests.memory (1Gi) + /dev/shm sizeLimit (1Gi) = 2Gi" in info.value.message
 
 

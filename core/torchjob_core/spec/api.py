@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from torchjob_core import constants
+from torchjob_core import constants, quantity
 from torchjob_core.spec.fields import (
     MISSING,
     Array,
@@ -640,6 +640,43 @@ def _has_trainer_image(s: dict[str, Any]) -> bool:
     return "image" in s or bool(trainer and trainer.get("image"))
 
 
+def _memory_holds(s: Any) -> bool:
+    limits, requests = s["resources"].get("limits", {}), s["resources"].get("requests", {})
+    if "memory" not in limits:
+        return True
+    shm = s.get("sharedMemory", {}).get("sizeLimit", _SHM_FLOOR)
+    need = quantity.to_bytes(str(requests.get("memory", 0))) + quantity.to_bytes(str(shm))
+    return quantity.to_bytes(str(limits["memory"])) >= need
+
+
+_SHM_FLOOR: Final = quantity.format_mi(constants.SHM_MIN_BYTES)
+
+
+def _memory_covers_shm() -> Rule:
+    """limits.memory >= requests.memory + /dev/shm, at admission where it can be priced.
+
+    Declared on spec (the one node that sees resources and sharedMemory) and evaluated once per object,
+    with each quantity parsed once and every string bounded by Quantity's maxLength, so the estimated cost
+    stays small. Admission knows sizeLimit only when it is set; otherwise it checks the smallest /dev/shm
+    torchjob derives (256Mi), and `load()` (the operator and the CLI) checks the derived size."""
+    cel = (
+        "!has(self.resources.limits) || !('memory' in self.resources.limits) || "
+        "quantity(string(self.resources.limits['memory'])).compareTo("
+        "quantity(has(self.resources.requests) && 'memory' in self.resources.requests ? "
+        "string(self.resources.requests['memory']) : '0').add(quantity("
+        "has(self.sharedMemory) && has(self.sharedMemory.sizeLimit) ? string(self.sharedMemory.sizeLimit) : "
+        f"'{_SHM_FLOOR}'))) >= 0"
+    )
+    return Rule(
+        cel,
+        "spec.resources.limits.memory must be at least requests.memory + the /dev/shm size "
+        f"(spec.sharedMemory.sizeLimit, or at least {_SHM_FLOOR} when derived), because /dev/shm pages "
+        "count against the memory limit; raise limits.memory or lower spec.sharedMemory.sizeLimit",
+        _memory_holds,
+        ".resources.limits.memory",
+    )
+
+
 def _spec_rules() -> tuple[Rule, ...]:
     """Rules across spec's sections, each naming the field to fix."""
     return (
@@ -671,6 +708,7 @@ def _spec_rules() -> tuple[Rule, ...]:
             ".backend",
         ),
         Rule("has(self.managedBy) == has(oldSelf.managedBy)", _MANAGED_BY_IMMUTABLE_MSG, None, ".managedBy"),
+        _memory_covers_shm(),
         Rule(
             "!has(self.volumeMounts) || self.volumeMounts.all(m, has(self.volumes) && "
             "self.volumes.exists(v, v.name == m.name))",

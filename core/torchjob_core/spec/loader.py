@@ -73,11 +73,15 @@ def _convert(slot: _Slot, value: Any) -> Any:
     return None if value == "" and slot.optional else value
 
 
+_MEMORY_LIMIT = "spec.resources.limits.memory"
+
+
 def _check_memory(spec: TrainingJobSpec, errors: list[FieldError]) -> None:
     """/dev/shm pages count against the memory limit: limit >= request + shm, or reject.
 
-    Not a CEL rule: the apiserver prices quantity arithmetic on requests/limits map values far over the
-    CRD cost budget, so the operator (job Failed, reason InvalidSpec) and the CLI enforce it.
+    Admission's CEL rule (`api._memory_covers_shm`) sees sharedMemory.sizeLimit only when it is set, else
+    its 256Mi floor; the size derived from the loader settings is checked here, by the operator (job
+    Failed, reason InvalidSpec) and the CLI.
     """
     limit = spec.resources.limits.get("memory")
     if limit is None:
@@ -88,7 +92,7 @@ def _check_memory(spec: TrainingJobSpec, errors: list[FieldError]) -> None:
     if quantity.to_bytes(limit) < need:
         errors.append(
             FieldError(
-                "spec.resources.limits.memory",
+                _MEMORY_LIMIT,
                 f'Invalid value: "{limit}": must be at least requests.memory ({request}) + /dev/shm '
                 f"sizeLimit ({quantity.format_bytes(shm)}) = {quantity.format_bytes(need)}, because /dev/shm "
                 "pages count against the memory limit; raise limits.memory or set "
