@@ -84,6 +84,9 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = runtime.settings.watch_server_timeout
     settings.watching.client_timeout = runtime.settings.watch_server_timeout + 30
+    # Kopf retries its own requests (watches, patches) on 429, 5xx and lost connections: with our backoffs
+    # its watches outlast an apiserver restart instead of giving up after Kopf's default ~54 s.
+    settings.networking.error_backoffs = k8s.kopf_backoffs()
     # Resources are discovered once at startup: no need to watch CRDs (and no RBAC for them).
     settings.scanning.disabled = True
     if runtime.api is None:

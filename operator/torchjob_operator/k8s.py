@@ -3,18 +3,26 @@
 Every request is counted per TrainingJob (`RequestLedger`) and in
 `torchjob_operator_api_requests_total{verb}`. Creates treat 409 as success and deletes treat 404 as
 success, so every pass can be repeated safely. The client is synchronous; calls run in threads.
+
+Answers that say "not now" are retried here, with one policy (`RETRY`) for our calls and for Kopf's
+own (its watches and patches; `kopf_backoffs`): 429 (API Priority and Fairness rejected the request), 5xx
+and a lost connection (an apiserver restarting) are tried again after 0.5, 1, 2, 4 ... s, never sooner
+than the answer's Retry-After, and counted in `torchjob_operator_api_retries_total{reason}`. Retrying a
+create whose first try did land gets 409, which is already success, so retries are safe for every verb.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import datetime as dt
 import json
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
+import urllib3
 from kubernetes import client, config
 from torchjob_core import constants
 
@@ -46,6 +54,66 @@ class RequestLedger:
         self.by_job.pop(job, None)
 
 
+#: HTTP answers worth another try: throttled by API Priority and Fairness, or the server failing for now.
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+@dataclasses.dataclass(frozen=True)
+class RetryPolicy:
+    """Backoff for answers that say "not now" (RETRY_STATUSES, or no answer at all)."""
+
+    #: Waits before each retry; their sum (about 90 s) outlasts an apiserver restart.
+    backoffs: tuple[float, ...] = (0.5, 1, 2, 4, 8, 16, 30, 30)
+    #: A Retry-After beyond this is cut to it, so a confused server cannot park a job loop for hours.
+    max_retry_after: float = 60.0
+
+    def delay(self, retry: int, retry_after: float | None) -> float:
+        """The wait before retry number `retry` (0-based): the backoff, or Retry-After when longer."""
+        backoff = self.backoffs[retry]
+        if retry_after is None:
+            return backoff
+        return max(backoff, min(retry_after, self.max_retry_after))
+
+
+RETRY = RetryPolicy()
+
+
+def kopf_backoffs() -> tuple[float, ...]:
+    """Kopf's `settings.networking.error_backoffs`: Kopf retries 429, 5xx and lost connections itself and
+    waits at least the Retry-After, so giving it our backoffs makes one policy for every request."""
+    return RETRY.backoffs
+
+
+def retry_reason(exc: BaseException) -> str | None:
+    """Why `exc` is worth another try (the metric's `reason` label), or None when it is final."""
+    if isinstance(exc, client.ApiException):
+        if exc.status == 429:
+            return "throttled"
+        if exc.status in RETRY_STATUSES:
+            return "server_error"
+        return None
+    if isinstance(exc, (urllib3.exceptions.HTTPError, ConnectionError)):
+        return "connection"  # refused, reset or timed out: no answer (an apiserver restarting)
+    return None
+
+
+def retry_after(exc: BaseException) -> float | None:
+    """The server's Retry-After in seconds (header, else the Status's details.retryAfterSeconds)."""
+    if not isinstance(exc, client.ApiException):
+        return None
+    header = (exc.headers or {}).get("Retry-After")
+    if header is not None:
+        try:
+            return max(float(header), 0.0)
+        except ValueError:
+            pass  # an HTTP date: the apiserver never sends one; fall back to the body and the backoff
+    try:
+        details = json.loads(exc.body or "").get("details") or {}
+        return max(float(details["retryAfterSeconds"]), 0.0)
+    except (TypeError, ValueError, KeyError, AttributeError):
+        return None
+
+
 def load_client() -> client.ApiClient:
     """In-cluster credentials when running in a pod, else KUBECONFIG / ~/.kube/config."""
     loader: Any = config
@@ -62,15 +130,34 @@ def load_client() -> client.ApiClient:
 class KubeApi:
     """Typed, counted wrappers over the few calls the operator makes."""
 
-    def __init__(self, api_client: client.ApiClient, ledger: RequestLedger) -> None:
+    def __init__(
+        self,
+        api_client: client.ApiClient,
+        ledger: RequestLedger,
+        *,
+        retry: RetryPolicy = RETRY,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+    ) -> None:
         # The client's generated models are not worth typing against: we send and read plain dicts.
         self.core: Any = client.CoreV1Api(api_client)
         self.custom: Any = client.CustomObjectsApi(api_client)
         self.ledger = ledger
+        self.retry = retry
+        self._sleep = sleep
 
     async def _call(self, job: JobKey, verb: str, fn: Callable[[], T]) -> T:
-        self.ledger.count(job, verb)
-        return await asyncio.to_thread(fn)
+        """One request, retried per `self.retry` while the answer says "not now"; each try is counted."""
+        for attempt in range(len(self.retry.backoffs) + 1):
+            self.ledger.count(job, verb)
+            try:
+                return await asyncio.to_thread(fn)
+            except Exception as exc:
+                reason = retry_reason(exc)
+                if reason is None or attempt == len(self.retry.backoffs):
+                    raise  # final, or retries used up: the job loop's own backoff takes over
+                metrics.API_RETRIES.labels(reason=reason).inc()
+                await self._sleep(self.retry.delay(attempt, retry_after(exc)))
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     async def create_pod(self, job: JobKey, body: Mapping[str, Any]) -> bool:
         """True if created, False if it already existed."""
@@ -199,7 +286,11 @@ class KubeApi:
             "lastTimestamp": now,
             "count": 1,
         }
-        await self._call(job, "create", lambda: self.core.create_namespaced_event(job[0], body, **RAW))
+        try:
+            await self._call(job, "create", lambda: self.core.create_namespaced_event(job[0], body, **RAW))
+        except client.ApiException as exc:
+            if exc.status != 409:  # a retried create whose first try landed
+                raise
 
     async def list_pods(self, job: JobKey) -> list[dict[str, Any]]:
         """The job's pods as the API server has them now (not the watch's view), as plain pod bodies."""

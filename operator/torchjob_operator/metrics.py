@@ -39,6 +39,14 @@ API_REQUESTS = Counter(
     ["verb"],
     registry=REGISTRY,
 )
+API_RETRIES = Counter(
+    "torchjob_operator_api_retries_total",
+    "Operator API requests tried again: throttled (429), server_error (5xx) or connection (no answer).",
+    ["reason"],
+    registry=REGISTRY,
+)
+for _reason in ("throttled", "server_error", "connection"):
+    API_RETRIES.labels(reason=_reason)
 
 PROGRESS_READS = Counter(
     "torchjob_operator_progress_reads_total",
