@@ -3,8 +3,9 @@
 `api` declares each field once; the CRD is generated from it and `load()` validates with it, applying the
 same defaults and rules (schema and CEL) with the same field paths, so the CLI and the operator fail the
 same way `kubectl apply` does. Only the managedBy immutability rules, which compare with the stored object,
-are admission's alone. `load()` also enforces the /dev/shm vs memory-limit rule (see
-`torchjob_core.sizing`), which is too costly for CEL.
+are admission's alone. The /dev/shm vs memory-limit rule is a CEL rule against sizeLimit or its 256Mi
+floor; `load()` also checks it against a larger derived size (`torchjob_core.sizing`), which CEL cannot
+compute.
 """
 
 from torchjob_core.spec.api import is_reserved_env
