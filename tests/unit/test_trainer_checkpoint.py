@@ -6,18 +6,12 @@ import pytest
 import torch
 from torchjob_trainer import checkpoint
 from torchjob_trainer.checkpoint import Position
+from unit.checkpoints import save_linear
 
 
 def _save(directory: Path, step: int, keep: int = 5) -> Path:
-    model = torch.nn.Linear(2, 2)
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    return checkpoint.save(
-        directory,
-        model_state=model.state_dict(),
-        optimizer_state=opt.state_dict(),
-        position=Position(epoch=step // 10, step_in_epoch=step % 10, global_step=step),
-        keep=keep,
-    )
+    position = Position(epoch=step // 10, step_in_epoch=step % 10, global_step=step)
+    return save_linear(directory, position, keep=keep)
 
 
 def test_save_is_atomic_and_loadable(tmp_path: Path) -> None:

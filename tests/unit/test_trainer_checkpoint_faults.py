@@ -13,21 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 from torchjob_core import constants
 from torchjob_trainer import checkpoint, termination, train
 from torchjob_trainer.checkpoint import CheckpointWriteError, Position
+from unit.checkpoints import save_linear
 
 
 def _save(directory: Path, step: int) -> Path:
-    model = torch.nn.Linear(64, 64)
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    return checkpoint.save(
-        directory,
-        model_state=model.state_dict(),
-        optimizer_state=opt.state_dict(),
-        position=Position(epoch=0, step_in_epoch=step, global_step=step),
-    )
+    # 64 wide: a checkpoint of several writes, so a fault can land mid-file.
+    return save_linear(directory, Position(epoch=0, step_in_epoch=step, global_step=step), width=64)
 
 
 def _oserror(code: int) -> OSError:
