@@ -114,6 +114,7 @@ async def pod_changed(labels: kopf.Labels, namespace: str | None, memo: kopf.Mem
 @kopf.on.event("services", labels=POD_LABELS)
 @kopf.on.event(constants.COSCHEDULING_PODGROUP_API_VERSION, "podgroups", labels=POD_LABELS)
 @kopf.on.event(constants.VOLCANO_PODGROUP_API_VERSION, "podgroups", labels=POD_LABELS)
+@kopf.on.event(constants.KUBERNETES_PODGROUP_API_VERSION, "podgroups", labels=POD_LABELS)
 async def child_changed(
     type: str, labels: kopf.Labels, namespace: str | None, memo: kopf.Memo, **_: Any
 ) -> None:

@@ -8,6 +8,7 @@ the test says whatever else the session runs.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
@@ -21,6 +22,7 @@ from .conftest import Jobs, OperatorProcess
 
 POOL_LABEL = "torchjob.dev/test-pool"
 GANG = {"gang": True, "gangScheduler": "kubernetes"}
+NATIVE = ("scheduling.k8s.io", "v1alpha2")
 
 
 @pytest.fixture
@@ -40,9 +42,7 @@ def pool(kube: client.ApiClient, namespace: str) -> Iterator[Callable[[int], str
 
 
 def podgroup(jobs: Jobs, name: str) -> dict[str, Any]:
-    return dict(
-        jobs.custom.get_namespaced_custom_object("scheduling.k8s.io", "v1alpha2", jobs.ns, "podgroups", name)
-    )
+    return dict(jobs.custom.get_namespaced_custom_object(*NATIVE, jobs.ns, "podgroups", name))
 
 
 def wait_gang_refused(jobs: Jobs, name: str) -> dict[str, Any]:
@@ -143,3 +143,36 @@ def test_the_gang_timeout_is_the_startup_deadline(
     st = jobs.wait_phase("late", "Failed", timeout=60)
     assert st["reason"] == "StartupDeadlineExceeded" and "Insufficient nvidia.com/gpu" in st["message"], st
     assert bound(jobs, "late") == {}
+
+
+def test_a_deleted_native_podgroup_comes_back_within_seconds(
+    operator: OperatorProcess, jobs: Jobs, pool: Callable[[int], str]
+) -> None:
+    # Kubernetes protects a PodGroup its pods name (finalizer scheduling.k8s.io/podgroup-protection): a
+    # delete by hand only marks it while they run. Once it is really gone (here: the finalizer removed,
+    # as a forced delete would), the operator's watch sees it and the job's loop re-creates it at once,
+    # as for the plugins' PodGroups (test_operator_repair.py).
+    pool(0)
+    create_gang(jobs, "regroup", 1)
+    jobs.wait_phase("regroup", "Running")
+    before = podgroup(jobs, "regroup")["metadata"]["uid"]
+    jobs.custom.delete_namespaced_custom_object(*NATIVE, jobs.ns, "podgroups", "regroup")
+    marked = podgroup(jobs, "regroup")["metadata"]
+    assert marked["uid"] == before and marked.get("deletionTimestamp"), marked
+    assert marked["finalizers"] == ["scheduling.k8s.io/podgroup-protection"]
+    jobs.custom.patch_namespaced_custom_object(
+        *NATIVE, jobs.ns, "podgroups", "regroup", {"metadata": {"finalizers": None}}
+    )
+    started = time.monotonic()
+
+    def recreated() -> bool:
+        try:
+            return bool(podgroup(jobs, "regroup")["metadata"]["uid"] != before)
+        except client.ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+
+    eventually(recreated, 10, "the PodGroup re-created", interval_s=0.2)
+    assert time.monotonic() - started < 10
+    assert jobs.status("regroup")["phase"] == "Running"
