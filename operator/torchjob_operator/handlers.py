@@ -90,7 +90,8 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     # Resources are discovered once at startup: no need to watch CRDs (and no RBAC for them).
     settings.scanning.disabled = True
     if runtime.api is None:
-        runtime.api = k8s.KubeApi(k8s.load_client(), runtime.ledger)
+        rate = k8s.RateLimiter(runtime.settings.client_rate)
+        runtime.api = k8s.KubeApi(k8s.load_client(), runtime.ledger, rate=rate)
     if runtime.reader is None:
         runtime.reader = progress.Reader.from_settings(runtime.settings.progress)
 

@@ -1,6 +1,7 @@
 """The only module that talks to the Kubernetes API (besides Kopf's own watches).
 
-Every request is counted per TrainingJob (`RequestLedger`) and in
+Every request waits its turn in the operator's client rate limit (`RateLimiter`: `--api-qps`,
+`--api-burst`) and is counted per TrainingJob (`RequestLedger`) and in
 `torchjob_operator_api_requests_total{verb}`. Creates treat 409 as success and deletes treat 404 as
 success, so every pass can be repeated safely. The client is synchronous; calls run in threads.
 
@@ -19,6 +20,7 @@ import dataclasses
 import datetime as dt
 import json
 import secrets
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
@@ -28,6 +30,8 @@ from torchjob_core import constants
 
 from torchjob_operator import metrics, rejections
 from torchjob_operator.actuate import ClaimsUnavailableError, PodGroupUnavailableError, PodRejectedError
+from torchjob_operator.budget import TokenBucket
+from torchjob_operator.settings import ClientRateLimit
 
 JobKey = tuple[str, str]  # (namespace, name)
 USER_AGENT = constants.MANAGED_BY
@@ -114,6 +118,33 @@ def retry_after(exc: BaseException) -> float | None:
         return None
 
 
+class RateLimiter:
+    """`ClientRateLimit` over every request of this operator (each try of a retry too): a token bucket
+    shared by the job loops, which wait their turn here."""
+
+    def __init__(
+        self,
+        limit: ClientRateLimit,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+    ) -> None:
+        self.bucket = TokenBucket(capacity=limit.burst, rate=limit.qps) if limit.qps > 0 else None
+        self._clock, self._sleep = clock, sleep
+
+    async def acquire(self) -> None:
+        if self.bucket is None:
+            return
+        # No await between the check and the take: another loop cannot take the token in between.
+        while (wait := self.bucket.wait_time(1, self._clock())) > 0:
+            metrics.API_THROTTLE_WAIT.inc(wait)
+            await self._sleep(wait)
+        self.bucket.take(1, self._clock())
+
+
+UNLIMITED = RateLimiter(ClientRateLimit(qps=0))
+
+
 def load_client() -> client.ApiClient:
     """In-cluster credentials when running in a pod, else KUBECONFIG / ~/.kube/config."""
     loader: Any = config
@@ -136,6 +167,7 @@ class KubeApi:
         ledger: RequestLedger,
         *,
         retry: RetryPolicy = RETRY,
+        rate: RateLimiter = UNLIMITED,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
     ) -> None:
         # The client's generated models are not worth typing against: we send and read plain dicts.
@@ -143,11 +175,13 @@ class KubeApi:
         self.custom: Any = client.CustomObjectsApi(api_client)
         self.ledger = ledger
         self.retry = retry
+        self.rate = rate
         self._sleep = sleep
 
     async def _call(self, job: JobKey, verb: str, fn: Callable[[], T]) -> T:
         """One request, retried per `self.retry` while the answer says "not now"; each try is counted."""
         for attempt in range(len(self.retry.backoffs) + 1):
+            await self.rate.acquire()
             self.ledger.count(job, verb)
             try:
                 return await asyncio.to_thread(fn)

@@ -48,6 +48,12 @@ API_RETRIES = Counter(
 for _reason in ("throttled", "server_error", "connection"):
     API_RETRIES.labels(reason=_reason)
 
+API_THROTTLE_WAIT = Counter(
+    "torchjob_operator_api_client_throttle_seconds_total",
+    "Seconds the operator's requests waited for its own client rate limit (--api-qps, --api-burst).",
+    registry=REGISTRY,
+)
+
 PROGRESS_READS = Counter(
     "torchjob_operator_progress_reads_total",
     "Reads of rank 0's metrics endpoint for status.progress: result ok, empty (not training yet) or error.",

@@ -22,6 +22,17 @@ class RequestBudget:
 
 
 @dataclasses.dataclass(frozen=True)
+class ClientRateLimit:
+    """The operator's own limit on its API requests across all jobs (client-go's QPS and burst), so a
+    burst of job passes queues in the operator instead of meeting 429s from the server's fairness."""
+
+    #: Steady requests per second; 0 turns the limit off.
+    qps: float = 50.0
+    #: Requests that may go at once after a quiet spell.
+    burst: int = 100
+
+
+@dataclasses.dataclass(frozen=True)
 class ProgressSettings:
     """How often the operator reads rank 0's metrics for status.progress (docs/operator.md has the cost)."""
 
@@ -56,6 +67,7 @@ class Settings:
     #: How long the operator remembers its own creates/deletes before the watch reflects them.
     inflight_seconds: float = 30.0
     budget: RequestBudget = dataclasses.field(default_factory=RequestBudget)
+    client_rate: ClientRateLimit = dataclasses.field(default_factory=ClientRateLimit)
     progress: ProgressSettings = dataclasses.field(default_factory=ProgressSettings)
     verbose: bool = False
 
@@ -73,6 +85,10 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--resync-seconds", type=float, default=60.0, help="longest wait between passes of a job")
     p.add_argument("--request-budget", type=float, default=20.0, help="API requests per second per job")
+    p.add_argument(
+        "--api-qps", type=float, default=50.0, help="API requests per second across all jobs (0: no limit)"
+    )
+    p.add_argument("--api-burst", type=int, default=100, help="API requests that may go at once")
     p.add_argument(
         "--progress-interval-seconds",
         type=float,
@@ -95,6 +111,10 @@ def from_args(argv: Sequence[str] | None = None) -> Settings:
         parser().error("--resync-seconds must be > 0")
     if args.request_budget <= 0:
         parser().error("--request-budget must be > 0")
+    if args.api_qps < 0:
+        parser().error("--api-qps must be >= 0")
+    if args.api_burst < 1:
+        parser().error("--api-burst must be >= 1")
     if args.progress_interval_seconds < 0:
         parser().error("--progress-interval-seconds must be >= 0")
     if args.progress_reads_per_second <= 0:
@@ -108,6 +128,7 @@ def from_args(argv: Sequence[str] | None = None) -> Settings:
         priority=args.priority if args.priority is not None else secrets.randbelow(1_000_000) + 1,
         resync_seconds=args.resync_seconds,
         budget=RequestBudget(per_second=args.request_budget),
+        client_rate=ClientRateLimit(qps=args.api_qps, burst=args.api_burst),
         progress=ProgressSettings(
             interval_seconds=args.progress_interval_seconds, reads_per_second=args.progress_reads_per_second
         ),
