@@ -155,6 +155,27 @@ def test_every_rank_serves_metrics_while_training(
             assert f'job="{name}"' in line
 
 
+def test_live_progress_reaches_status_and_kubectl_get(
+    kubectl: Kubectl, module_namespace: str, example_job: dict[str, Any]
+) -> None:
+    # The in-cluster operator reads rank 0's /metrics over the pod IP (its default: every 30 s per job).
+    name = example_job["metadata"]["name"]
+    jobs.running_pods(kubectl, name, module_namespace, example_job["spec"]["nodes"])
+
+    def first_read() -> dict[str, Any] | None:
+        job = kubectl.json("get", "trainingjob", name, "-n", module_namespace)
+        live = (job.get("status") or {}).get("progress") or {}
+        return live if live.get("step", 0) > 0 else None
+
+    live = eventually(first_read, 120, f"status.progress of {name}", 3)
+    progress(f"status.progress: {live}")
+    assert live["pod"] == f"{name}-node-0-r0" and live["steps"] == f"{live['step']}/{live['totalSteps']}"
+    header, row = kubectl("get", "tj", name, "-n", module_namespace).stdout.splitlines()[:2]
+    shown = row[header.index("PROGRESS") : header.index("ETA")].strip()
+    step, total = shown.split("/")
+    assert int(total) == live["totalSteps"] and int(step) >= live["step"], (header, row)
+
+
 def test_prometheus_finds_the_pods_through_the_chart_monitors(
     cluster: Cluster, kubectl: Kubectl, module_namespace: str, example_job: dict[str, Any]
 ) -> None:
