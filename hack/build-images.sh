@@ -82,9 +82,9 @@ serve_wheelhouse() {
   port_file=$(mktemp)
   python3 -c '
 import functools, http.server, sys
-handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=sys.argv[1])
-handler.log_message = lambda *args: None
-server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+class Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args): pass
+server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=sys.argv[1]))
 print(server.server_address[1], flush=True)
 server.serve_forever()
 ' "$1" >"$port_file" &
