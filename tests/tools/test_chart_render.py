@@ -28,7 +28,7 @@ CONTRACT_RULES = {
         for g in ("scheduling.volcano.sh", "scheduling.x-k8s.io")
         for v in ("get", "list", "watch", "create", "patch", "delete")
     ),
-    ("scheduling.k8s.io", "podgroups", "create"),
+    *(("scheduling.k8s.io", "podgroups", v) for v in ("get", "list", "watch", "create")),
     ("resource.k8s.io", "resourceclaimtemplates", "create"),
 }
 PEERING_VERBS = ("get", "list", "watch", "patch")
