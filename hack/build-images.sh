@@ -59,7 +59,6 @@ fill_wheelhouse() {
     local key
     key=$image-$(cat core/pyproject.toml "$image/pyproject.toml" | sha256sum | cut -c1-16)
     wheels=$WHEELHOUSE_CACHE/$key
-    mkdir -p "$wheels"
     find "$WHEELHOUSE_CACHE" -mindepth 1 -maxdepth 1 -name "$image-*" ! -name "$key" -exec rm -rf {} +
   fi
   mkdir -p "$wheels"

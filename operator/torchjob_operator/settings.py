@@ -85,10 +85,11 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--resync-seconds", type=float, default=60.0, help="longest wait between passes of a job")
     p.add_argument("--request-budget", type=float, default=20.0, help="API requests per second per job")
+    rate = ClientRateLimit()
     p.add_argument(
-        "--api-qps", type=float, default=50.0, help="API requests per second across all jobs (0: no limit)"
+        "--api-qps", type=float, default=rate.qps, help="API requests per second across jobs (0: no limit)"
     )
-    p.add_argument("--api-burst", type=int, default=100, help="API requests that may go at once")
+    p.add_argument("--api-burst", type=int, default=rate.burst, help="API requests that may go at once")
     p.add_argument(
         "--progress-interval-seconds",
         type=float,

@@ -19,6 +19,7 @@ from harness.polling import eventually
 from kubernetes import client
 
 from .conftest import Jobs, OperatorProcess
+from .test_operator_repair import uid_of
 
 POOL_LABEL = "torchjob.dev/test-pool"
 GANG = {"gang": True, "gangScheduler": "kubernetes"}
@@ -164,15 +165,7 @@ def test_a_deleted_native_podgroup_comes_back_within_seconds(
         *NATIVE, jobs.ns, "podgroups", "regroup", {"metadata": {"finalizers": None}}
     )
     started = time.monotonic()
-
-    def recreated() -> bool:
-        try:
-            return bool(podgroup(jobs, "regroup")["metadata"]["uid"] != before)
-        except client.ApiException as exc:
-            if exc.status == 404:
-                return False
-            raise
-
-    eventually(recreated, 10, "the PodGroup re-created", interval_s=0.2)
+    eventually(lambda: uid_of(lambda: podgroup(jobs, "regroup")) not in (None, before), 10,
+               "the PodGroup re-created", interval_s=0.2)  # fmt: skip
     assert time.monotonic() - started < 10
     assert jobs.status("regroup")["phase"] == "Running"
