@@ -6,7 +6,9 @@ its pod proxy. On this node both paths reach real programs:
 - pod logs: apiserver -> the node's kubelet endpoint (kwok's server) -> a CRI-format log file that
   `HostPod` fills with the process's output (kwok `Logs` object per pod);
 - pod proxy (`/pods/NAME:PORT/proxy/...`): apiserver -> the pod IP, which is this host's own address
-  (the proxy refuses loopback) -> the port the process listens on.
+  (the proxy refuses loopback) -> the port the process listens on;
+- a graceful delete (Kueue's preemption): `HostPod.exit_on_delete` sends the process SIGTERM, and a pod
+  that finalizers hold ends Failed with the process's own exit code once it has exited.
 
 The node is tainted, so only pods that tolerate it (`TOLERATION`) land there.
 """
@@ -30,11 +32,13 @@ from typing import Any, Self
 from kubernetes import client
 
 from harness import nodes
+from harness.polling import eventually
 from harness.procs import kill_tree
 
 HOST_NODE = "host-node-0"  # kwok-stages.yaml gives pods on this node their node's IP
 NODE_IP_ANNOTATION = "kwok.torchjob.dev/node-ip"
 EXIT_ANNOTATION = "kwok.torchjob.dev/exit-code"
+AWAITS_EXIT_ANNOTATION = "kwok.torchjob.dev/delete-awaits-exit"  # kwok-stages.yaml
 TAINT = {"key": "torchjob.dev/host-node", "value": "true", "effect": "NoSchedule"}
 TOLERATION = {"key": TAINT["key"], "operator": "Equal", "value": TAINT["value"], "effect": TAINT["effect"]}
 KWOK_GROUP, KWOK_VERSION = "kwok.x-k8s.io", "v1alpha1"
@@ -180,6 +184,11 @@ class HostPod:
         self._pump: threading.Thread | None = None
 
     def __enter__(self) -> Self:
+        # A real process answers this pod's delete: KWOK waits for its exit code (kwok-stages.yaml).
+        core: Any = client.CoreV1Api(self.api)
+        core.patch_namespaced_pod(
+            self.name, self.namespace, {"metadata": {"annotations": {AWAITS_EXIT_ANNOTATION: "true"}}}
+        )
         argv = [*self.container.get("command", []), *self.container.get("args", [])]
         self.proc = subprocess.Popen(
             argv,
@@ -207,6 +216,22 @@ class HostPod:
             self._pump.join(timeout=10)
         end_pod(self.api, self.namespace, self.name, code)
         return code
+
+    def exit_on_delete(self, timeout: float) -> int:
+        """The kubelet's part of a graceful delete (a preemption, an eviction): once the pod is marked
+        deleted, SIGTERM to the container's main process only (the launcher, as PID 1 gets it), then the
+        pod ends with the process's exit code. Returns that code."""
+        assert self.proc is not None
+        core: Any = client.CoreV1Api(self.api)
+
+        def deleting() -> bool:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise AssertionError(f"{self.name} exited with {self.proc.returncode} before its delete")
+            return core.read_namespaced_pod(self.name, self.namespace).metadata.deletion_timestamp is not None
+
+        eventually(deleting, timeout, f"{self.name} marked deleted", interval_s=0.2)
+        self.proc.send_signal(signal.SIGTERM)
+        return self.wait(timeout)
 
     def output(self) -> str:
         return self.log.path.read_text(errors="replace")

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from harness import kueue
 from harness.controlplane import ControlPlane
 from harness.polling import eventually
 from harness.ports import free_ports
@@ -230,3 +231,74 @@ def static_pv(kube: client.ApiClient, namespace: str) -> Iterator[Callable[[str]
     yield make
     for name in made:
         core.delete_persistent_volume(name)
+
+
+KUEUE = ("kueue.x-k8s.io", "v1beta2")
+MakeQueues = Callable[[str, dict[str, Any], int], str]
+
+
+@pytest.fixture(scope="module")
+def kueue_manager(control_plane: ControlPlane, crd: Any) -> Iterator[kueue.Kueue]:
+    """A real Kueue manager, started once for each module that asks for it (the rest of the tier never
+    waits for it)."""
+    try:
+        manager = kueue.Kueue(control_plane)
+        manager.start()
+    except kueue.KueueUnavailableError as exc:
+        if os.environ.get("TORCHJOB_REQUIRE_CLUSTER") == "1":
+            raise
+        pytest.skip(str(exc))
+    try:
+        yield manager
+    finally:
+        manager.stop()
+
+
+def _kueue_obj(plural: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    kind = {"resourceflavors": "ResourceFlavor", "clusterqueues": "ClusterQueue", "localqueues": "LocalQueue"}
+    return {"apiVersion": "/".join(KUEUE), "kind": kind[plural], "metadata": {"name": name}, "spec": spec}
+
+
+@pytest.fixture
+def make_queues(kube: client.ApiClient, namespace: str, kueue_manager: kueue.Kueue) -> Iterator[MakeQueues]:
+    """make_queues(local_queue, flavor_spec, cpus) -> the ClusterQueue's name: a ResourceFlavor with that
+    spec, a ClusterQueue of `cpus` CPUs (serving only the test's namespace, preempting lower priorities)
+    and the LocalQueue in the test's namespace. One set per test."""
+    custom: Any = client.CustomObjectsApi(kube)
+    name = f"cq-{namespace[-6:]}"
+    made: list[tuple[str, str]] = []
+
+    def make(local_queue: str, flavor: dict[str, Any], cpus: int) -> str:
+        quota = [{"name": name, "resources": [{"name": "cpu", "nominalQuota": str(cpus)},
+                                              {"name": "memory", "nominalQuota": "1Ti"}]}]  # fmt: skip
+        cq = {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
+            "resourceGroups": [{"coveredResources": ["cpu", "memory"], "flavors": quota}],
+            "preemption": {"withinClusterQueue": "LowerPriority"},
+        }
+        for plural, spec in (("resourceflavors", flavor), ("clusterqueues", cq)):
+            custom.create_cluster_custom_object(*KUEUE, plural, _kueue_obj(plural, name, spec))
+            made.append((plural, name))
+        lq = _kueue_obj("localqueues", local_queue, {"clusterQueue": name})
+        custom.create_namespaced_custom_object(*KUEUE, namespace, "localqueues", lq)
+        return name
+
+    yield make
+    for plural, obj_name in reversed(made):
+        try:
+            custom.delete_cluster_custom_object(*KUEUE, plural, obj_name)
+        except client.ApiException as exc:
+            if exc.status != 404:
+                raise
+
+
+@pytest.fixture
+def priorities(kube: client.ApiClient, namespace: str) -> Iterator[tuple[str, str]]:
+    """Two PriorityClasses (low, high): Kueue orders and preempts workloads by their pods' priority."""
+    sched: Any = client.SchedulingV1Api(kube)
+    names = (f"low-{namespace[-6:]}", f"high-{namespace[-6:]}")
+    for value, name in enumerate(names):
+        sched.create_priority_class({"metadata": {"name": name}, "value": 1000 * (value + 1)})
+    yield names
+    for name in names:
+        sched.delete_priority_class(name)

@@ -2,26 +2,22 @@
 control plane: the pod-group integration holds a job's pods behind Kueue's scheduling gate until its
 ClusterQueue has quota for all of them (docs/scheduling.md).
 
-Kueue starts once for this module only, so the rest of the cluster tier never waits for it. Each test
-makes its own ResourceFlavor, ClusterQueue (serving only the test's namespace) and LocalQueue.
+Kueue starts once for this module (conftest's `kueue_manager`). Each test makes its own ResourceFlavor,
+ClusterQueue (serving only the test's namespace) and LocalQueue.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable
 
 import pytest
-from harness import kueue
 from harness.controlplane import ControlPlane, service_account_kubeconfig
 from harness.kubectl import Kubectl
 from kubernetes import client
 
-from .conftest import Jobs, OperatorProcess
+from .conftest import Jobs, MakeQueues, OperatorProcess
 from .test_operator_rbac import grant
 
-KUEUE = ("kueue.x-k8s.io", "v1beta2")
 QUEUE = "team"
 # Two pods of 1 CPU each: a ClusterQueue of 2 CPUs holds exactly one such job.
 JOB_CPUS = 2
@@ -29,52 +25,11 @@ NODE = "cpu-node-1"  # the flavor's nodeLabels send admitted pods here
 TOLERATION = {"key": "torchjob.dev/kueue-flavor", "operator": "Exists", "effect": "NoSchedule"}
 
 
-@pytest.fixture(scope="module")
-def kueue_manager(control_plane: ControlPlane, crd: Any) -> Iterator[kueue.Kueue]:
-    try:
-        manager = kueue.Kueue(control_plane)
-        manager.start()
-    except kueue.KueueUnavailableError as exc:
-        if os.environ.get("TORCHJOB_REQUIRE_CLUSTER") == "1":
-            raise
-        pytest.skip(str(exc))
-    try:
-        yield manager
-    finally:
-        manager.stop()
-
-
 @pytest.fixture
-def queues(kube: client.ApiClient, namespace: str, kueue_manager: kueue.Kueue) -> Iterator[str]:
-    """A ResourceFlavor (nodeLabels: one node; a toleration), a ClusterQueue with quota for one job that
-    preempts lower priorities, and LocalQueue `team` in the test's namespace; returns the ClusterQueue."""
-    custom: Any = client.CustomObjectsApi(kube)
-    name = f"cq-{namespace[-6:]}"
-    flavor = {"nodeLabels": {"kubernetes.io/hostname": NODE}, "tolerations": [TOLERATION]}
-    quota = [{"name": name, "resources": [{"name": "cpu", "nominalQuota": str(JOB_CPUS)},
-                                          {"name": "memory", "nominalQuota": "1Ti"}]}]  # fmt: skip
-    cq = {
-        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
-        "resourceGroups": [{"coveredResources": ["cpu", "memory"], "flavors": quota}],
-        "preemption": {"withinClusterQueue": "LowerPriority"},
-    }
-    cluster_objects = [("resourceflavors", name, flavor), ("clusterqueues", name, cq)]
-    for plural, obj_name, spec in cluster_objects:
-        custom.create_cluster_custom_object(*KUEUE, plural, _obj(plural, obj_name, spec))
-    lq = _obj("localqueues", QUEUE, {"clusterQueue": name})
-    custom.create_namespaced_custom_object(*KUEUE, namespace, "localqueues", lq)
-    yield name
-    for plural, obj_name, _ in reversed(cluster_objects):
-        try:
-            custom.delete_cluster_custom_object(*KUEUE, plural, obj_name)
-        except client.ApiException as exc:
-            if exc.status != 404:
-                raise
-
-
-def _obj(plural: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
-    kind = {"resourceflavors": "ResourceFlavor", "clusterqueues": "ClusterQueue", "localqueues": "LocalQueue"}
-    return {"apiVersion": "/".join(KUEUE), "kind": kind[plural], "metadata": {"name": name}, "spec": spec}
+def queues(make_queues: MakeQueues) -> str:
+    """LocalQueue `team`: its flavor sends pods to NODE with TOLERATION; quota for one job."""
+    return make_queues(QUEUE, {"nodeLabels": {"kubernetes.io/hostname": NODE}, "tolerations": [TOLERATION]},
+                       JOB_CPUS)  # fmt: skip
 
 
 def finish(jobs: Jobs, name: str) -> None:
@@ -122,18 +77,6 @@ def queue_then_admit(jobs: Jobs, kubectl: Kubectl) -> None:
     finish(jobs, "first")
     jobs.wait_phase("first", "Succeeded", timeout=60)
     jobs.wait_phase("second", "Running", timeout=90)
-
-
-@pytest.fixture
-def priorities(kube: client.ApiClient, namespace: str) -> Iterator[tuple[str, str]]:
-    """Two PriorityClasses (low, high): Kueue orders and preempts workloads by their pods' priority."""
-    sched: Any = client.SchedulingV1Api(kube)
-    names = (f"low-{namespace[-6:]}", f"high-{namespace[-6:]}")
-    for value, name in enumerate(names):
-        sched.create_priority_class({"metadata": {"name": name}, "value": 1000 * (value + 1)})
-    yield names
-    for name in names:
-        sched.delete_priority_class(name)
 
 
 def test_higher_priority_job_preempts_then_the_lower_one_is_readmitted(
