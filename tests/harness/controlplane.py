@@ -169,14 +169,7 @@ class ControlPlane:
             policy.write_text(json.dumps(audit.POLICY))
             argv += [f"--audit-policy-file={policy}", f"--audit-log-path={self.audit_log}",
                      "--audit-log-format=json", "--audit-log-mode=blocking"]  # fmt: skip
-        apiserver = sup.start("kube-apiserver", argv)
-        ready = functools.partial(
-            _http_ok,
-            f"{self.server}/readyz",
-            context=ssl.create_default_context(cafile=str(keys.ca_cert)),
-            token=self.token,
-        )
-        eventually(ready, budget, "ready (/readyz)", 0.2, watch=apiserver)
+        self._wait_apiserver_ready(sup.start("kube-apiserver", argv), budget)
         self.timings["kube-apiserver"] = time.monotonic() - t0
 
         with self.api_client() as api:  # kwok serves pod logs from these objects (harness.hostnode)
@@ -210,6 +203,24 @@ class ControlPlane:
                     raise ComponentFailedError(kwok, str(exc)) from exc
             self._wait_default_service_account(api, kcm, budget)
         self.timings["nodes"] = time.monotonic() - t0
+
+    def _wait_apiserver_ready(self, apiserver: Component, timeout_s: float) -> None:
+        ready = functools.partial(
+            _http_ok,
+            f"{self.server}/readyz",
+            context=ssl.create_default_context(cafile=str(self.ca_cert)),
+            token=self.token,
+        )
+        eventually(ready, timeout_s, "ready (/readyz)", 0.2, watch=apiserver)
+
+    def restart_apiserver(self) -> None:
+        """An API server fault: kube-apiserver stopped (SIGTERM, as a rolling upgrade does) and started again
+        on the same port and etcd; returns once it is ready. Every client's watches break, and its watch
+        cache restarts at etcd's current revision, so a watch resumed from an older resourceVersion gets
+        410 Gone."""
+        assert self._supervisor is not None, "control plane not started"
+        old = self.components["kube-apiserver"]
+        self._wait_apiserver_ready(self._supervisor.restart(old), self.startup_timeout_s)
 
     def _wait_default_service_account(self, api: client.ApiClient, kcm: Component, timeout_s: float) -> None:
         # ServiceAccount admission rejects pods until the controller-manager creates `default`.

@@ -116,6 +116,16 @@ class Supervisor:
         _signal_group(component.pid, signal.SIGKILL)
         self._tell_reaper(f"-{component.pid}")
 
+    def restart(self, component: Component) -> Component:
+        """Stops a component and starts it again with the same command line, in its place in stop order."""
+        argv = component.popen.args
+        assert isinstance(argv, list), argv  # start() passes a list
+        self.stop(component)
+        fresh = self.start(component.name, argv)
+        self.components.remove(fresh)
+        self.components[self.components.index(component)] = fresh
+        return fresh
+
     def stop_all(self) -> None:
         while self.components:
             self.stop(self.components.pop())

@@ -1,17 +1,21 @@
 """A pod create the API server rejects reaches the job's status, with the cause as reason and the API's
 own message, plus a Warning Event; the operator retries with backoff (no hot loop) and goes on once the
 cause is gone. Every cause here is real admission on the real kube-apiserver: ResourceQuota,
-LimitRange, Pod Security admission (a namespace label) and pod validation (an invalid template)."""
+LimitRange, Pod Security admission (a namespace label), pod validation (an invalid template), a
+ValidatingAdmissionPolicy and a validating webhook (harness.webhook, served on loopback)."""
 
 from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+from harness.controlplane import ControlPlane
 from harness.polling import eventually
+from harness.webhook import WEBHOOK_NAME, DenyingWebhook
 from kubernetes import client
 
 from .conftest import Jobs, OperatorProcess
@@ -30,7 +34,7 @@ def rejected(jobs: Jobs, body: dict[str, Any]) -> bool:
     try:
         jobs.core.create_namespaced_pod(jobs.ns, body, dry_run="All")
     except client.ApiException as exc:
-        return exc.status in (403, 422)
+        return exc.status in (400, 403, 422)
     return False
 
 
@@ -76,7 +80,10 @@ def test_a_rejected_pod_names_its_cause_in_status(  # noqa: PLR0917 (fixtures an
     operator: OperatorProcess,
     jobs: Jobs,
 ) -> None:
-    spec = setup(jobs)
+    assert_names_its_cause(jobs, setup(jobs), reason, code, message)
+
+
+def assert_names_its_cause(jobs: Jobs, spec: dict[str, Any], reason: str, code: str, message: str) -> None:
     jobs.create("rej", nodes=1, **spec)
     st = jobs.wait("rej", lambda s: s.get("reason") == reason, f"reason {reason}")
     assert st["phase"] == "Pending"
@@ -86,6 +93,79 @@ def test_a_rejected_pod_names_its_cause_in_status(  # noqa: PLR0917 (fixtures an
     assert (pending["status"], pending["reason"]) == ("True", reason)
     eventually(lambda: reason in jobs.events("rej"), 30, f"a {reason} Event")
     assert jobs.pods("rej") == []
+
+
+ADMISSION = ("admissionregistration.k8s.io", "v1")
+
+
+@pytest.fixture
+def frozen_by_policy(kube: client.ApiClient, jobs: Jobs) -> Iterator[str]:
+    """A ValidatingAdmissionPolicy (CEL) that refuses every pod create, bound to the test's namespace."""
+    custom: Any = client.CustomObjectsApi(kube)
+    name = f"{jobs.ns}-frozen"
+    pod_creates = {"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods"]}
+    in_namespace = {"matchLabels": {"kubernetes.io/metadata.name": jobs.ns}}
+    policy = {
+        "apiVersion": "/".join(ADMISSION),
+        "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": name},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {"resourceRules": [pod_creates]},
+            "validations": [{"expression": "false", "message": "this namespace is frozen"}],
+        },
+    }
+    binding = {
+        "apiVersion": "/".join(ADMISSION),
+        "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": name},
+        "spec": {
+            "policyName": name,
+            "validationActions": ["Deny"],
+            "matchResources": {"namespaceSelector": in_namespace},
+        },
+    }
+    objects = (("validatingadmissionpolicies", policy), ("validatingadmissionpolicybindings", binding))
+    for plural, body in objects:
+        custom.create_cluster_custom_object(*ADMISSION, plural, body)
+    try:
+        eventually(lambda: rejected(jobs, PROBE), 60, "the policy enforced")
+        yield name
+    finally:
+        for plural, _ in reversed(objects):
+            custom.delete_cluster_custom_object(*ADMISSION, plural, name)
+
+
+def test_a_validating_admission_policy_denial_names_its_cause(
+    operator: OperatorProcess, jobs: Jobs, frozen_by_policy: str
+) -> None:
+    message = (
+        f"ValidatingAdmissionPolicy '{frozen_by_policy}' with binding '{frozen_by_policy}' denied request"
+    )
+    assert_names_its_cause(jobs, {}, "AdmissionPolicyDenied", "422", message)  # CEL denials are Invalid
+
+
+@pytest.fixture
+def denying_webhook(
+    control_plane: ControlPlane, kube: client.ApiClient, jobs: Jobs, tmp_path: Path
+) -> Iterator[DenyingWebhook]:
+    admission: Any = client.AdmissionregistrationV1Api(kube)
+    name = f"{jobs.ns}-deny"
+    with DenyingWebhook(control_plane.keys, tmp_path, "pods need a ticket") as hook:
+        admission.create_validating_webhook_configuration(hook.configuration(name, jobs.ns))
+        try:
+            eventually(lambda: rejected(jobs, PROBE), 60, "the webhook called")
+            yield hook
+        finally:
+            admission.delete_validating_webhook_configuration(name)
+
+
+def test_a_webhook_denial_names_its_cause(
+    operator: OperatorProcess, jobs: Jobs, denying_webhook: DenyingWebhook
+) -> None:
+    message = f'admission webhook "{WEBHOOK_NAME}" denied the request: pods need a ticket'
+    assert_names_its_cause(jobs, {}, "AdmissionWebhookDenied", "403", message)
+    assert denying_webhook.calls >= 2  # the probe and the operator's create
 
 
 def test_quota_exceeded_backs_off_then_creates_once_the_quota_allows(
