@@ -74,8 +74,12 @@ def test_stage_file_covers_the_pod_and_node_lifecycle() -> None:
     assert '.metadata.annotations["kwok.torchjob.dev/exit-code"]' in failed_keys
     assert by_name["torchjob-pod-delete"]["next"]["delete"] is True
     assert by_name["torchjob-pod-delete-held-ended"]["next"]["delete"] is True
-    # A deleted pod that finalizers hold ends first (exit 143, as after SIGTERM), as the kubelet ends it.
-    assert "exitCode: 143" in by_name["torchjob-pod-terminate-held"]["next"]["statusTemplate"]
+    # A deleted pod that finalizers hold ends first (exit 143, as after SIGTERM), as the kubelet ends it;
+    # a host-node pod's own process sets that code, and the stage waits for it.
+    held = by_name["torchjob-pod-terminate-held"]
+    assert '"kwok.torchjob.dev/exit-code" ) "143"' in held["next"]["statusTemplate"]
+    awaits = [e for e in held["selector"]["matchExpressions"] if "delete-awaits-exit" in e["key"]]
+    assert [(e["operator"], e["values"]) for e in awaits] == [("In", ["ends"])]
 
 
 def test_free_ports_are_distinct() -> None:

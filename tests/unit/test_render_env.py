@@ -161,4 +161,6 @@ def test_every_rendered_name_is_reserved_for_users() -> None:
     job = job_of(elastic={"maxNodes": 2}, nodes=2, resources={"gpusPerNode": 1, "gpuMemoryFraction": 0.9})
     names = [e["name"] for e in env.torchrun_env(job, 0, master_addr="m") + env.trainer_env(job)]
     assert all(spec.is_reserved_env(n) for n in names)
-    assert {e["name"] for e in env.trainer_env(job)} == set(env.TRAINER_ENV_NAMES)
+    moved = env.termination_log_env({"terminationMessagePath": "/tmp/why"})
+    assert all(spec.is_reserved_env(e["name"]) for e in moved)
+    assert {e["name"] for e in env.trainer_env(job) + moved} == set(env.TRAINER_ENV_NAMES)

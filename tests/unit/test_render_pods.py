@@ -415,6 +415,14 @@ def test_template_image_is_used_without_spec_image() -> None:
     assert pod["spec"]["containers"][0]["image"] == "custom:2"
 
 
+def test_a_template_termination_message_path_reaches_the_trainer() -> None:
+    moved = {"name": "trainer", "terminationMessagePath": "/tmp/why"}
+    pod = pods.render_pod(job_of(template={"spec": {"containers": [moved]}}), 0, 0)
+    assert pod["spec"]["containers"][0]["terminationMessagePath"] == "/tmp/why"
+    assert env_of(pod)["TORCHJOB_TERMINATION_LOG"] == "/tmp/why"
+    assert "TORCHJOB_TERMINATION_LOG" not in env_of(pods.render_pod(job_of(), 0, 0))  # the default stays
+
+
 def test_metrics_port_zero_renders_no_metrics_ports() -> None:
     pod = pods.render_pod(job_of(metrics={"port": 0}, procsPerNode=4), 0, 0)
     assert [p["name"] for p in pod["spec"]["containers"][0]["ports"]] == ["rendezvous"]

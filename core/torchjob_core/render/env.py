@@ -22,6 +22,7 @@ TORCHJOB_CUDA_MEMORY_FRACTION: Final = "TORCHJOB_CUDA_MEMORY_FRACTION"
 TORCHJOB_CPU_LIMIT: Final = "TORCHJOB_CPU_LIMIT"
 TORCHJOB_METRICS_PORT: Final = "TORCHJOB_METRICS_PORT"
 TORCHJOB_CHECKPOINT_DIR: Final = "TORCHJOB_CHECKPOINT_DIR"
+TORCHJOB_TERMINATION_LOG: Final = "TORCHJOB_TERMINATION_LOG"
 
 # Every TORCHJOB_* trainer_env can emit; tests/unit/test_env_contract.py checks each is a trainer flag.
 TRAINER_ENV_NAMES: Final = (
@@ -38,9 +39,11 @@ TRAINER_ENV_NAMES: Final = (
     TORCHJOB_METRICS_PORT,
     TORCHJOB_CHECKPOINT_DIR,
     TORCHJOB_CUDA_MEMORY_FRACTION,
+    TORCHJOB_TERMINATION_LOG,
 )
-# Emitted only when their field is set: the trainer's own default is "not set" (no GPU memory cap).
-OPTIONAL_TRAINER_ENV_NAMES: Final = (TORCHJOB_CUDA_MEMORY_FRACTION,)
+# Emitted only when their field is set: the trainer's own default stands otherwise (no GPU memory cap;
+# Kubernetes' /dev/termination-log).
+OPTIONAL_TRAINER_ENV_NAMES: Final = (TORCHJOB_CUDA_MEMORY_FRACTION, TORCHJOB_TERMINATION_LOG)
 
 
 # spec.debug: what torch and NCCL print to explain a hang or a mismatch (TorchX's `debug` has the like).
@@ -127,6 +130,13 @@ def preset_env(job: TrainingJob) -> list[EnvVar]:
     if job.spec.network_interface:
         presets += [(name, job.spec.network_interface) for name in SOCKET_IFNAME_ENV]
     return [_var(name, value) for name, value in presets]
+
+
+def termination_log_env(container: dict[str, Any]) -> list[EnvVar]:
+    """Where the trainer writes a fatal error's cause: the container's own terminationMessagePath when the
+    template moves it, so the kubelet still finds the message (the trainer's default is Kubernetes')."""
+    path = container.get("terminationMessagePath")
+    return [_var(TORCHJOB_TERMINATION_LOG, path)] if path else []
 
 
 def trainer_env(job: TrainingJob, *, cpu_limit: str | None = None) -> list[EnvVar]:

@@ -111,6 +111,7 @@ def _trainer_container(job: TrainingJob, index: int, base: JSON) -> JSON:
 
     # Operator env first, so that user values may reference it as $(TORCHJOB_JOB_NAME).
     ours = env.torchrun_env(job, index, master_addr=meta.master_addr(job)) + env.trainer_env(job)
+    ours += env.termination_log_env(c)
     user = copy.deepcopy(list(spec.env))
     taken = {e["name"] for e in ours + user}
     template_env = [
