@@ -73,35 +73,30 @@ class Settings:
 
 
 def parser() -> argparse.ArgumentParser:
+    """The flags; each default is its dataclass field's, so a default is said once."""
+    defaults, budget, rate, progress = Settings(), RequestBudget(), ClientRateLimit(), ProgressSettings()
     p = argparse.ArgumentParser(prog="torchjob-operator", description="Run the TrainingJob operator.")
     p.add_argument("--namespace", action="append", default=[], help="watch this namespace (repeatable)")
-    p.add_argument("--metrics-port", type=int, default=8080, help="Prometheus /metrics port (0 disables)")
-    p.add_argument("--health-port", type=int, default=8081, help="liveness /healthz port (0 disables)")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--peering", default=None, help="Kopf peering name (for two replicas)")
     mode.add_argument("--standalone", action="store_true", help="no peering: the only replica")
     p.add_argument(
         "--priority", type=int, default=None, help="peering priority (default: random, so replicas differ)"
     )
-    p.add_argument("--resync-seconds", type=float, default=60.0, help="longest wait between passes of a job")
-    p.add_argument("--request-budget", type=float, default=20.0, help="API requests per second per job")
-    rate = ClientRateLimit()
-    p.add_argument(
-        "--api-qps", type=float, default=rate.qps, help="API requests per second across jobs (0: no limit)"
-    )
-    p.add_argument("--api-burst", type=int, default=rate.burst, help="API requests that may go at once")
-    p.add_argument(
-        "--progress-interval-seconds",
-        type=float,
-        default=30.0,
-        help="seconds between two reads of a running job's rank 0 metrics (0: no status.progress)",
-    )
-    p.add_argument(
-        "--progress-reads-per-second",
-        type=float,
-        default=10.0,
-        help="progress reads (and their status writes) per second across all jobs",
-    )
+    numbers: tuple[tuple[str, type, float, str], ...] = (
+        ("--metrics-port", int, defaults.metrics_port, "Prometheus /metrics port (0 disables)"),
+        ("--health-port", int, defaults.health_port, "liveness /healthz port (0 disables)"),
+        ("--resync-seconds", float, defaults.resync_seconds, "longest wait between passes of a job"),
+        ("--request-budget", float, budget.per_second, "API requests per second per job"),
+        ("--api-qps", float, rate.qps, "API requests per second across jobs (0: no limit)"),
+        ("--api-burst", int, rate.burst, "API requests that may go at once"),
+        ("--progress-interval-seconds", float, progress.interval_seconds,
+         "seconds between two reads of a running job's rank 0 metrics (0: no status.progress)"),
+        ("--progress-reads-per-second", float, progress.reads_per_second,
+         "progress reads (and their status writes) per second across all jobs"),
+    )  # fmt: skip
+    for flag, kind, default, text in numbers:
+        p.add_argument(flag, type=kind, default=default, help=text)
     p.add_argument("--verbose", action="store_true")
     return p
 
