@@ -30,3 +30,9 @@ class TokenBucket:
     def take(self, cost: float, now: float) -> None:
         self._refill(now)
         self.tokens -= min(cost, self.capacity)
+
+    def reserve(self, cost: float, now: float) -> float:
+        """Takes `cost` tokens now, into debt if need be, and returns the seconds until the debt is paid:
+        the caller sleeps once for its own slot, so waiters go in order and never wake to compete."""
+        self.take(cost, now)
+        return max(0.0, -self.tokens / self.rate)
