@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from harness import binaries, hostnode
-from harness.controlplane import ControlPlane
+from harness.controlplane import ControlPlane, default_service_account_exists
 from harness.kubectl import Kubectl, apply_crds, bind
 from harness.polling import eventually
 from kubernetes import client
@@ -81,17 +81,7 @@ def namespace(kube: client.ApiClient, request: pytest.FixtureRequest) -> Iterato
     core: Any = client.CoreV1Api(kube)
     core.create_namespace({"metadata": {"name": name, "labels": {"torchjob.dev/test": "true"}}})
 
-    # ServiceAccount admission rejects pods until the controller-manager has created `default`.
-    def default_sa() -> bool:
-        try:
-            core.read_namespaced_service_account("default", name)
-        except client.ApiException as exc:
-            if exc.status == 404:
-                return False
-            raise
-        return True
-
-    eventually(default_sa, 30, f"ServiceAccount {name}/default")
+    eventually(lambda: default_service_account_exists(kube, name), 30, f"ServiceAccount {name}/default")
     try:
         yield name
     finally:

@@ -224,18 +224,21 @@ class ControlPlane:
 
     def _wait_default_service_account(self, api: client.ApiClient, kcm: Component, timeout_s: float) -> None:
         # ServiceAccount admission rejects pods until the controller-manager creates `default`.
-        core: Any = client.CoreV1Api(api)  # Any: the typed models make every field Optional
-
-        def exists() -> bool:
-            try:
-                core.read_namespaced_service_account("default", "default")
-            except client.ApiException as exc:
-                if exc.status == 404:
-                    return False
-                raise
-            return True
-
+        exists = functools.partial(default_service_account_exists, api, "default")
         eventually(exists, timeout_s, "creating ServiceAccount default/default", 0.2, watch=kcm)
+
+
+def default_service_account_exists(api: client.ApiClient, namespace: str) -> bool:
+    """Whether the controller-manager has created `namespace/default`: ServiceAccount admission rejects
+    pods until it has."""
+    core: Any = client.CoreV1Api(api)  # Any: the typed models make every field Optional
+    try:
+        core.read_namespaced_service_account("default", namespace)
+    except client.ApiException as exc:
+        if exc.status == 404:
+            return False
+        raise
+    return True
 
 
 def _http_ok(url: str, *, context: ssl.SSLContext | None = None, token: str | None = None) -> bool:

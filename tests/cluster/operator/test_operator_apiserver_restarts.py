@@ -2,18 +2,26 @@
 (harness ControlPlane.restart_apiserver) while 20 TrainingJobs are created and run. Every client loses
 its connections and watches each time, and the restarted watch cache begins at etcd's current revision,
 so watches resumed from an older resourceVersion get 410 Gone and Kopf re-lists. Every job must converge
-with exactly one pod per node, none duplicated or orphaned, and nothing restarted."""
+with exactly one pod per node, none duplicated or orphaned, and nothing restarted.
+
+The test restarts a control plane of its own: the shared one's controllers would come out of four
+restarts with their watches in back-off, and the next test's namespace would wait for its ServiceAccount."""
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
+import pytest
 import urllib3
-from harness.controlplane import ControlPlane
+from harness.controlplane import ControlPlane, default_service_account_exists
+from harness.kubectl import apply_crds, bind
 from harness.polling import eventually
 from kubernetes import client
 
+from ..conftest import CRD_MANIFEST
 from .conftest import Jobs, OperatorProcess
 
 JOBS, NODES = 20, 2
@@ -59,9 +67,34 @@ class Creator(threading.Thread):
             time.sleep(0.2)  # the API server is down: a client's retry pause, not a wait for state
 
 
+@pytest.fixture(scope="module")
+def own_plane(k8s_bin_dir: Path) -> Iterator[ControlPlane]:
+    """A control plane for this module alone, with the CRD applied."""
+    with ControlPlane(bin_dir=k8s_bin_dir) as cp:
+        apply_crds(bind(cp.kubeconfig), CRD_MANIFEST)
+        yield cp
+
+
+@pytest.fixture
+def own_jobs(own_plane: ControlPlane) -> Iterator[Jobs]:
+    with own_plane.api_client() as api:
+        ns = "restarts"
+        client.CoreV1Api(api).create_namespace({"metadata": {"name": ns}})
+        eventually(lambda: default_service_account_exists(api, ns), 60, f"ServiceAccount {ns}/default")
+        yield Jobs(api, ns)
+
+
+@pytest.fixture
+def own_operator(own_plane: ControlPlane, own_jobs: Jobs, tmp_path: Path) -> Iterator[OperatorProcess]:
+    op = OperatorProcess(own_jobs.ns, own_plane.kubeconfig, tmp_path / "operator.log").start()
+    yield op
+    op.stop()
+
+
 def test_apiserver_restarted_three_times_while_twenty_jobs_are_created_and_run(
-    control_plane: ControlPlane, jobs: Jobs, operator: OperatorProcess
+    own_plane: ControlPlane, own_jobs: Jobs, own_operator: OperatorProcess
 ) -> None:
+    control_plane, jobs, operator = own_plane, own_jobs, own_operator
     names = [f"restart-{i}" for i in range(JOBS)]
     creator = Creator(jobs, names)
     creator.start()
