@@ -23,6 +23,7 @@ import concurrent.futures
 import json
 import os
 import re
+import shlex
 import signal
 import statistics
 import subprocess
@@ -136,7 +137,7 @@ def scrape(port: int) -> str:
 
 
 def start_operator(
-    kubeconfig: Path, ns: str, profile: Path | None = None
+    kubeconfig: Path, ns: str, profile: Path | None = None, extra: tuple[str, ...] = ()
 ) -> tuple[subprocess.Popen[bytes], int]:
     """The operator as a process serving `ns`, once its /metrics answers; returns it and that port.
 
@@ -147,7 +148,7 @@ def start_operator(
     metrics_port, health_port = free_ports(2)
     env = dict(os.environ, KUBECONFIG=str(kubeconfig))
     cmd = [sys.executable, "-m", "torchjob_operator", "--namespace", ns, "--standalone"]
-    cmd += ["--metrics-port", str(metrics_port), "--health-port", str(health_port)]
+    cmd += ["--metrics-port", str(metrics_port), "--health-port", str(health_port), *extra]
     if profile is not None:
         spy = [str(Path(sys.executable).with_name("py-spy")), "record", "--format", "raw", "--threads"]
         cmd = [*spy, "--rate", "50", "-o", str(profile), "--", *cmd]
@@ -291,6 +292,7 @@ def operator_run(
     restart: bool,
     log: Path | None,
     profile: Path | None,
+    extra: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     from kubernetes import client
 
@@ -298,7 +300,7 @@ def operator_run(
     custom: Any = client.CustomObjectsApi(api)
     ns = f"bench-op-{os.getpid()}"
     make_namespace(core, ns)
-    proc, metrics_port = start_operator(kubeconfig, ns, profile)
+    proc, metrics_port = start_operator(kubeconfig, ns, profile, extra)
     pid = operator_pid(proc, profile is not None)
     rss_idle = peak_rss_mib(pid)
     try:
@@ -385,6 +387,11 @@ def main() -> int:
     )
     parser.add_argument("--profile", type=Path, help="py-spy the operator into this file (collapsed stacks)")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument(
+        "--operator-args",
+        default="",
+        help="more operator flags, one string (e.g. '--api-qps 0' to measure without its client rate limit)",
+    )
     args = parser.parse_args()
     jobs, nodes, min_kwok, restart = SCENARIOS[args.scenario]
     jobs, nodes = args.jobs or jobs, args.nodes or nodes
@@ -410,21 +417,27 @@ def main() -> int:
             # The operator creates a job's pods concurrently on the default executor: min(32, cpus + 4).
             workers = min(32, (os.cpu_count() or 1) + 4)
             bare = bare_pods(api, jobs, nodes, workers)
-            op = operator_run(api, kubeconfig, jobs, nodes, restart=restart, log=log, profile=args.profile)
+            extra = tuple(shlex.split(args.operator_args))
+            op = operator_run(
+                api, kubeconfig, jobs, nodes, restart=restart, log=log, profile=args.profile, extra=extra
+            )
     finally:
         if cp is not None:
             cp.stop()
-    report(args.scenario, (jobs, nodes, wanted), bare, op)
+    report(args.scenario, (jobs, nodes, wanted), bare, op, args.operator_args)
     if args.json:
         args.json.write_text(json.dumps({"scenario": args.scenario, "bare": bare, "operator": op}, indent=2))
     return 0
 
 
-def report(scenario: str, shape: tuple[int, int, int], bare: dict[str, float], op: dict[str, Any]) -> None:
+def report(
+    scenario: str, shape: tuple[int, int, int], bare: dict[str, float], op: dict[str, Any], flags: str
+) -> None:
     jobs, nodes, kwok = shape
     bound = bare["total_seconds"]
     print(f"{scenario}: {jobs} jobs x {nodes} nodes = {jobs * nodes} pods on {kwok} KWOK nodes, "
           f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}")  # fmt: skip
+    print(f"operator flags: {flags or 'defaults'}")
     print(f"bare pods:  {bound:.2f} s to the last pod ({bare['pods_per_second']:.0f} pods/s)")
     print(f"jobs:       {op['jobs_created_seconds']:.2f} s to create the TrainingJobs")
     print(

@@ -56,6 +56,7 @@ class PodRejectedError(RuntimeError):
 class Api(Protocol):
     async def create_pod(self, job: JobKey, body: Mapping[str, Any]) -> bool: ...
     async def delete_pod(self, job: JobKey, name: str) -> None: ...
+    async def delete_active_pods(self, job: JobKey) -> None: ...
     async def ensure_service(self, job: JobKey, body: Mapping[str, Any]) -> None: ...
     async def ensure_podgroup(self, job: JobKey, body: Mapping[str, Any]) -> None: ...
     async def ensure_claim_template(self, job: JobKey, body: Mapping[str, Any]) -> None: ...
@@ -101,13 +102,9 @@ def cost(plan: reconcile.Plan, status_changed: bool) -> int:
     counted before it is made, apart: `CONFIRM_COST`)."""
     # A pass that ensures the Service may also ensure a DRA job's claim template (the plan does not know).
     ensures = 2 * int(plan.ensure_service) + int(plan.ensure_podgroup) + int(plan.ensure_claim)
+    deletes = min(len(plan.delete), 1) if plan.delete_all_active else len(plan.delete)
     return (
-        ensures
-        + len(plan.create)
-        + len(plan.delete)
-        + int(status_changed)
-        + len(plan.events)
-        + int(plan.delete_job)
+        ensures + len(plan.create) + deletes + int(status_changed) + len(plan.events) + int(plan.delete_job)
     )
 
 
@@ -131,7 +128,10 @@ async def execute(
 
     plan = out.plan = await _ensure_named_objects(job, plan, api, observed_status, wall_now)
     deletes = [name for name in plan.delete if name not in inflight.deleted]
-    await asyncio.gather(*(api.delete_pod(key, name) for name in deletes))
+    if plan.delete_all_active and len(deletes) > 1:
+        await api.delete_active_pods(key)
+    else:
+        await asyncio.gather(*(api.delete_pod(key, name) for name in deletes))
     for name in deletes:
         inflight.deleted[name] = now
     out.deleted = len(deletes)
@@ -222,5 +222,7 @@ def _blocked(
     )
     if not observed.get("startTime"):
         new_status.pop("startTime", None)  # nothing started
-    retry = reconcile.Plan(status=new_status, delete=plan.delete, requeue_after=30.0)
+    retry = reconcile.Plan(
+        status=new_status, delete=plan.delete, delete_all_active=plan.delete_all_active, requeue_after=30.0
+    )
     return reconcile.with_events(retry, observed)

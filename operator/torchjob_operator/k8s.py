@@ -38,7 +38,20 @@ USER_AGENT = constants.MANAGED_BY
 # For creates whose response we do not read: the client's model of a created pod costs more CPU than
 # the request itself (profiled: most of a create's time in the thread was building that V1Pod).
 RAW: dict[str, Any] = {"_preload_content": False}
+#: The pods a collection DELETE reaches: those that have not ended (Failed and Succeeded pods keep logs).
+ACTIVE_POD_PHASES = "status.phase!=Failed,status.phase!=Succeeded"
 T = TypeVar("T")
+
+
+def _released(fn: Callable[[], T]) -> T:
+    """Calls `fn`; a raw answer (RAW) is read to its end (`.data` keeps the bytes for a caller that
+    parses them) and its connection handed back to the pool. Left unread, each one kept its connection,
+    so every create opened a new one: a TLS handshake per request for the operator and the API server."""
+    result = fn()
+    if isinstance(result, urllib3.BaseHTTPResponse):
+        _ = result.data
+        result.release_conn()
+    return result
 
 
 class RequestLedger:
@@ -185,7 +198,7 @@ class KubeApi:
             await self.rate.acquire()
             self.ledger.count(job, verb)
             try:
-                return await asyncio.to_thread(fn)
+                return await asyncio.to_thread(_released, fn)
             except Exception as exc:
                 reason = retry_reason(exc)
                 if reason is None or attempt == len(self.retry.backoffs):
@@ -215,6 +228,21 @@ class KubeApi:
         except client.ApiException as exc:
             if exc.status != 404:
                 raise
+
+    async def delete_active_pods(self, job: JobKey) -> None:
+        """Every pod of the job that has not ended, in one request (the API server deletes each with its
+        grace period, as a delete of each would); Failed and Succeeded pods stay for their logs."""
+        namespace, name = job
+        await self._call(
+            job,
+            "deletecollection",
+            lambda: self.core.delete_collection_namespaced_pod(
+                namespace,
+                label_selector=f"{constants.LABEL_JOB_NAME}={name}",
+                field_selector=ACTIVE_POD_PHASES,
+                **RAW,
+            ),
+        )
 
     async def ensure_service(self, job: JobKey, body: Mapping[str, Any]) -> None:
         try:

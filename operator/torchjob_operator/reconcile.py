@@ -69,6 +69,9 @@ class Plan:
     status: dict[str, Any]
     create: list[PodKey] = dataclasses.field(default_factory=list)
     delete: list[str] = dataclasses.field(default_factory=list)  # pod names
+    #: `delete` names every active pod of the job, so one DELETE of the collection (the job's pods that
+    #: have not ended) does it: a 256-pod gang restart is one request instead of 255.
+    delete_all_active: bool = False
     ensure_service: bool = False
     ensure_podgroup: bool = False
     ensure_claim: bool = False  # the checkpoint PersistentVolumeClaim, before any pod
@@ -280,7 +283,7 @@ def _finished(p: _Pass) -> bool:
 def _suspended(p: _Pass) -> bool:
     if not p.job.spec.run_policy.suspend:
         return False
-    p.plan.delete = [pod.name for pod in [*p.pods.current.values(), *p.pods.stale] if pod.active]
+    _delete_all_active(p.plan, p.pods)
     p.move("Suspended", reasons.SUSPENDED.format())
     return True
 
@@ -536,7 +539,7 @@ def _restart(
         return
     plan.status.update(attempt=p.attempt + 1, nodeReplacements=[], replacingNodes=[])
     # Keep failed pods (their logs); stop the rest of the gang now.
-    plan.delete = [o.name for o in [*p.pods.current.values(), *p.pods.stale] if o.active]
+    _delete_all_active(plan, p.pods)
     template = reasons.RETRYABLE_EXIT if decision.counted else reasons.DISRUPTED
     p.move("Restarting", template.format(**fields))
 
@@ -566,12 +569,17 @@ def _fail(
     _finish(job, pods, plan, now)
 
 
+def _delete_all_active(plan: Plan, pods: _Attempt) -> None:
+    plan.delete = [o.name for o in [*pods.current.values(), *pods.stale] if o.active]
+    plan.delete_all_active = True
+
+
 def _finish(job: TrainingJob, pods: _Attempt, plan: Plan, now: dt.datetime) -> None:
     """cleanPodPolicy and TTL for a finished job. Failed pods stay until the TTL deletes the job."""
     rp = job.spec.run_policy
     everything = [*pods.current.values(), *pods.stale]
     if rp.clean_pod_policy == "Running":
-        plan.delete = [p.name for p in everything if p.active]
+        _delete_all_active(plan, pods)
     elif rp.clean_pod_policy == "All":
         plan.delete = [p.name for p in everything if p.phase != "Failed" and not p.deleting]
     else:

@@ -19,7 +19,7 @@ CONTRACT_RULES = {
     *(("torchjob.dev", "trainingjobs", v) for v in ("get", "list", "watch", "patch", "update", "delete")),
     *(("torchjob.dev", "trainingjobs/status", v) for v in ("get", "patch", "update")),
     ("torchjob.dev", "trainingjobs/finalizers", "update"),
-    *(("", "pods", v) for v in ("get", "list", "watch", "create", "delete", "patch")),
+    *(("", "pods", v) for v in ("get", "list", "watch", "create", "delete", "deletecollection", "patch")),
     *(("", "services", v) for v in ("get", "list", "watch", "create", "patch", "delete")),
     ("", "persistentvolumeclaims", "create"),
     *((g, "events", v) for g in ("", "events.k8s.io") for v in ("create", "patch")),

@@ -45,6 +45,11 @@ class FakeApi:
         self.calls.append(("delete", "pod"))
         self.pods.pop(name, None)
 
+    async def delete_active_pods(self, job: Key) -> None:
+        self.calls.append(("deletecollection", "pod"))
+        ended = ("Failed", "Succeeded")
+        self.pods = {n: p for n, p in self.pods.items() if p["status"].get("phase") in ended}
+
     async def ensure_service(self, job: Key, body: Mapping[str, Any]) -> None:
         self.calls.append(("create", "service"))
 
@@ -217,6 +222,26 @@ def test_restart_persists_the_attempt_before_new_pods_and_uses_the_written_statu
     )
     assert sorted(api.pods) == ["j-node-0-r0", "j-node-0-r1", "j-node-1-r1"]
     assert api.job["status"]["restartCount"] == 1
+
+
+def test_a_gang_restart_stops_the_gang_with_one_collection_delete() -> None:
+    api, state = running_job(4)
+    api.pods["j-node-2-r0"]["status"] = {"phase": "Failed"}
+    calls = len(api.calls)
+    run_pass(api, state, 3)
+    assert api.job["status"]["phase"] == "Restarting"
+    # One request stops the three survivors; the failed pod stays for its logs.
+    assert api.calls[calls:].count(("deletecollection", "pod")) == 1
+    assert ("delete", "pod") not in api.calls and sorted(api.pods) == ["j-node-2-r0"]
+    run_pass(api, state, 10)
+    assert sorted(api.pods) == sorted(["j-node-2-r0", *(f"j-node-{i}-r1" for i in range(4))])
+
+
+def test_one_pod_to_stop_is_one_plain_delete() -> None:
+    api, state = running_job(2)
+    api.pods["j-node-1-r0"]["status"] = {"phase": "Failed"}
+    run_pass(api, state, 3)
+    assert ("delete", "pod") in api.calls and ("deletecollection", "pod") not in api.calls
 
 
 def test_budget_defers_a_pass_instead_of_splitting_it() -> None:

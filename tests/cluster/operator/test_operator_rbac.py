@@ -92,12 +92,13 @@ def run_as_operator(
     op = start_operator(kubeconfig)
     # Kubernetes' own gang: the chart grants create on its PodGroups, nothing more; a gang restart reuses
     # the group (the scheduler forgets ended members). The checkpoint claim binds to the static PV: its
-    # create is the ServiceAccount's too.
+    # create is the ServiceAccount's too. Three nodes: the restart stops the two survivors with one
+    # collection DELETE (deletecollection).
     gang = {"gang": True, "gangScheduler": "kubernetes"}
     storage = {"size": "1Gi", "storageClassName": STORAGE_CLASS}
     jobs.create(
         "rbac",
-        nodes=2,
+        nodes=3,
         runPolicy={"ttlSecondsAfterFinished": 1},
         scheduling=gang,
         checkpoint={"storage": storage},
@@ -106,7 +107,7 @@ def run_as_operator(
     group = jobs.custom.get_namespaced_custom_object(
         "scheduling.k8s.io", "v1alpha2", namespace, "podgroups", "rbac"
     )
-    assert group["spec"]["schedulingPolicy"] == {"gang": {"minCount": 2}}
+    assert group["spec"]["schedulingPolicy"] == {"gang": {"minCount": 3}}
     jobs.exit("rbac-node-0-r0", 137)
     jobs.wait(
         "rbac",
@@ -114,7 +115,8 @@ def run_as_operator(
         "restarted as the SA",
         timeout=90,
     )
-    for name in ("rbac-node-0-r1", "rbac-node-1-r1"):
+    assert 'torchjob_operator_api_requests_total{verb="deletecollection"} 1.0' in op.metrics()
+    for name in ("rbac-node-0-r1", "rbac-node-1-r1", "rbac-node-2-r1"):
         jobs.exit(name, 0)
     jobs.wait_phase("rbac", "Succeeded")
     eventually(lambda: not jobs.exists("rbac"), 60, "TTL deletion (and finalizer removal) as the SA")
