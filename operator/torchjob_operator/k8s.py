@@ -362,7 +362,7 @@ class KubeApi:
         response = await self._call(
             job,
             "list",
-            lambda: self.core.list_namespaced_pod(job[0], label_selector=selector, _preload_content=False),
+            lambda: self.core.list_namespaced_pod(job[0], label_selector=selector, **RAW),
         )
         return list(json.loads(response.data).get("items") or [])
 
