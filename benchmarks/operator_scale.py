@@ -130,17 +130,13 @@ class PodWatch:
             self._response.close()
 
 
-def make_namespace(core: Any, name: str) -> None:
-    core.create_namespace({"metadata": {"name": name}})
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            core.read_namespaced_service_account("default", name)
-            return
-        except Exception:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
+def make_namespace(api: Any, name: str) -> None:
+    from harness.controlplane import default_service_account_exists
+    from harness.polling import eventually
+    from kubernetes import client
+
+    client.CoreV1Api(api).create_namespace({"metadata": {"name": name}})
+    eventually(lambda: default_service_account_exists(api, name), 60, f"ServiceAccount {name}/default")
 
 
 def bare_pods(api: Any, jobs: int, nodes: int, workers: int) -> dict[str, float]:
@@ -148,7 +144,7 @@ def bare_pods(api: Any, jobs: int, nodes: int, workers: int) -> dict[str, float]
 
     core: Any = client.CoreV1Api(api)
     ns = f"bench-bare-{os.getpid()}"
-    make_namespace(core, ns)
+    make_namespace(api, ns)
     watcher = PodWatch(api, ns)
 
     def create(i: int) -> None:
@@ -345,7 +341,7 @@ def operator_run(
     core: Any = client.CoreV1Api(api)
     custom: Any = client.CustomObjectsApi(api)
     ns = f"bench-op-{os.getpid()}"
-    make_namespace(core, ns)
+    make_namespace(api, ns)
     proc, metrics_port = start_operator(kubeconfig, ns, profile, extra)
     pid = operator_pid(proc, profile is not None)
     rss_idle = peak_rss_mib(pid)
