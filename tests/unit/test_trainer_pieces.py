@@ -10,6 +10,7 @@ import torch
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from torchjob_trainer import logs, summary
+from torchjob_trainer import main as main_module
 from torchjob_trainer.config import TrainerConfig
 from torchjob_trainer.data.datasets import SyntheticDataset
 from torchjob_trainer.data.loader import LoaderSettings, ResumableDistributedSampler, make_loader
@@ -131,3 +132,20 @@ def test_preemption_request_and_budget() -> None:
     assert 0 < p.remaining() <= 5.0
     p.cancel()
     assert EXIT_PREEMPTED == 143
+
+
+def test_exit_flushes_the_logs_then_skips_interpreter_finalization(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    exits: list[int] = []
+
+    def record_exit(code: int) -> None:
+        exits.append(code)
+        raise SystemExit(code)
+
+    monkeypatch.setattr(main_module.os, "_exit", record_exit)
+    print("last line", end="")
+    with pytest.raises(SystemExit):
+        main_module.exit_now(73)
+    assert exits == [73]
+    assert capsys.readouterr().out == "last line"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -21,9 +22,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     except ConfigError as exc:
         print(f"torchjob-train: error: {exc}", file=sys.stderr)
         sys.exit(1)
-    code = run(config)
+    exit_now(run(config))
+
+
+def exit_now(code: int) -> None:
+    """Flush the logs and leave with `code`, skipping interpreter finalization. The run has decided its
+    code and torn the process group down; what finalization would still do is destroy leftover C++ objects
+    (gloo work and its threads) in arbitrary order, which can abort with SIGABRT and turn a clean 73 or 143
+    into 134, a code the operator would misread as a crash."""
     logging.shutdown()
-    sys.exit(code)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
 import time
@@ -189,6 +190,9 @@ def run(config: TrainerConfig) -> int:
         return peer_stopped(env, config.termination_log)
     finally:
         preemption.cancel()
+        # A failed step leaves the Trainer (its DDP reducer and gloo work) in a reference cycle with the
+        # traceback: free it while the process group it uses still exists.
+        gc.collect()
         distributed.teardown()
 
 
