@@ -176,11 +176,16 @@ def scrape(port: int) -> str:
 
 
 def start_operator(
-    kubeconfig: Path, ns: str, profile: Path | None = None, extra: tuple[str, ...] = ()
+    kubeconfig: Path,
+    ns: str,
+    profile: Path | None = None,
+    extra: tuple[str, ...] = (),
+    memtrace: Path | None = None,
 ) -> tuple[subprocess.Popen[bytes], int]:
     """The operator as a process serving `ns`, once its /metrics answers; returns it and that port.
 
     With `profile`, py-spy samples it (all threads, idle included) into that file as collapsed stacks.
+    With `memtrace`, it runs under tracemalloc (`operator_memtrace.py`), keeping its peak heap there.
     """
     from harness.ports import free_ports
 
@@ -188,6 +193,8 @@ def start_operator(
     env = dict(os.environ, KUBECONFIG=str(kubeconfig))
     cmd = [sys.executable, "-m", "torchjob_operator", "--namespace", ns, "--standalone"]
     cmd += ["--metrics-port", str(metrics_port), "--health-port", str(health_port), *extra]
+    if memtrace is not None:
+        cmd[1:3] = [str(REPO_ROOT / "benchmarks" / "operator_memtrace.py"), str(memtrace)]
     if profile is not None:
         spy = [str(Path(sys.executable).with_name("py-spy")), "record", "--format", "raw", "--threads"]
         cmd = [*spy, "--rate", "50", "-o", str(profile), "--", *cmd]
@@ -335,6 +342,7 @@ def operator_run(
     log: Path | None,
     profile: Path | None,
     extra: tuple[str, ...] = (),
+    memtrace: Path | None = None,
 ) -> dict[str, Any]:
     from kubernetes import client
 
@@ -342,7 +350,7 @@ def operator_run(
     custom: Any = client.CustomObjectsApi(api)
     ns = f"bench-op-{os.getpid()}"
     make_namespace(api, ns)
-    proc, metrics_port = start_operator(kubeconfig, ns, profile, extra)
+    proc, metrics_port = start_operator(kubeconfig, ns, profile, extra, memtrace)
     pid = operator_pid(proc, profile is not None)
     rss_idle = peak_rss_mib(pid)
     try:
@@ -431,6 +439,9 @@ def main() -> int:
         "--kubeconfig", type=Path, help="use this control plane (CRD applied) instead of starting one"
     )
     parser.add_argument("--profile", type=Path, help="py-spy the operator into this file (collapsed stacks)")
+    parser.add_argument(
+        "--memtrace", type=Path, help="run the operator under tracemalloc; its peak heap goes to this prefix"
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument(
         "--operator-args",
@@ -445,6 +456,7 @@ def main() -> int:
     from harness.controlplane import ControlPlane, client_from_kubeconfig
     from harness.kubectl import apply_crds, bind
     from harness.nodes import create_node
+    from kubernetes import client
 
     cp: ControlPlane | None = None
     kubeconfig = args.kubeconfig
@@ -456,15 +468,26 @@ def main() -> int:
     try:
         with client_from_kubeconfig(kubeconfig) as api:
             wanted = kwok_nodes(pods, min_kwok)
-            for i in range(wanted):
-                create_node(api, f"bench-node-{i}", cpu="1000", memory="4Ti", wait_ready_s=None)
+            # A control plane given by --kubeconfig may hold them from an earlier run.
+            existing = {node.metadata.name for node in client.CoreV1Api(api).list_node().items}
+            for name in (f"bench-node-{i}" for i in range(wanted)):
+                if name not in existing:
+                    create_node(api, name, cpu="1000", memory="4Ti", wait_ready_s=None)
             wait_nodes_ready(api, wanted + 4, 120)  # and the control plane's 4 default nodes
             # The operator creates a job's pods concurrently on the default executor: min(32, cpus + 4).
             workers = min(32, (os.cpu_count() or 1) + 4)
             bare = bare_pods(api, jobs, nodes, workers)
             extra = tuple(shlex.split(args.operator_args))
             op = operator_run(
-                api, kubeconfig, jobs, nodes, restart=restart, log=log, profile=args.profile, extra=extra
+                api,
+                kubeconfig,
+                jobs,
+                nodes,
+                restart=restart,
+                log=log,
+                profile=args.profile,
+                extra=extra,
+                memtrace=args.memtrace,
             )
     finally:
         if cp is not None:

@@ -39,10 +39,13 @@ class OperatorRuntime:
 
     settings: Settings = dataclasses.field(default_factory=Settings)
     ledger: k8s.RequestLedger = dataclasses.field(default_factory=k8s.RequestLedger)
-    loops: jobloop.Loops = dataclasses.field(default_factory=jobloop.Loops)
+    loops: jobloop.Loops = dataclasses.field(init=False)
     api: k8s.KubeApi | None = None
     #: Progress reads for every job, sharing one cap (set at startup from settings).
     reader: progress.Reader | None = None
+
+    def __post_init__(self) -> None:
+        self.loops = jobloop.Loops(max_passes=self.settings.max_concurrent_passes)
 
     def memo(self) -> kopf.Memo:
         return kopf.Memo({MEMO_KEY: self})

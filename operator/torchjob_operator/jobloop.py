@@ -29,12 +29,20 @@ JobKey = tuple[str, str]
 
 @dataclasses.dataclass
 class Loops:
-    """The running job loops: the event that wakes each, and each job's last phase (the jobs gauge)."""
+    """The running job loops: the event that wakes each, each job's last phase (the jobs gauge), and the
+    slots their passes share (`Settings.max_concurrent_passes`)."""
 
+    max_passes: int = Settings.max_concurrent_passes
     wakers: dict[JobKey, asyncio.Event] = dataclasses.field(default_factory=dict)
     phases: dict[JobKey, str] = dataclasses.field(default_factory=dict)
     #: Jobs whose Service or PodGroup was deleted since their loop's last pass.
     deleted_children: set[JobKey] = dataclasses.field(default_factory=set)
+    passes: asyncio.Semaphore = dataclasses.field(init=False)
+
+    def __post_init__(self) -> None:
+        # Measured at 1,000 jobs: every loop passing at once held its rendered pods and pending requests
+        # while it waited on the client rate limit.
+        self.passes = asyncio.Semaphore(self.max_passes)
 
     def wake(self, key: JobKey) -> None:
         """Poke a job's loop (called from watch-event handlers); nothing if it is not running."""
@@ -331,8 +339,9 @@ async def run(
             event.clear()
             started = time.monotonic()
             try:
-                state.children_deleted |= loops.take_child_deletion(key)
-                due = await one_pass(body, pods(), api, state, logger=logger, reader=reader)
+                async with loops.passes:  # pods() inside: the pass sees them as they are when it runs
+                    state.children_deleted |= loops.take_child_deletion(key)
+                    due = await one_pass(body, pods(), api, state, logger=logger, reader=reader)
                 failures = 0
             except Exception as exc:
                 if conflict(exc):

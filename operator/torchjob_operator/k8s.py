@@ -23,6 +23,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import urllib3
 from kubernetes import client, config
@@ -35,23 +36,48 @@ from torchjob_operator.settings import ClientRateLimit
 
 JobKey = tuple[str, str]  # (namespace, name)
 USER_AGENT = constants.MANAGED_BY
-# For creates whose response we do not read: the client's model of a created pod costs more CPU than
-# the request itself (profiled: most of a create's time in the thread was building that V1Pod).
-RAW: dict[str, Any] = {"_preload_content": False}
 #: The pods a collection DELETE reaches: those that have not ended (Failed and Succeeded pods keep logs).
 ACTIVE_POD_PHASES = "status.phase!=Failed,status.phase!=Succeeded"
+JSON, MERGE_PATCH = "application/json", "application/merge-patch+json"
 T = TypeVar("T")
 
 
-def _released(fn: Callable[[], T]) -> T:
-    """Calls `fn`; a raw answer (RAW) is read to its end (`.data` keeps the bytes for a caller that
-    parses them) and its connection handed back to the pool. Left unread, each one kept its connection,
-    so every create opened a new one: a TLS handshake per request for the operator and the API server."""
-    result = fn()
-    if isinstance(result, urllib3.BaseHTTPResponse):
-        _ = result.data
-        result.release_conn()
-    return result
+def path(*segments: str) -> str:
+    """An API path from its segments, each quoted (names are DNS labels; quoting costs nothing)."""
+    return "/" + "/".join(quote(segment, safe="") for segment in segments)
+
+
+def namespaced(namespace: str, plural: str, *rest: str, group: str = "", version: str = "v1") -> str:
+    prefix = ("apis", group, version) if group else ("api", version)
+    return path(*prefix, "namespaces", namespace, plural, *rest)
+
+
+def send(
+    api_client: client.ApiClient,
+    method: str,
+    url_path: str,
+    *,
+    query: list[tuple[str, str]] | None = None,
+    body: Mapping[str, Any] | None = None,
+    content_type: str = JSON,
+) -> bytes:
+    """One request with plain JSON through the client's credentials, TLS and connection pool; the answer's
+    bytes. Not the generated API classes: they validate every argument into pydantic models, which
+    profiled as more CPU than the request, and loading them alone holds about 19 MiB. The answer is read to
+    its end and its connection handed back to the pool (unread, each create had opened a TLS connection of
+    its own). A non-2xx answer raises the `ApiException` the generated client would."""
+    headers = {"Accept": JSON, "Content-Type": content_type}
+    _, url, headers, _, _ = api_client.param_serialize(
+        method, url_path, query_params=query, header_params=headers, auth_settings=["BearerToken"]
+    )
+    response: Any = api_client.call_api(method, url, header_params=headers, body=body)
+    data = response.read()
+    response.response.release_conn()
+    if not 200 <= response.status <= 299:
+        raise client.ApiException.from_response(
+            http_resp=response, body=data.decode(errors="replace"), data=None
+        )
+    return bytes(data)
 
 
 class RequestLedger:
@@ -173,7 +199,7 @@ def load_client() -> client.ApiClient:
 
 
 class KubeApi:
-    """Typed, counted wrappers over the few calls the operator makes."""
+    """Counted wrappers over the few calls the operator makes, as plain JSON (`send`)."""
 
     def __init__(
         self,
@@ -184,9 +210,7 @@ class KubeApi:
         rate: RateLimiter = UNLIMITED,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
     ) -> None:
-        # The client's generated models are not worth typing against: we send and read plain dicts.
-        self.core: Any = client.CoreV1Api(api_client)
-        self.custom: Any = client.CustomObjectsApi(api_client)
+        self.client = api_client
         self.ledger = ledger
         self.retry = retry
         self.rate = rate
@@ -198,7 +222,7 @@ class KubeApi:
             await self.rate.acquire()
             self.ledger.count(job, verb)
             try:
-                return await asyncio.to_thread(_released, fn)
+                return await asyncio.to_thread(fn)
             except Exception as exc:
                 reason = retry_reason(exc)
                 if reason is None or attempt == len(self.retry.backoffs):
@@ -207,78 +231,75 @@ class KubeApi:
                 await self._sleep(self.retry.delay(attempt, retry_after(exc)))
         raise AssertionError("unreachable: the last attempt returns or raises")
 
-    async def create_pod(self, job: JobKey, body: Mapping[str, Any]) -> bool:
-        """True if created, False if it already existed."""
+    async def _send(
+        self,
+        job: JobKey,
+        verb: str,
+        method: str,
+        url_path: str,
+        *,
+        query: list[tuple[str, str]] | None = None,
+        body: Mapping[str, Any] | None = None,
+        content_type: str = JSON,
+    ) -> bytes:
+        def request() -> bytes:
+            return send(self.client, method, url_path, query=query, body=body, content_type=content_type)
+
+        return await self._call(job, verb, request)
+
+    async def _create(self, job: JobKey, url_path: str, body: Mapping[str, Any]) -> bool:
+        """Create-if-absent: True if created, False if it already existed (409, also a retried create whose
+        first try landed)."""
         try:
-            await self._call(
-                job, "create", lambda: self.core.create_namespaced_pod(job[0], dict(body), **RAW)
-            )
+            await self._send(job, "create", "POST", url_path, body=body)
         except client.ApiException as exc:
             if exc.status == 409:
                 return False
+            raise
+        return True
+
+    async def _delete(self, job: JobKey, url_path: str) -> None:
+        """Delete-if-present: 404 is success."""
+        try:
+            await self._send(job, "delete", "DELETE", url_path)
+        except client.ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    async def create_pod(self, job: JobKey, body: Mapping[str, Any]) -> bool:
+        """True if created, False if it already existed."""
+        try:
+            return await self._create(job, namespaced(job[0], "pods"), body)
+        except client.ApiException as exc:
             if exc.status in rejections.REJECTION_CODES:
                 name = str(body["metadata"]["name"])
                 raise PodRejectedError(name, int(exc.status), api_message(exc)) from exc
             raise
-        return True
 
     async def delete_pod(self, job: JobKey, name: str) -> None:
-        try:
-            await self._call(job, "delete", lambda: self.core.delete_namespaced_pod(name, job[0]))
-        except client.ApiException as exc:
-            if exc.status != 404:
-                raise
+        await self._delete(job, namespaced(job[0], "pods", name))
 
     async def delete_active_pods(self, job: JobKey) -> None:
         """Every pod of the job that has not ended, in one request (the API server deletes each with its
         grace period, as a delete of each would); Failed and Succeeded pods stay for their logs."""
         namespace, name = job
-        await self._call(
-            job,
-            "deletecollection",
-            lambda: self.core.delete_collection_namespaced_pod(
-                namespace,
-                label_selector=f"{constants.LABEL_JOB_NAME}={name}",
-                field_selector=ACTIVE_POD_PHASES,
-                **RAW,
-            ),
-        )
+        selectors = [
+            ("labelSelector", f"{constants.LABEL_JOB_NAME}={name}"),
+            ("fieldSelector", ACTIVE_POD_PHASES),
+        ]
+        await self._send(job, "deletecollection", "DELETE", namespaced(namespace, "pods"), query=selectors)
 
     async def ensure_service(self, job: JobKey, body: Mapping[str, Any]) -> None:
-        try:
-            await self._call(
-                job, "create", lambda: self.core.create_namespaced_service(job[0], dict(body), **RAW)
-            )
-        except client.ApiException as exc:
-            if exc.status != 409:
-                raise
+        await self._create(job, namespaced(job[0], "services"), body)
 
     async def ensure_claim(self, job: JobKey, body: Mapping[str, Any]) -> None:
         """Create-if-absent: an existing claim (an earlier attempt's, or a retained one) is kept as is."""
-        try:
-            await self._call(
-                job,
-                "create",
-                lambda: self.core.create_namespaced_persistent_volume_claim(job[0], dict(body)),
-            )
-        except client.ApiException as exc:
-            if exc.status != 409:
-                raise
+        await self._create(job, namespaced(job[0], "persistentvolumeclaims"), body)
 
     async def _create_namespaced(self, job: JobKey, body: Mapping[str, Any], plural: str) -> None:
-        """Create-if-absent of a namespaced object of any API group (409: it exists, which is success)."""
+        """Create-if-absent of a namespaced object of any API group."""
         group, version = str(body["apiVersion"]).split("/")
-        try:
-            await self._call(
-                job,
-                "create",
-                lambda: self.custom.create_namespaced_custom_object(
-                    group, version, job[0], plural, dict(body)
-                ),
-            )
-        except client.ApiException as exc:
-            if exc.status != 409:
-                raise
+        await self._create(job, namespaced(job[0], plural, group=group, version=version), body)
 
     async def ensure_podgroup(self, job: JobKey, body: Mapping[str, Any]) -> None:
         try:
@@ -301,6 +322,11 @@ class KubeApi:
                 ) from exc
             raise
 
+    def _job_path(self, job: JobKey, *rest: str) -> str:
+        return namespaced(
+            job[0], constants.PLURAL, job[1], *rest, group=constants.GROUP, version=constants.VERSION
+        )
+
     async def patch_status(
         self, job: JobKey, status: Mapping[str, Any], resource_version: str | None
     ) -> dict[str, Any]:
@@ -308,30 +334,16 @@ class KubeApi:
         patch: dict[str, Any] = {"status": dict(status)}
         if resource_version:
             patch["metadata"] = {"resourceVersion": resource_version}
-        result = await self._call(
-            job,
-            "patch",
-            lambda: self.custom.patch_namespaced_custom_object_status(
-                constants.GROUP, constants.VERSION, job[0], constants.PLURAL, job[1], patch
-            ),
+        answer = await self._send(
+            job, "patch", "PATCH", self._job_path(job, "status"), body=patch, content_type=MERGE_PATCH
         )
-        return dict(result)
+        return dict(json.loads(answer))
 
     async def delete_job(self, job: JobKey) -> None:
-        try:
-            await self._call(
-                job,
-                "delete",
-                lambda: self.custom.delete_namespaced_custom_object(
-                    constants.GROUP, constants.VERSION, job[0], constants.PLURAL, job[1]
-                ),
-            )
-        except client.ApiException as exc:
-            if exc.status != 404:
-                raise
+        await self._delete(job, self._job_path(job))
 
     async def post_event(self, job: JobKey, uid: str, kind: str, reason: str, message: str) -> None:
-        now = dt.datetime.now(dt.UTC)
+        now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         body = {
             "metadata": {"name": f"{job[1]}.{secrets.token_hex(8)}", "namespace": job[0]},
             "involvedObject": {
@@ -349,22 +361,13 @@ class KubeApi:
             "lastTimestamp": now,
             "count": 1,
         }
-        try:
-            await self._call(job, "create", lambda: self.core.create_namespaced_event(job[0], body, **RAW))
-        except client.ApiException as exc:
-            if exc.status != 409:  # a retried create whose first try landed
-                raise
+        await self._create(job, namespaced(job[0], "events"), body)
 
     async def list_pods(self, job: JobKey) -> list[dict[str, Any]]:
         """The job's pods as the API server has them now (not the watch's view), as plain pod bodies."""
-        selector = f"{constants.LABEL_JOB_NAME}={job[1]}"
-        # Raw JSON: observe_pod reads the API's own field names, not the client's models.
-        response = await self._call(
-            job,
-            "list",
-            lambda: self.core.list_namespaced_pod(job[0], label_selector=selector, **RAW),
-        )
-        return list(json.loads(response.data).get("items") or [])
+        selector = [("labelSelector", f"{constants.LABEL_JOB_NAME}={job[1]}")]
+        answer = await self._send(job, "list", "GET", namespaced(job[0], "pods"), query=selector)
+        return list(json.loads(answer).get("items") or [])
 
 
 def api_message(exc: client.ApiException) -> str:

@@ -66,6 +66,9 @@ class Settings:
     watch_server_timeout: int = 300
     #: How long the operator remembers its own creates/deletes before the watch reflects them.
     inflight_seconds: float = 30.0
+    #: Job passes that may run at once across all jobs (the others wait their turn, holding nothing). A
+    #: pass beyond what the client rate limit serves only waits for its slot with its pods rendered.
+    max_concurrent_passes: int = 32
     budget: RequestBudget = dataclasses.field(default_factory=RequestBudget)
     client_rate: ClientRateLimit = dataclasses.field(default_factory=ClientRateLimit)
     progress: ProgressSettings = dataclasses.field(default_factory=ProgressSettings)
@@ -87,6 +90,7 @@ def parser() -> argparse.ArgumentParser:
         ("--metrics-port", int, defaults.metrics_port, "Prometheus /metrics port (0 disables)"),
         ("--health-port", int, defaults.health_port, "liveness /healthz port (0 disables)"),
         ("--resync-seconds", float, defaults.resync_seconds, "longest wait between passes of a job"),
+        ("--max-concurrent-passes", int, defaults.max_concurrent_passes, "job passes at once, across jobs"),
         ("--request-budget", float, budget.per_second, "API requests per second per job"),
         ("--api-qps", float, rate.qps, "API requests per second across jobs (0: no limit)"),
         ("--api-burst", int, rate.burst, "API requests that may go at once"),
@@ -105,6 +109,8 @@ def from_args(argv: Sequence[str] | None = None) -> Settings:
     args = parser().parse_args(argv)
     if args.resync_seconds <= 0:
         parser().error("--resync-seconds must be > 0")
+    if args.max_concurrent_passes < 1:
+        parser().error("--max-concurrent-passes must be >= 1")
     if args.request_budget <= 0:
         parser().error("--request-budget must be > 0")
     if args.api_qps < 0:
@@ -123,6 +129,7 @@ def from_args(argv: Sequence[str] | None = None) -> Settings:
         standalone=args.standalone or args.peering is None,
         priority=args.priority if args.priority is not None else secrets.randbelow(1_000_000) + 1,
         resync_seconds=args.resync_seconds,
+        max_concurrent_passes=args.max_concurrent_passes,
         budget=RequestBudget(per_second=args.request_budget),
         client_rate=ClientRateLimit(qps=args.api_qps, burst=args.api_burst),
         progress=ProgressSettings(

@@ -4,6 +4,7 @@ the loops' shared state and the runtime in Kopf's memo."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import copy
 import datetime as dt
 import logging
@@ -490,3 +491,41 @@ def test_the_confirming_list_waits_for_the_budget() -> None:
     calls = len(api.calls)
     due = run_pass(api, state, 3, pods=[])
     assert due is not None and due > 0 and len(api.calls) == calls
+
+
+@pytest.mark.parametrize("slots", [1, 2])
+def test_job_passes_share_the_operators_slots(slots: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    loops, running, most = jobloop.Loops(max_passes=slots), 0, 0
+    passes: collections.Counter[str] = collections.Counter()
+
+    async def one_pass(body: dict[str, Any], *_: Any, **__: Any) -> float:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        await asyncio.sleep(0.01)
+        running -= 1
+        passes[body["metadata"]["name"]] += 1
+        return 0.0
+
+    monkeypatch.setattr(jobloop, "one_pass", one_pass)
+
+    async def three_jobs() -> None:
+        await asyncio.gather(
+            *(
+                jobloop.run(
+                    ("ns", name),
+                    {"metadata": {"name": name}, "spec": {"nodes": 1}},
+                    list,
+                    FakeApi(job_body(1)),
+                    Settings(),
+                    loops=loops,
+                    logger=logging.getLogger("test"),
+                    conflict=lambda exc: False,
+                    stopped=lambda name=name: passes[name] >= 3,  # type: ignore[misc]
+                )
+                for name in ("a", "b", "c")
+            )
+        )
+
+    asyncio.run(three_jobs())
+    assert most == slots and sum(passes.values()) == 9

@@ -14,6 +14,9 @@ def test_flags() -> None:
     assert peered.peering == "torchjob" and not peered.standalone
     assert peered.priority >= 1  # replicas draw distinct priorities: Kopf pauses equal ones
     assert settings.from_args(["--peering", "x", "--priority", "7"]).priority == 7
+    assert settings.from_args(["--max-concurrent-passes", "4"]).max_concurrent_passes == 4
+    with pytest.raises(SystemExit):
+        settings.from_args(["--max-concurrent-passes", "0"])
 
 
 def test_peering_and_standalone_exclude_each_other() -> None:
