@@ -23,8 +23,10 @@ class CountingHandler(http.server.BaseHTTPRequestHandler):
     connections: ClassVar[set[tuple[str, int]]] = set()
     #: (verb, path with query, content type, JSON body or None) of every request.
     seen: ClassVar[list[tuple[str, str, str, object]]] = []
+    authorizations: ClassVar[list[str]] = []
 
     def _note(self) -> None:
+        self.authorizations.append(self.headers.get("Authorization", ""))
         length = int(self.headers.get("Content-Length", 0))
         body = json.loads(self.rfile.read(length)) if length else None
         self.seen.append((self.command, self.path, self.headers.get("Content-Type", ""), body))
@@ -61,7 +63,7 @@ class CountingHandler(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def server() -> Iterator[http.server.ThreadingHTTPServer]:
-    CountingHandler.connections, CountingHandler.seen = set(), []
+    CountingHandler.connections, CountingHandler.seen, CountingHandler.authorizations = set(), [], []
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), CountingHandler)
     thread = threading.Thread(target=srv.serve_forever, daemon=True)
     thread.start()
@@ -123,3 +125,20 @@ def test_an_error_answer_raises_the_clients_api_exception(server: http.server.Th
     with client.ApiClient(config) as api_client, pytest.raises(client.ApiException) as err:
         k8s.send(api_client, "DELETE", "/api/v1/namespaces/ns/pods/p")
     assert err.value.status == 404 and json.loads(err.value.body or "")["code"] == 404
+
+
+def test_requests_carry_the_clients_bearer_token_and_its_refresh(
+    server: http.server.ThreadingHTTPServer,
+) -> None:
+    # As load_incluster_config sets them up: the token in api_key, re-read by a refresh hook before use.
+    config = client.Configuration(host=f"http://127.0.0.1:{server.server_address[1]}")
+    config.api_key = {"authorization": "Bearer first"}
+    tokens = iter(["Bearer second"])
+
+    def refresh(conf: client.Configuration) -> None:
+        conf.api_key["authorization"] = next(tokens, conf.api_key["authorization"])
+
+    config.refresh_api_key_hook = refresh
+    with client.ApiClient(config) as api_client:
+        k8s.send(api_client, "GET", "/api/v1/namespaces/ns/pods")
+    assert CountingHandler.authorizations == ["Bearer second"]
