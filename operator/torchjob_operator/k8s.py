@@ -52,25 +52,31 @@ def namespaced(namespace: str, plural: str, *rest: str, group: str = "", version
     return path(*prefix, "namespaces", namespace, plural, *rest)
 
 
-def send(
-    api_client: client.ApiClient,
-    method: str,
-    url_path: str,
-    *,
-    query: list[tuple[str, str]] | None = None,
-    body: Mapping[str, Any] | None = None,
-    content_type: str = JSON,
-) -> bytes:
-    """One request with plain JSON through the client's credentials, TLS and connection pool; the answer's
-    bytes. Not the generated API classes: they validate every argument into pydantic models, which
-    profiled as more CPU than the request, and loading them alone holds about 19 MiB. The answer is read to
-    its end and its connection handed back to the pool (unread, each create had opened a TLS connection of
-    its own). A non-2xx answer raises the `ApiException` the generated client would."""
-    headers = {"Accept": JSON, "Content-Type": content_type}
+@dataclasses.dataclass(frozen=True)
+class Request:
+    """One API request, as plain JSON."""
+
+    method: str
+    path: str
+    query: tuple[tuple[str, str], ...] = ()
+    body: Mapping[str, Any] | None = None
+    content_type: str = JSON
+
+
+def send(api_client: client.ApiClient, request: Request) -> bytes:
+    """`request` through the client's credentials, TLS and connection pool; the answer's bytes. Not the
+    generated API classes: they validate every argument into pydantic models, which profiled as more CPU
+    than the request, and loading them alone holds about 19 MiB. The answer is read to its end and its
+    connection handed back to the pool (unread, each create had opened a TLS connection of its own). A
+    non-2xx answer raises the `ApiException` the generated client would."""
     _, url, headers, _, _ = api_client.param_serialize(
-        method, url_path, query_params=query, header_params=headers, auth_settings=["BearerToken"]
+        request.method,
+        request.path,
+        query_params=list(request.query) or None,
+        header_params={"Accept": JSON, "Content-Type": request.content_type},
+        auth_settings=["BearerToken"],
     )
-    response: Any = api_client.call_api(method, url, header_params=headers, body=body)
+    response: Any = api_client.call_api(request.method, url, header_params=headers, body=request.body)
     data = response.read()
     response.response.release_conn()
     if not 200 <= response.status <= 299:
@@ -231,27 +237,14 @@ class KubeApi:
                 await self._sleep(self.retry.delay(attempt, retry_after(exc)))
         raise AssertionError("unreachable: the last attempt returns or raises")
 
-    async def _send(
-        self,
-        job: JobKey,
-        verb: str,
-        method: str,
-        url_path: str,
-        *,
-        query: list[tuple[str, str]] | None = None,
-        body: Mapping[str, Any] | None = None,
-        content_type: str = JSON,
-    ) -> bytes:
-        def request() -> bytes:
-            return send(self.client, method, url_path, query=query, body=body, content_type=content_type)
-
-        return await self._call(job, verb, request)
+    async def _send(self, job: JobKey, verb: str, request: Request) -> bytes:
+        return await self._call(job, verb, lambda: send(self.client, request))
 
     async def _create(self, job: JobKey, url_path: str, body: Mapping[str, Any]) -> bool:
         """Create-if-absent: True if created, False if it already existed (409, also a retried create whose
         first try landed)."""
         try:
-            await self._send(job, "create", "POST", url_path, body=body)
+            await self._send(job, "create", Request("POST", url_path, body=body))
         except client.ApiException as exc:
             if exc.status == 409:
                 return False
@@ -261,7 +254,7 @@ class KubeApi:
     async def _delete(self, job: JobKey, url_path: str) -> None:
         """Delete-if-present: 404 is success."""
         try:
-            await self._send(job, "delete", "DELETE", url_path)
+            await self._send(job, "delete", Request("DELETE", url_path))
         except client.ApiException as exc:
             if exc.status != 404:
                 raise
@@ -283,11 +276,11 @@ class KubeApi:
         """Every pod of the job that has not ended, in one request (the API server deletes each with its
         grace period, as a delete of each would); Failed and Succeeded pods stay for their logs."""
         namespace, name = job
-        selectors = [
+        selectors = (
             ("labelSelector", f"{constants.LABEL_JOB_NAME}={name}"),
             ("fieldSelector", ACTIVE_POD_PHASES),
-        ]
-        await self._send(job, "deletecollection", "DELETE", namespaced(namespace, "pods"), query=selectors)
+        )
+        await self._send(job, "deletecollection", Request("DELETE", namespaced(namespace, "pods"), selectors))
 
     async def ensure_service(self, job: JobKey, body: Mapping[str, Any]) -> None:
         await self._create(job, namespaced(job[0], "services"), body)
@@ -334,9 +327,8 @@ class KubeApi:
         patch: dict[str, Any] = {"status": dict(status)}
         if resource_version:
             patch["metadata"] = {"resourceVersion": resource_version}
-        answer = await self._send(
-            job, "patch", "PATCH", self._job_path(job, "status"), body=patch, content_type=MERGE_PATCH
-        )
+        request = Request("PATCH", self._job_path(job, "status"), body=patch, content_type=MERGE_PATCH)
+        answer = await self._send(job, "patch", request)
         return dict(json.loads(answer))
 
     async def delete_job(self, job: JobKey) -> None:
@@ -365,8 +357,8 @@ class KubeApi:
 
     async def list_pods(self, job: JobKey) -> list[dict[str, Any]]:
         """The job's pods as the API server has them now (not the watch's view), as plain pod bodies."""
-        selector = [("labelSelector", f"{constants.LABEL_JOB_NAME}={job[1]}")]
-        answer = await self._send(job, "list", "GET", namespaced(job[0], "pods"), query=selector)
+        selector = (("labelSelector", f"{constants.LABEL_JOB_NAME}={job[1]}"),)
+        answer = await self._send(job, "list", Request("GET", namespaced(job[0], "pods"), selector))
         return list(json.loads(answer).get("items") or [])
 
 

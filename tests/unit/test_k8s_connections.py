@@ -123,7 +123,7 @@ def test_each_call_sends_its_verb_path_content_type_and_body(server: http.server
 def test_an_error_answer_raises_the_clients_api_exception(server: http.server.ThreadingHTTPServer) -> None:
     config = client.Configuration(host=f"http://127.0.0.1:{server.server_address[1]}")
     with client.ApiClient(config) as api_client, pytest.raises(client.ApiException) as err:
-        k8s.send(api_client, "DELETE", "/api/v1/namespaces/ns/pods/p")
+        k8s.send(api_client, k8s.Request("DELETE", "/api/v1/namespaces/ns/pods/p"))
     assert err.value.status == 404 and json.loads(err.value.body or "")["code"] == 404
 
 
@@ -140,5 +140,5 @@ def test_requests_carry_the_clients_bearer_token_and_its_refresh(
 
     config.refresh_api_key_hook = refresh
     with client.ApiClient(config) as api_client:
-        k8s.send(api_client, "GET", "/api/v1/namespaces/ns/pods")
+        k8s.send(api_client, k8s.Request("GET", "/api/v1/namespaces/ns/pods"))
     assert CountingHandler.authorizations == ["Bearer second"]
