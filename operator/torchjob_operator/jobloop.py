@@ -337,23 +337,25 @@ async def run(
     try:
         while not stopped():
             event.clear()
-            started = time.monotonic()
-            try:
-                async with loops.passes:  # pods() inside: the pass sees them as they are when it runs
+            async with loops.passes:  # a slot first; then pods(): the pass sees them as they are when it runs
+                if stopped():
+                    break  # deleted (or the operator stopping) while this loop waited for its slot
+                started = time.monotonic()
+                try:
                     state.children_deleted |= loops.take_child_deletion(key)
                     due = await one_pass(body, pods(), api, state, logger=logger, reader=reader)
-                failures = 0
-            except Exception as exc:
-                if conflict(exc):
-                    # Our view was stale: the watch brings the newer job shortly.
-                    state.written = None
-                    due = 0.5
-                else:
-                    failures += 1
-                    due = min(2.0**failures, 60.0)
-                    logger.warning("reconcile failed (retry in %.0fs): %s", due, exc)
-            finally:
-                metrics.RECONCILE.observe(time.monotonic() - started)
+                    failures = 0
+                except Exception as exc:
+                    if conflict(exc):
+                        # Our view was stale: the watch brings the newer job shortly.
+                        state.written = None
+                        due = 0.5
+                    else:
+                        failures += 1
+                        due = min(2.0**failures, 60.0)
+                        logger.warning("reconcile failed (retry in %.0fs): %s", due, exc)
+                finally:
+                    metrics.RECONCILE.observe(time.monotonic() - started)
             # Every pass, not only on writes: a restarted operator counts jobs whose status did not change.
             if state.phase is not None:
                 loops.set_phase(key, state.phase)

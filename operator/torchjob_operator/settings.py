@@ -68,8 +68,8 @@ class Settings:
     watch_server_timeout: int = 300
     #: How long the operator remembers its own creates/deletes before the watch reflects them.
     inflight_seconds: float = 30.0
-    #: Job passes that may run at once across all jobs (the others wait their turn, holding nothing). A
-    #: pass beyond what the client rate limit serves only waits for its slot with its pods rendered.
+    #: Job passes that may run at once across all jobs; the others wait for a slot, holding nothing. More
+    #: passes than the client rate limit serves would only wait in it, each holding its rendered pods.
     max_concurrent_passes: int = 32
     budget: RequestBudget = dataclasses.field(default_factory=RequestBudget)
     client_rate: ClientRateLimit = dataclasses.field(default_factory=ClientRateLimit)

@@ -314,9 +314,9 @@ def test_a_loop_publishes_its_phase_and_forgets_the_job_when_stopped() -> None:
     api, loops = FakeApi(job_body(2)), jobloop.Loops()
     passes: list[str | None] = []
 
-    def stopped() -> bool:
+    def stopped() -> bool:  # asked before each pass and again once it has its slot
         passes.append(loops.phases.get(("ns", "j")))
-        return len(passes) > 1
+        return passes[-1] is not None
 
     asyncio.run(
         jobloop.run(
@@ -331,7 +331,7 @@ def test_a_loop_publishes_its_phase_and_forgets_the_job_when_stopped() -> None:
             stopped=stopped,
         )
     )
-    assert passes == [None, "Created"]  # the phase is published after the pass
+    assert passes == [None, None, "Created"]  # the phase is published after the pass
     assert loops.wakers == {} and loops.phases == {}
 
 
@@ -529,3 +529,35 @@ def test_job_passes_share_the_operators_slots(slots: int, monkeypatch: pytest.Mo
 
     asyncio.run(three_jobs())
     assert most == slots and sum(passes.values()) == 9
+
+
+def test_a_loop_stopped_while_it_waits_for_a_slot_makes_no_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    loops, passes, stop = jobloop.Loops(max_passes=1), [], [False]
+
+    async def one_pass(*_: Any, **__: Any) -> float:
+        passes.append(1)
+        return 0.0
+
+    monkeypatch.setattr(jobloop, "one_pass", one_pass)
+
+    async def deleted_while_waiting() -> None:
+        async with loops.passes:  # another job's pass holds the only slot
+            loop = asyncio.create_task(
+                jobloop.run(
+                    ("ns", "j"),
+                    job_body(1),
+                    list,
+                    FakeApi(job_body(1)),
+                    Settings(),
+                    loops=loops,
+                    logger=logging.getLogger("test"),
+                    conflict=lambda exc: False,
+                    stopped=lambda: stop[0],
+                )
+            )
+            await asyncio.sleep(0.01)
+            stop[0] = True  # the job is deleted meanwhile
+        await asyncio.wait_for(loop, 1)
+
+    asyncio.run(deleted_while_waiting())
+    assert passes == [] and ("ns", "j") not in loops.wakers
