@@ -8,7 +8,7 @@ import collections
 import copy
 import datetime as dt
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import kopf
@@ -493,6 +493,21 @@ def test_the_confirming_list_waits_for_the_budget() -> None:
     assert due is not None and due > 0 and len(api.calls) == calls
 
 
+async def loop_of(loops: jobloop.Loops, name: str, *, stopped: Callable[[], bool]) -> None:
+    """A job's loop with no pods, for tests that replace `one_pass`."""
+    await jobloop.run(
+        ("ns", name),
+        {"metadata": {"name": name}, "spec": {"nodes": 1}},
+        list,
+        FakeApi(job_body(1)),
+        Settings(),
+        loops=loops,
+        logger=logging.getLogger("test"),
+        conflict=lambda exc: False,
+        stopped=stopped,
+    )
+
+
 @pytest.mark.parametrize("slots", [1, 2])
 def test_job_passes_share_the_operators_slots(slots: int, monkeypatch: pytest.MonkeyPatch) -> None:
     loops, running, most = jobloop.Loops(max_passes=slots), 0, 0
@@ -512,17 +527,7 @@ def test_job_passes_share_the_operators_slots(slots: int, monkeypatch: pytest.Mo
     async def three_jobs() -> None:
         await asyncio.gather(
             *(
-                jobloop.run(
-                    ("ns", name),
-                    {"metadata": {"name": name}, "spec": {"nodes": 1}},
-                    list,
-                    FakeApi(job_body(1)),
-                    Settings(),
-                    loops=loops,
-                    logger=logging.getLogger("test"),
-                    conflict=lambda exc: False,
-                    stopped=lambda name=name: passes[name] >= 3,  # type: ignore[misc]
-                )
+                loop_of(loops, name, stopped=lambda name=name: passes[name] >= 3)  # type: ignore[misc]
                 for name in ("a", "b", "c")
             )
         )
@@ -542,19 +547,7 @@ def test_a_loop_stopped_while_it_waits_for_a_slot_makes_no_pass(monkeypatch: pyt
 
     async def deleted_while_waiting() -> None:
         async with loops.passes:  # another job's pass holds the only slot
-            loop = asyncio.create_task(
-                jobloop.run(
-                    ("ns", "j"),
-                    job_body(1),
-                    list,
-                    FakeApi(job_body(1)),
-                    Settings(),
-                    loops=loops,
-                    logger=logging.getLogger("test"),
-                    conflict=lambda exc: False,
-                    stopped=lambda: stop[0],
-                )
-            )
+            loop = asyncio.create_task(loop_of(loops, "j", stopped=lambda: stop[0]))
             await asyncio.sleep(0.01)
             stop[0] = True  # the job is deleted meanwhile
         await asyncio.wait_for(loop, 1)
