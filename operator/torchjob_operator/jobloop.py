@@ -32,17 +32,17 @@ class Loops:
     """The running job loops: the event that wakes each, each job's last phase (the jobs gauge), and the
     slots their passes share (`Settings.max_concurrent_passes`)."""
 
-    max_passes: int = Settings.max_concurrent_passes
+    max_passes: dataclasses.InitVar[int] = Settings.max_concurrent_passes
     wakers: dict[JobKey, asyncio.Event] = dataclasses.field(default_factory=dict)
     phases: dict[JobKey, str] = dataclasses.field(default_factory=dict)
     #: Jobs whose Service or PodGroup was deleted since their loop's last pass.
     deleted_children: set[JobKey] = dataclasses.field(default_factory=set)
     passes: asyncio.Semaphore = dataclasses.field(init=False)
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, max_passes: int) -> None:
         # Measured at 1,000 jobs: every loop passing at once held its rendered pods and pending requests
         # while it waited on the client rate limit.
-        self.passes = asyncio.Semaphore(self.max_passes)
+        self.passes = asyncio.Semaphore(max_passes)
 
     def wake(self, key: JobKey) -> None:
         """Poke a job's loop (called from watch-event handlers); nothing if it is not running."""

@@ -6,6 +6,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from torch.distributed.elastic.multiprocessing.errors import record
 
@@ -25,7 +26,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     exit_now(run(config))
 
 
-def exit_now(code: int) -> None:
+def exit_now(code: int) -> NoReturn:
     """Flush the logs and leave with `code`, skipping interpreter finalization. The run has decided its
     code and torn the process group down; what finalization would still do is destroy leftover C++ objects
     (gloo work and its threads) in arbitrary order, which can abort with SIGABRT and turn a clean 73 or 143
