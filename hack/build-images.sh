@@ -59,6 +59,8 @@ fill_wheelhouse() {
     local key
     key=$image-$(cat core/pyproject.toml "$image/pyproject.toml" | sha256sum | cut -c1-16)
     wheels=$WHEELHOUSE_CACHE/$key
+    # A cold machine has no cache yet: `find` on a missing folder fails the build under `set -e`.
+    mkdir -p "$WHEELHOUSE_CACHE"
     find "$WHEELHOUSE_CACHE" -mindepth 1 -maxdepth 1 -name "$image-*" ! -name "$key" -exec rm -rf {} +
   fi
   mkdir -p "$wheels"
