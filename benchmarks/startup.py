@@ -6,17 +6,18 @@ phase from the process's start to the end of its first step, then the job's figu
 of issue 13 (2 cores):
 
 - rendezvous -> first step <= 2 s (from `init_process_group` returning to the first step's end);
-- process start -> first step <= 5 s (the trainer process's own start);
-- launch -> first step: from starting `torchjob run` (agents' start-up and rendezvous included).
+- process start -> first step <= 5 s (the trainer process's own start: its fork, for a forked worker);
+- launch -> first step: from starting `torchjob run` (agents' start-up and rendezvous included), the
+  figure that compares the variants fairly.
 
-Each variant runs `--repeat` times, in turn, the order reversed every other round: `prefetch` (the
-default: torch._dynamo imports in a thread while the rendezvous waits) and `no-prefetch`
-(`--prefetch-imports false`: it imports in the first optimizer). The slowest rank of a run is the job's
-figure (the first step is a collective); the median over repeats is reported. `--json PATH` writes
-everything, with the machine and its load.
+Each variant (`VARIANTS`: fork, exec, exec-no-prefetch) runs `--repeat` times, in turn, the order
+reversed every other round. The slowest rank of a run is the job's figure (the first step is a
+collective); the median over repeats is reported. `--json PATH` writes everything, with the machine and
+its load.
 
-Probes: `--skew S` starts two one-process ranks S seconds apart, both variants in each round (where the
-overlap should pay); `--fork-probe N` times N fresh interpreters importing the trainer's heavy modules
+Probes: `--skew S` starts two one-process ranks S seconds apart, with and without the background import
+of torch._dynamo in each round (where that overlap should pay); `--fork-probe N` times N fresh
+interpreters importing the trainer's heavy modules
 against one import followed by N forks (what a launcher that pre-imports could save).
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/startup.py --repeat 3 --skew 6 --fork-probe 2
@@ -47,7 +48,26 @@ TORCHJOB = Path(sys.executable).parent / "torchjob"
 PREFIX = "start-up phases (seconds): "
 LINE = re.compile(r"\[node (\d+) rank (\d+)\] (\S+Z) .*?" + re.escape(PREFIX) + r"(\{.*?\})")
 GOALS = {"rendezvous_to_first_step": 2.0, "process_to_first_step": 5.0}
-VARIANTS = {"prefetch": [], "no-prefetch": ["--prefetch-imports", "false"]}
+NO_PREFETCH = ["--prefetch-imports", "false"]
+
+
+@dataclass(frozen=True)
+class Variant:
+    spec: dict[str, Any]  # spec fields set on the manifest
+    args: list[str]  # trainer flags appended to spec.args
+
+
+# `fork`, the default: torchjob-launch forks every worker from a server that imported torch, torch._dynamo
+# and the trainer once per node (trainer/torchjob_trainer/forkstart.py). `exec`: plain torchrun starts each
+# worker as a new program that imports them itself, with torch._dynamo imported in a thread while the
+# rendezvous waits (the start before forkstart). `exec-no-prefetch`: the first optimizer imports it.
+VARIANTS = {
+    "fork": Variant({}, []),
+    "exec": Variant({"launcher": "torchrun"}, []),
+    "exec-no-prefetch": Variant({"launcher": "torchrun"}, NO_PREFETCH),
+}
+# The skewed start runs the trainer program itself, one process per rank, with and without the prefetch.
+SKEW_VARIANTS = {"prefetch": [], "no-prefetch": NO_PREFETCH}
 
 
 @dataclass
@@ -76,9 +96,10 @@ def parse_ranks(output: str) -> list[RankStartup]:
     return sorted(ranks, key=lambda r: r.rank)
 
 
-def manifest_with(manifest: Path, extra_args: list[str], directory: Path) -> Path:
+def manifest_with(manifest: Path, variant: Variant, directory: Path) -> Path:
     doc = yaml.safe_load(manifest.read_text())
-    doc["spec"]["args"] = [*doc["spec"].get("args", []), *extra_args]
+    doc["spec"].update(variant.spec)
+    doc["spec"]["args"] = [*doc["spec"].get("args", []), *variant.args]
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / manifest.name
     path.write_text(yaml.safe_dump(doc))
@@ -186,8 +207,8 @@ def skewed_start(delay: float, index: int) -> dict[str, dict[str, float]]:
     """Two one-process ranks, the second started `delay` s after the first (pods that start apart): the
     job's wall time to the end of both runs and each rank's time to its first step, per variant."""
     out: dict[str, dict[str, float]] = {}
-    for name in alternate(list(VARIANTS), index):
-        extra = VARIANTS[name]
+    for name in alternate(list(SKEW_VARIANTS), index):
+        extra = SKEW_VARIANTS[name]
         env = {
             **os.environ,
             "OMP_NUM_THREADS": "1",

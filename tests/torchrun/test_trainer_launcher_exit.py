@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 from harness.polling import eventually
 from harness.ports import free_port
+from torchjob_trainer import startup
 from torchrun.trainer_procs import (
     LAUNCH,
     listening,
@@ -76,3 +78,41 @@ def test_losing_the_store_host_first_keeps_the_workers_code(tmp_path: Path) -> N
             client_rc = client.wait(timeout=60)
             output = host.output() + client.output()
     assert (host_rc, client_rc) == (143, 143), output[-4000:]
+
+
+KILLER = """
+import os, signal, time
+def build(config):
+    if os.environ["RANK"] == "1":
+        os.kill(os.getpid(), signal.SIGKILL)  # as the OOM killer would
+    time.sleep(60)
+"""
+
+
+def test_a_forked_trainer_killed_by_a_signal_reports_it(tmp_path: Path) -> None:
+    """`torchjob-train` workers are forked from the launcher's preloaded server (forkstart); a worker
+    that dies of SIGKILL still gives 137."""
+    (tmp_path / "killer.py").write_text(KILLER)
+    env = trainer_env(PYTHONPATH=str(tmp_path), TORCHJOB_METRICS_PORT="0")
+    cmd = [LAUNCH, "--standalone", "--nproc-per-node", "2", "--", "torchjob-train"]
+    cmd += ["--user-entrypoint", "killer:build"]
+    with running(cmd, env, tmp_path / "out.log") as proc:
+        rc = proc.wait(timeout=120)
+        output = proc.output()
+    assert rc == 137, output[-3000:]
+    assert "exit code 137" in output
+    assert "start_method: forkserver" in output
+
+
+@pytest.mark.parametrize(("start", "first_phase"), [("", "forked"), ("exec", "imports")])
+def test_the_worker_start_setting_picks_fork_or_exec(tmp_path: Path, start: str, first_phase: str) -> None:
+    env = trainer_env(TORCHJOB_METRICS_PORT="0", TORCHJOB_WORKER_START=start)
+    cmd = [LAUNCH, "--standalone", "--nproc-per-node", "1", "--", "torchjob-train"]
+    cmd += ["--steps-per-epoch", "3", "--batch-size", "8", "--num-workers", "1"]
+    with running(cmd, env, tmp_path / "out.log") as proc:
+        rc = proc.wait(timeout=120)
+        output = proc.output()
+    assert rc == 0, output[-3000:]
+    line = next(line for line in output.splitlines() if startup.PHASES_PREFIX in line)
+    phases = json.loads(line.split(startup.PHASES_PREFIX)[1].split("; ")[0])
+    assert [p for p in phases if p in ("forked", "interpreter", "imports")][-1] == first_phase

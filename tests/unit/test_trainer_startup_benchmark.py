@@ -45,11 +45,12 @@ def test_parses_every_rank_and_takes_the_slowest() -> None:
     }
 
 
-def test_a_variant_appends_trainer_flags_to_the_manifest(tmp_path: Path) -> None:
+def test_a_variant_sets_spec_fields_and_appends_trainer_flags(tmp_path: Path) -> None:
     bench = _bench()
     path = bench.manifest_with(
-        ROOT / "examples" / "cpu-gloo-2node.yaml", ["--prefetch-imports", "false"], tmp_path
+        ROOT / "examples" / "cpu-gloo-2node.yaml", bench.VARIANTS["exec-no-prefetch"], tmp_path
     )
-    args = yaml.safe_load(path.read_text())["spec"]["args"]
-    assert args[-2:] == ["--prefetch-imports", "false"]
-    assert args[:2] == ["--model", "mlp"]
+    spec = yaml.safe_load(path.read_text())["spec"]
+    assert spec["launcher"] == "torchrun"
+    assert spec["args"][-2:] == ["--prefetch-imports", "false"]
+    assert spec["args"][:2] == ["--model", "mlp"]

@@ -45,6 +45,8 @@ from torch.distributed.launcher.api import elastic_launch
 from torch.distributed.run import config_from_args, parse_args
 from torchjob_core import constants
 
+from torchjob_trainer import forkstart
+
 log = logging.getLogger("torchjob_trainer.launch")
 
 EXIT_LAUNCHER_ERROR = 1
@@ -189,7 +191,11 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         if config.rdzv_backend == "c10d":
             config.rdzv_backend = STORE_LOSS_BACKEND
             config.rdzv_configs[STORE_LOSS_GRACE_KEY] = config.shutdown_timeout
-        elastic_launch(config=config, entrypoint=cmd)(*cmd_args)
+        worker = forkstart.trainer_entrypoint(cmd, os.environ)
+        if worker is not None:
+            config.start_method = forkstart.FORKSERVER
+            forkstart.start_forkserver()
+        elastic_launch(config=config, entrypoint=worker or cmd)(*cmd_args)
     except ChildFailedError as exc:
         rank, failure = exc.get_first_failure()
         code = first_failure_code(exc)

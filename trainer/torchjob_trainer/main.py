@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import sys
 from collections.abc import Sequence
@@ -24,6 +25,29 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"torchjob-train: error: {exc}", file=sys.stderr)
         sys.exit(1)
     exit_now(run(config))
+
+
+@record
+def worker(*argv: str) -> int:
+    """`torchjob-train` as a function, for workers forked from the launcher's server (`forkstart`).
+
+    Success returns 0: torch's worker wrapper hands it to the agent and the process leaves through
+    `os._exit`, skipping interpreter finalization as `exit_now` does. Any other code leaves at once,
+    as the program would."""
+    # A forkserver child inherits "forkserver" as its default start method; a program has the
+    # platform's. Without this, each DataLoader worker would start a server of its own and import
+    # torch again (seconds each).
+    multiprocessing.set_start_method(None, force=True)
+    try:
+        config = from_sources(list(argv))
+    except ConfigError as exc:
+        print(f"torchjob-train: error: {exc}", file=sys.stderr)
+        exit_now(1)
+    code = run(config)
+    if code != 0:
+        exit_now(code)
+    logging.shutdown()
+    return 0
 
 
 def exit_now(code: int) -> NoReturn:

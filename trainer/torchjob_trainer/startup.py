@@ -7,7 +7,9 @@ Each rank logs one line after its first step:
 
 The phases are contiguous, so they add up to the first figure. `interpreter` runs from the process's
 start (the kernel's record of it) to the trainer package's first import; `imports` to the start of the
-run (torch and the trainer's modules). `benchmarks/startup.py` parses the line.
+run (torch and the trainer's modules). A worker forked from the launcher's preloaded server
+(`forkstart`) has one `forked` phase in their place, from its fork to the start of the run; the import
+then happened once per node, before the fork. `benchmarks/startup.py` parses the line.
 
 The first optimizer imports `torch._dynamo` (seconds of CPU). `prefetch_imports` starts that import in a
 thread before the rendezvous, so it runs while `init_process_group` waits for the other ranks instead of
@@ -29,6 +31,9 @@ import torchjob_trainer
 log = logging.getLogger(__name__)
 
 PHASES_PREFIX = "start-up phases (seconds): "
+# /proc counts a process's start in clock ticks (10 ms): a start later than the package import by more
+# than this means the process was forked after the import.
+FORK_SLACK_SECONDS = 0.05
 # Imported by the first optimizer (torch._dynamo) and the first DDP forward; the slow ones first.
 PREFETCH_MODULES = ("torch._dynamo",)
 
@@ -66,7 +71,12 @@ class StartupPhases:
         """Phases from the process's start; the first two end at the package import and now."""
         imported_at = torchjob_trainer.IMPORTED_AT
         started = process_started_at()
-        # A start after the import means the clocks disagree (coarse ticks): count from the import then.
+        if started is not None and started > imported_at + FORK_SLACK_SECONDS:
+            # Forked from a process that had imported everything (forkstart): no import phase here.
+            clock = cls(started)
+            clock.mark("forked")
+            return clock
+        # A start just after the import means the clocks disagree (coarse ticks): count from the import.
         clock = cls(started if started is not None and started <= imported_at else imported_at)
         if clock.started_at < imported_at:
             clock.mark("interpreter", at=imported_at)

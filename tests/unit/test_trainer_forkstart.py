@@ -1,0 +1,98 @@
+"""Which workers are forked from the preloaded server, and how a forked worker's start-up reads."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import multiprocessing
+import sys
+
+import pytest
+import torchjob_trainer
+from torchjob_trainer import forkstart, main, startup
+
+
+def test_the_trainer_is_forked_by_default() -> None:
+    assert forkstart.trainer_entrypoint("/venv/bin/torchjob-train", {}) is forkstart.forked_worker
+    assert forkstart.trainer_entrypoint("torchjob-train", {forkstart.WORKER_START_ENV: " Forkserver "})
+
+
+def test_other_commands_and_the_exec_setting_run_as_torchrun_does() -> None:
+    assert forkstart.trainer_entrypoint("/usr/bin/python3", {}) is None
+    assert forkstart.trainer_entrypoint("my-train", {}) is None
+    assert forkstart.trainer_entrypoint("torchjob-train", {forkstart.WORKER_START_ENV: "exec"}) is None
+
+
+def test_an_unknown_start_method_names_the_setting() -> None:
+    with pytest.raises(forkstart.StartMethodError, match=r"TORCHJOB_WORKER_START='spawn'.*forkserver, exec"):
+        forkstart.start_method({forkstart.WORKER_START_ENV: "spawn"})
+
+
+def test_the_preload_list_imports() -> None:
+    for name in forkstart.PRELOAD:
+        importlib.import_module(name)
+
+
+def test_a_forked_process_counts_from_its_fork(monkeypatch: pytest.MonkeyPatch) -> None:
+    forked_at = torchjob_trainer.IMPORTED_AT + 30.0
+    monkeypatch.setattr(startup, "process_started_at", lambda: forked_at)
+    clock = startup.StartupPhases.since_process_start()
+    assert clock.started_at == forked_at
+    assert list(clock.phases) == ["forked"]
+
+
+def test_a_start_within_a_clock_tick_of_the_import_is_not_a_fork(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(startup, "process_started_at", lambda: torchjob_trainer.IMPORTED_AT + 0.01)
+    clock = startup.StartupPhases.since_process_start()
+    assert list(clock.phases) == ["imports"]
+
+
+def test_the_worker_gives_its_loaders_the_platform_start_method(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A forkserver child's default start method is "forkserver"; the worker resets it first."""
+    seen: list[str | None] = []
+
+    def fake_run(_config: object) -> int:
+        seen.append(multiprocessing.get_start_method(allow_none=True))
+        return 0
+
+    monkeypatch.setattr(main, "run", fake_run)
+    monkeypatch.setattr(main, "from_sources", lambda argv: argv)
+    previous = multiprocessing.get_start_method(allow_none=True)
+    multiprocessing.set_start_method("forkserver", force=True)
+    try:
+        assert main.worker("--model", "mlp") == 0
+    finally:
+        multiprocessing.set_start_method(previous, force=True)
+    assert seen == [None]
+
+
+def test_the_worker_leaves_at_once_with_a_failing_code(monkeypatch: pytest.MonkeyPatch) -> None:
+    exits: list[int] = []
+
+    def fake_exit(code: int) -> None:
+        exits.append(code)
+        raise SystemExit(code)
+
+    monkeypatch.setattr(main, "run", lambda _config: 143)
+    monkeypatch.setattr(main, "from_sources", lambda argv: argv)
+    monkeypatch.setattr(main, "exit_now", fake_exit)
+    previous = multiprocessing.get_start_method(allow_none=True)
+    try:
+        with pytest.raises(SystemExit):
+            main.worker()
+    finally:
+        multiprocessing.set_start_method(previous, force=True)
+    assert exits == [143]
+
+
+def test_a_worker_failure_is_logged_without_the_agents_traceback() -> None:
+    try:
+        raise RuntimeError("where the agent noticed")
+    except RuntimeError:
+        exc_info = sys.exc_info()
+    name, failed = forkstart.FUNCTION_WORKERS_LOGGER, "failed (exitcode: %s)"
+    record = logging.LogRecord(name, logging.ERROR, "api.py", 1, failed, (73,), exc_info)
+    assert forkstart.without_traceback(record)
+    assert record.exc_info is None
+    other = logging.LogRecord("x", logging.ERROR, "api.py", 1, "something else", (), exc_info)
+    assert forkstart.without_traceback(other) and other.exc_info is not None

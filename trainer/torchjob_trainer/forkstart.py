@@ -1,0 +1,78 @@
+"""Workers forked from a server that has already imported torch, instead of one new program each.
+
+torchrun starts every worker as a new program, so each one imports torch, `torch._dynamo` and the
+trainer itself: about 2.6 s of CPU per process (docs/benchmarks-startup.md), paid once per worker per
+attempt. When the command is `torchjob-train`, `torchjob-launch` instead runs `main.worker` as torch
+elastic's function entrypoint under the `forkserver` start method, with those modules preloaded in the
+server: they are imported once per node, while the agent waits in the rendezvous, and every worker
+(and every restart of one) is a fork that finds them loaded.
+
+The server is a fresh interpreter that the launcher starts before the rendezvous; it imports nothing
+but the preload list, and it is single-threaded apart from torch's own import-time thread, as the
+process that forks DataLoader workers is. Workers still get their own env, log files, SIGTERM and exit
+codes from the agent. `TORCHJOB_WORKER_START=exec` keeps torchrun's new program per worker.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import multiprocessing
+import multiprocessing.forkserver
+import os
+from collections.abc import Callable, Mapping
+
+from torchjob_core import constants
+
+WORKER_START_ENV = "TORCHJOB_WORKER_START"
+FORKSERVER, EXEC = "forkserver", "exec"
+START_METHODS = (FORKSERVER, EXEC)
+# What every worker imports before its first step; the slow ones first.
+PRELOAD = ("torch", "torch._dynamo", "torchjob_trainer.train", "torchjob_trainer.main")
+
+
+class StartMethodError(ValueError):
+    pass
+
+
+def start_method(env: Mapping[str, str]) -> str:
+    value = env.get(WORKER_START_ENV, FORKSERVER).strip().lower() or FORKSERVER
+    if value not in START_METHODS:
+        raise StartMethodError(f"{WORKER_START_ENV}={value!r}: expected one of {', '.join(START_METHODS)}")
+    return value
+
+
+def is_trainer(cmd: str) -> bool:
+    """True when torchrun would exec the trainer's own console script (`torchjob-train`)."""
+    return os.path.basename(cmd) in constants.DEFAULT_COMMAND
+
+
+def trainer_entrypoint(cmd: str | Callable[..., object], env: Mapping[str, str]) -> Callable[..., int] | None:
+    """The function to fork in place of `cmd`, or None to run `cmd` as torchrun does."""
+    if not isinstance(cmd, str) or not is_trainer(cmd) or start_method(env) != FORKSERVER:
+        return None
+    return forked_worker
+
+
+def forked_worker(*argv: str) -> int:
+    """Runs in the forked worker, where the server has already imported the trainer. The agent only
+    pickles a reference to this function: it never imports the trainer's modules itself."""
+    return int(importlib.import_module("torchjob_trainer.main").worker(*argv))
+
+
+def start_forkserver(preload: tuple[str, ...] = PRELOAD) -> None:
+    """Start the server now, so that its imports overlap the agent's rendezvous instead of following it."""
+    multiprocessing.set_forkserver_preload(list(preload))
+    multiprocessing.forkserver.ensure_running()
+    logging.getLogger(FUNCTION_WORKERS_LOGGER).addFilter(without_traceback)
+
+
+# torch logs a function worker's failure with the agent's own traceback (where it noticed the exit), which
+# says nothing about the worker; a program worker's failure gets one line. Keep the line.
+FUNCTION_WORKERS_LOGGER = "torch.distributed.elastic.multiprocessing.api"
+
+
+def without_traceback(record: logging.LogRecord) -> bool:
+    if record.exc_info and str(record.msg).startswith("failed (exitcode"):
+        record.exc_info, record.exc_text = None, None
+    return True
