@@ -36,22 +36,17 @@ def test_the_preload_list_imports() -> None:
 def test_a_forked_process_counts_from_its_fork(monkeypatch: pytest.MonkeyPatch) -> None:
     forked_at = torchjob_trainer.IMPORTED_AT + 30.0
     monkeypatch.setattr(startup, "process_started_at", lambda: forked_at)
-    clock = startup.StartupPhases.since_process_start()
+    clock = startup.StartupPhases.since_process_start(forked=True)
     assert clock.started_at == forked_at
     assert list(clock.phases) == ["forked"]
-
-
-def test_a_start_within_a_clock_tick_of_the_import_is_not_a_fork(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(startup, "process_started_at", lambda: torchjob_trainer.IMPORTED_AT + 0.01)
-    clock = startup.StartupPhases.since_process_start()
-    assert list(clock.phases) == ["imports"]
 
 
 def test_the_worker_gives_its_loaders_the_platform_start_method(monkeypatch: pytest.MonkeyPatch) -> None:
     """A forkserver child's default start method is "forkserver"; the worker resets it first."""
     seen: list[str | None] = []
 
-    def fake_run(_config: object) -> int:
+    def fake_run(_config: object, *, forked: bool) -> int:
+        assert forked
         seen.append(multiprocessing.get_start_method(allow_none=True))
         return 0
 
@@ -73,7 +68,7 @@ def test_the_worker_leaves_at_once_with_a_failing_code(monkeypatch: pytest.Monke
         exits.append(code)
         raise SystemExit(code)
 
-    monkeypatch.setattr(main, "run", lambda _config: 143)
+    monkeypatch.setattr(main, "run", lambda _config, forked: 143)
     monkeypatch.setattr(main, "from_sources", lambda argv: argv)
     monkeypatch.setattr(main, "exit_now", fake_exit)
     previous = multiprocessing.get_start_method(allow_none=True)

@@ -43,7 +43,7 @@ def worker(*argv: str) -> int:
     except ConfigError as exc:
         print(f"torchjob-train: error: {exc}", file=sys.stderr)
         exit_now(1)
-    code = run(config)
+    code = run(config, forked=True)
     if code != 0:
         exit_now(code)
     logging.shutdown()

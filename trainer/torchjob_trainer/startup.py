@@ -31,9 +31,7 @@ import torchjob_trainer
 log = logging.getLogger(__name__)
 
 PHASES_PREFIX = "start-up phases (seconds): "
-# /proc counts a process's start in clock ticks (10 ms): a start later than the package import by more
-# than this means the process was forked after the import.
-FORK_SLACK_SECONDS = 0.05
+
 # Imported by the first optimizer (torch._dynamo) and the first DDP forward; the slow ones first.
 PREFETCH_MODULES = ("torch._dynamo",)
 
@@ -67,11 +65,12 @@ class StartupPhases:
         self._last = self.started_at
 
     @classmethod
-    def since_process_start(cls) -> StartupPhases:
-        """Phases from the process's start; the first two end at the package import and now."""
+    def since_process_start(cls, *, forked: bool = False) -> StartupPhases:
+        """Phases from the process's start; the first two end at the package import and now (one,
+        `forked`, ends now in a worker forked after the imports)."""
         imported_at = torchjob_trainer.IMPORTED_AT
         started = process_started_at()
-        if started is not None and started > imported_at + FORK_SLACK_SECONDS:
+        if forked and started is not None:
             # Forked from a process that had imported everything (forkstart): no import phase here.
             clock = cls(started)
             clock.mark("forked")

@@ -156,9 +156,10 @@ def _agree_stop(local: bool, device: torch.device) -> bool:
     return bool(flag.item())
 
 
-def run(config: TrainerConfig) -> int:
-    """Train; returns the exit code (0 done, 143 preempted after checkpoint, 73 checkpoint write failed)."""
-    startup = StartupPhases.since_process_start()
+def run(config: TrainerConfig, *, forked: bool = False) -> int:
+    """Train; returns the exit code (0 done, 143 preempted after checkpoint, 73 checkpoint write failed).
+    `forked`: this process was forked after the imports (forkstart), which its start-up line says."""
+    startup = StartupPhases.since_process_start(forked=forked)
     env = distributed.DistEnv.from_env()
     logs.setup(
         config.log_level,
