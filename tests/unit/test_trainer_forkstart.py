@@ -91,3 +91,16 @@ def test_a_worker_failure_is_logged_without_the_agents_traceback() -> None:
     assert record.exc_info is None
     other = logging.LogRecord("x", logging.ERROR, "api.py", 1, "something else", (), exc_info)
     assert forkstart.without_traceback(other) and other.exc_info is not None
+
+
+def test_user_code_that_exits_0_is_a_success(monkeypatch: pytest.MonkeyPatch) -> None:
+    def exits(_config: object, *, forked: bool) -> int:
+        raise SystemExit(0)
+
+    monkeypatch.setattr(main, "run", exits)
+    monkeypatch.setattr(main, "from_sources", lambda argv: argv)
+    previous = multiprocessing.get_start_method(allow_none=True)
+    try:
+        assert forkstart.forked_worker() == 0
+    finally:
+        multiprocessing.set_start_method(previous, force=True)

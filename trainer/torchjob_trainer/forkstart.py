@@ -57,7 +57,9 @@ def trainer_entrypoint(cmd: str | Callable[..., object], env: Mapping[str, str])
 def forked_worker(*argv: str) -> int:
     """Runs in the forked worker, where the server has already imported the trainer. The agent only
     pickles a reference to this function: it never imports the trainer's modules itself."""
-    return int(importlib.import_module("torchjob_trainer.main").worker(*argv))
+    code = importlib.import_module("torchjob_trainer.main").worker(*argv)
+    # torch's @record turns sys.exit(0) (user code may call it) into None: success, as for a program.
+    return 0 if code is None else int(code)
 
 
 def start_forkserver(preload: tuple[str, ...] = PRELOAD) -> None:
