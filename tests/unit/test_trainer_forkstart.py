@@ -13,14 +13,23 @@ from torchjob_trainer import forkstart, main, startup
 
 
 def test_the_trainer_is_forked_by_default() -> None:
-    assert forkstart.trainer_entrypoint("/venv/bin/torchjob-train", {}) is forkstart.forked_worker
-    assert forkstart.trainer_entrypoint("torchjob-train", {forkstart.WORKER_START_ENV: " Forkserver "})
+    forked = forkstart.forked_worker
+    assert forkstart.trainer_entrypoint("/venv/bin/torchjob-train", ["--x"], {}) == (forked, ["--x"])
+    setting = {forkstart.WORKER_START_ENV: " Forkserver "}
+    assert forkstart.trainer_entrypoint("torchjob-train", [], setting) == (forked, [])
+
+
+def test_the_trainer_module_run_by_this_python_is_forked_too() -> None:
+    got = forkstart.trainer_entrypoint(sys.executable, ["-u", "-m", "torchjob_trainer", "--x", "1"], {})
+    assert got == (forkstart.forked_worker, ["--x", "1"])
+    assert forkstart.trainer_entrypoint("/other/python", ["-u", "-m", "torchjob_trainer"], {}) is None
 
 
 def test_other_commands_and_the_exec_setting_run_as_torchrun_does() -> None:
-    assert forkstart.trainer_entrypoint("/usr/bin/python3", {}) is None
-    assert forkstart.trainer_entrypoint("my-train", {}) is None
-    assert forkstart.trainer_entrypoint("torchjob-train", {forkstart.WORKER_START_ENV: "exec"}) is None
+    assert forkstart.trainer_entrypoint(sys.executable, ["-u", "train.py"], {}) is None
+    assert forkstart.trainer_entrypoint("my-train", [], {}) is None
+    exec_setting = {forkstart.WORKER_START_ENV: "exec"}
+    assert forkstart.trainer_entrypoint("torchjob-train", [], exec_setting) is None
 
 
 def test_an_unknown_start_method_names_the_setting() -> None:

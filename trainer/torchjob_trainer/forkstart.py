@@ -20,7 +20,8 @@ import logging
 import multiprocessing
 import multiprocessing.forkserver
 import os
-from collections.abc import Callable, Mapping
+import sys
+from collections.abc import Callable, Mapping, Sequence
 
 from torchjob_core import constants
 
@@ -42,16 +43,32 @@ def start_method(env: Mapping[str, str]) -> str:
     return value
 
 
-def is_trainer(cmd: str) -> bool:
-    """True when torchrun would exec the trainer's own console script (`torchjob-train`)."""
-    return os.path.basename(cmd) in constants.DEFAULT_COMMAND
+TRAINER_MODULE = "torchjob_trainer"
 
 
-def trainer_entrypoint(cmd: str | Callable[..., object], env: Mapping[str, str]) -> Callable[..., int] | None:
-    """The function to fork in place of `cmd`, or None to run `cmd` as torchrun does."""
-    if not isinstance(cmd, str) or not is_trainer(cmd) or start_method(env) != FORKSERVER:
+def trainer_args(cmd: str | Callable[..., object], cmd_args: Sequence[str]) -> list[str] | None:
+    """The trainer's own arguments when torchrun would run the trainer (its console script, or this
+    Python with `-m torchjob_trainer`), else None."""
+    if not isinstance(cmd, str):
         return None
-    return forked_worker
+    if os.path.basename(cmd) in constants.DEFAULT_COMMAND:
+        return list(cmd_args)
+    rest = list(cmd_args)
+    if rest[:1] == ["-u"]:  # torchrun's unbuffered Python
+        rest = rest[1:]
+    if cmd == sys.executable and rest[:2] == ["-m", TRAINER_MODULE]:
+        return rest[2:]
+    return None
+
+
+def trainer_entrypoint(
+    cmd: str | Callable[..., object], cmd_args: Sequence[str], env: Mapping[str, str]
+) -> tuple[Callable[..., int], list[str]] | None:
+    """The function to fork in place of `cmd`, with its arguments, or None to run `cmd` as torchrun does."""
+    args = trainer_args(cmd, cmd_args)
+    if args is None or start_method(env) != FORKSERVER:
+        return None
+    return forked_worker, args
 
 
 def forked_worker(*argv: str) -> int:

@@ -191,11 +191,12 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         if config.rdzv_backend == "c10d":
             config.rdzv_backend = STORE_LOSS_BACKEND
             config.rdzv_configs[STORE_LOSS_GRACE_KEY] = config.shutdown_timeout
-        worker = forkstart.trainer_entrypoint(cmd, os.environ)
-        if worker is not None:
+        forked = forkstart.trainer_entrypoint(cmd, cmd_args, os.environ)
+        if forked is not None:
             config.start_method = forkstart.FORKSERVER
             forkstart.start_forkserver()
-        elastic_launch(config=config, entrypoint=worker or cmd)(*cmd_args)
+            cmd, cmd_args = forked
+        elastic_launch(config=config, entrypoint=cmd)(*cmd_args)
     except ChildFailedError as exc:
         rank, failure = exc.get_first_failure()
         code = first_failure_code(exc)
