@@ -17,8 +17,7 @@ its load.
 
 Probes: `--skew S` starts two one-process ranks S seconds apart, with and without the background import
 of torch._dynamo in each round (where that overlap should pay); `--fork-probe N` times N fresh
-interpreters importing the trainer's heavy modules
-against one import followed by N forks (what a launcher that pre-imports could save).
+interpreters importing the trainer's heavy modules against one import followed by N forks.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/startup.py --repeat 3 --skew 6 --fork-probe 2
 """

@@ -6,10 +6,22 @@ import importlib
 import logging
 import multiprocessing
 import sys
+from collections.abc import Iterator
 
 import pytest
 import torchjob_trainer
 from torchjob_trainer import forkstart, main, startup
+
+
+@pytest.fixture
+def worker_call(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """`main.worker` with its argv taken as the config; the start method it resets is restored after."""
+    monkeypatch.setattr(main, "from_sources", lambda argv: argv)
+    previous = multiprocessing.get_start_method(allow_none=True)
+    try:
+        yield
+    finally:
+        multiprocessing.set_start_method(previous, force=True)
 
 
 def test_the_trainer_is_forked_by_default() -> None:
@@ -50,6 +62,7 @@ def test_a_forked_process_counts_from_its_fork(monkeypatch: pytest.MonkeyPatch) 
     assert list(clock.phases) == ["forked"]
 
 
+@pytest.mark.usefixtures("worker_call")
 def test_the_worker_gives_its_loaders_the_platform_start_method(monkeypatch: pytest.MonkeyPatch) -> None:
     """A forkserver child's default start method is "forkserver"; the worker resets it first."""
     seen: list[str | None] = []
@@ -60,16 +73,12 @@ def test_the_worker_gives_its_loaders_the_platform_start_method(monkeypatch: pyt
         return 0
 
     monkeypatch.setattr(main, "run", fake_run)
-    monkeypatch.setattr(main, "from_sources", lambda argv: argv)
-    previous = multiprocessing.get_start_method(allow_none=True)
     multiprocessing.set_start_method("forkserver", force=True)
-    try:
-        assert main.worker("--model", "mlp") == 0
-    finally:
-        multiprocessing.set_start_method(previous, force=True)
+    assert main.worker("--model", "mlp") == 0
     assert seen == [None]
 
 
+@pytest.mark.usefixtures("worker_call")
 def test_the_worker_leaves_at_once_with_a_failing_code(monkeypatch: pytest.MonkeyPatch) -> None:
     exits: list[int] = []
 
@@ -78,14 +87,9 @@ def test_the_worker_leaves_at_once_with_a_failing_code(monkeypatch: pytest.Monke
         raise SystemExit(code)
 
     monkeypatch.setattr(main, "run", lambda _config, forked: 143)
-    monkeypatch.setattr(main, "from_sources", lambda argv: argv)
     monkeypatch.setattr(main, "exit_now", fake_exit)
-    previous = multiprocessing.get_start_method(allow_none=True)
-    try:
-        with pytest.raises(SystemExit):
-            main.worker()
-    finally:
-        multiprocessing.set_start_method(previous, force=True)
+    with pytest.raises(SystemExit):
+        main.worker()
     assert exits == [143]
 
 
@@ -102,14 +106,10 @@ def test_a_worker_failure_is_logged_without_the_agents_traceback() -> None:
     assert forkstart.without_traceback(other) and other.exc_info is not None
 
 
+@pytest.mark.usefixtures("worker_call")
 def test_user_code_that_exits_0_is_a_success(monkeypatch: pytest.MonkeyPatch) -> None:
     def exits(_config: object, *, forked: bool) -> int:
         raise SystemExit(0)
 
     monkeypatch.setattr(main, "run", exits)
-    monkeypatch.setattr(main, "from_sources", lambda argv: argv)
-    previous = multiprocessing.get_start_method(allow_none=True)
-    try:
-        assert forkstart.forked_worker() == 0
-    finally:
-        multiprocessing.set_start_method(previous, force=True)
+    assert forkstart.forked_worker() == 0

@@ -2,10 +2,10 @@
 
 torchrun starts every worker as a new program, so each one imports torch, `torch._dynamo` and the
 trainer itself: about 2.6 s of CPU per process (docs/benchmarks-startup.md), paid once per worker per
-attempt. When the command is `torchjob-train`, `torchjob-launch` instead runs `main.worker` as torch
-elastic's function entrypoint under the `forkserver` start method, with those modules preloaded in the
-server: they are imported once per node, while the agent waits in the rendezvous, and every worker
-(and every restart of one) is a fork that finds them loaded.
+attempt. When the command is `torchjob-train` (or `-m torchjob_trainer`), `torchjob-launch` instead
+runs `main.worker` as torch elastic's function entrypoint under the `forkserver` start method, with
+those modules preloaded in the server: they are imported once per node, while the agent waits in the
+rendezvous, and every worker (and every restart of one) is a fork that finds them loaded.
 
 The server is a fresh interpreter that the launcher starts before the rendezvous; it imports nothing
 but the preload list, and it is single-threaded apart from torch's own import-time thread, as the
@@ -25,11 +25,19 @@ from collections.abc import Callable, Mapping, Sequence
 
 from torchjob_core import constants
 
+from torchjob_trainer import startup
+
 WORKER_START_ENV = "TORCHJOB_WORKER_START"
 FORKSERVER, EXEC = "forkserver", "exec"
 START_METHODS = (FORKSERVER, EXEC)
-# What every worker imports before its first step; the slow ones first.
-PRELOAD = ("torch", "torch._dynamo", "torchjob_trainer.train", "torchjob_trainer.main")
+TRAINER_MODULE = "torchjob_trainer"
+# What every worker imports before its first step: torch, what its first optimizer and DDP forward
+# import (the background import's list), and the trainer (main imports train and the rest).
+TRAINER_MAIN = "torchjob_trainer.main"
+PRELOAD = ("torch", *startup.PREFETCH_MODULES, TRAINER_MAIN)
+# torch logs a function worker's failure with the agent's own traceback (where it noticed the exit), which
+# says nothing about the worker; a program worker's failure gets one line. Keep the line.
+FUNCTION_WORKERS_LOGGER = "torch.distributed.elastic.multiprocessing.api"
 
 
 class StartMethodError(ValueError):
@@ -41,9 +49,6 @@ def start_method(env: Mapping[str, str]) -> str:
     if value not in START_METHODS:
         raise StartMethodError(f"{WORKER_START_ENV}={value!r}: expected one of {', '.join(START_METHODS)}")
     return value
-
-
-TRAINER_MODULE = "torchjob_trainer"
 
 
 def trainer_args(cmd: str | Callable[..., object], cmd_args: Sequence[str]) -> list[str] | None:
@@ -74,7 +79,7 @@ def trainer_entrypoint(
 def forked_worker(*argv: str) -> int:
     """Runs in the forked worker, where the server has already imported the trainer. The agent only
     pickles a reference to this function: it never imports the trainer's modules itself."""
-    code = importlib.import_module("torchjob_trainer.main").worker(*argv)
+    code = importlib.import_module(TRAINER_MAIN).worker(*argv)
     # torch's @record turns sys.exit(0) (user code may call it) into None: success, as for a program.
     return 0 if code is None else int(code)
 
@@ -84,11 +89,6 @@ def start_forkserver(preload: tuple[str, ...] = PRELOAD) -> None:
     multiprocessing.set_forkserver_preload(list(preload))
     multiprocessing.forkserver.ensure_running()
     logging.getLogger(FUNCTION_WORKERS_LOGGER).addFilter(without_traceback)
-
-
-# torch logs a function worker's failure with the agent's own traceback (where it noticed the exit), which
-# says nothing about the worker; a program worker's failure gets one line. Keep the line.
-FUNCTION_WORKERS_LOGGER = "torch.distributed.elastic.multiprocessing.api"
 
 
 def without_traceback(record: logging.LogRecord) -> bool:

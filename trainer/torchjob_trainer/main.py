@@ -11,7 +11,7 @@ from typing import NoReturn
 
 from torch.distributed.elastic.multiprocessing.errors import record
 
-from torchjob_trainer.config import ConfigError, from_sources
+from torchjob_trainer.config import ConfigError, TrainerConfig, from_sources
 from torchjob_trainer.train import run
 
 
@@ -19,12 +19,16 @@ from torchjob_trainer.train import run
 def main(argv: Sequence[str] | None = None) -> None:
     """Parse flags (env defaults `TORCHJOB_*`), train, exit 0 / 143 (preempted) / 73 (checkpoint write
     failed) / 1 (error)."""
+    exit_now(run(config_or_exit(argv)))
+
+
+def config_or_exit(argv: Sequence[str] | None) -> TrainerConfig:
+    """The trainer's config, or exit 1 with the error that names the flag."""
     try:
-        config = from_sources(argv)
+        return from_sources(argv)
     except ConfigError as exc:
         print(f"torchjob-train: error: {exc}", file=sys.stderr)
         sys.exit(1)
-    exit_now(run(config))
 
 
 @record
@@ -38,12 +42,7 @@ def worker(*argv: str) -> int:
     # platform's. Without this, each DataLoader worker would start a server of its own and import
     # torch again (seconds each).
     multiprocessing.set_start_method(None, force=True)
-    try:
-        config = from_sources(list(argv))
-    except ConfigError as exc:
-        print(f"torchjob-train: error: {exc}", file=sys.stderr)
-        exit_now(1)
-    code = run(config, forked=True)
+    code = run(config_or_exit(list(argv)), forked=True)
     if code != 0:
         exit_now(code)
     logging.shutdown()

@@ -31,7 +31,6 @@ import torchjob_trainer
 log = logging.getLogger(__name__)
 
 PHASES_PREFIX = "start-up phases (seconds): "
-
 # Imported by the first optimizer (torch._dynamo) and the first DDP forward; the slow ones first.
 PREFETCH_MODULES = ("torch._dynamo",)
 
