@@ -6,7 +6,7 @@ setup:
 
 # The main job: a 2-node CPU/gloo TrainingJob run locally as processes (no cluster needed).
 run: setup
-	.venv/bin/torchjob run examples/cpu-gloo-2node.yaml
+	.venv/bin/torchjob run --fresh examples/cpu-gloo-2node.yaml
 
 tools:
 	hack/tools.sh

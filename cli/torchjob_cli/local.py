@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from rich.console import Console
+from torchjob_core import checkpoint_files
 from torchjob_core.render import storage
 from torchjob_core.spec import TrainingJob
 
@@ -26,12 +27,13 @@ class RunOptions:
     grace: float = 10.0
     scrape_interval: float = 0.5
     show_progress_lines: bool = False
+    fresh: bool = False  # delete the run dir's checkpoints first instead of resuming from them
 
 
 def run(opts: RunOptions, console: Console) -> int:
     job = manifests.load_job_file(opts.file)  # SpecError / ManifestError: the caller exits 2
     run_dir = localplan.run_dir_for(job, opts.workdir).resolve()
-    localplan.fresh_run_dir(run_dir)
+    localplan.fresh_run_dir(run_dir, keep_checkpoints=not opts.fresh)
     ports = localplan.choose_ports(job)
     urls = localplan.metrics_urls(job, ports)
     _print_plan(console, job, run_dir, urls)
@@ -76,6 +78,10 @@ def _print_plan(console: Console, job: TrainingJob, run_dir: Path, urls: dict[in
             f"{' '.join(spec.command)}",
         )
     say(console, f"run dir {run_dir} (node logs, summaries, checkpoints)")
+    latest = checkpoint_files.listed(localplan.checkpoint_dir(run_dir))
+    if latest:
+        step, path = latest[0]
+        say(console, f"resuming from {path} (global step {step}); --fresh starts over")
     warning = storage.ephemeral_warning(job)
     if warning is not None:
         # Locally the run dir keeps them; the same manifest on a cluster would not.
@@ -101,7 +107,14 @@ def _report(
     files = [localplan.summary_file(run_dir, n) for n in range(job.spec.nodes)]
     from_files = summary.from_summary_files(f for f in files if f.exists())
     rows = summary.merge(from_files, summary.from_tracker(tracker))
-    if rows:
+    if result.outcome is Outcome.SUCCEEDED and rows and all(r.steps == 0 for r in rows):
+        # A rerun of a finished job resumes at its last step; a table of zeros would read as a fault.
+        say(
+            console,
+            "nothing was left to train: the checkpoint resumed from is at the job's last step; "
+            "--fresh starts over",
+        )
+    elif rows:
         console.print(summary.table(rows, title=f"{job.name}: per-rank summary"))
     if scrapes_ok:
         scraped = ", ".join(str(r) for r in sorted(tracker.scraped))

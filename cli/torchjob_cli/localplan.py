@@ -199,7 +199,7 @@ def local_values(job: TrainingJob, node_rank: int, ports: Ports, run_dir: Path) 
     return {
         **{str(e["name"]): str(e["value"]) for e in rendezvous},
         renv.TORCHJOB_METRICS_PORT: str(metrics_port),
-        renv.TORCHJOB_CHECKPOINT_DIR: str(run_dir / "checkpoints"),
+        renv.TORCHJOB_CHECKPOINT_DIR: str(checkpoint_dir(run_dir)),
     }
 
 
@@ -293,10 +293,16 @@ def run_dir_for(job: TrainingJob, workdir: Path | None) -> Path:
     return workdir if workdir is not None else Path.cwd() / ".torchjob" / "runs" / job.name
 
 
-def fresh_run_dir(path: Path) -> None:
-    """Logs and summaries are per run; checkpoints survive so a rerun can resume."""
+def checkpoint_dir(run_dir: Path) -> Path:
+    return run_dir / "checkpoints"
+
+
+def fresh_run_dir(path: Path, *, keep_checkpoints: bool = True) -> None:
+    """Logs and summaries are per run; checkpoints survive so a rerun can resume, unless it starts over."""
     path.mkdir(parents=True, exist_ok=True)
     for old in [*path.glob("node-*.log"), *path.glob("summary-node-*")]:
         old.unlink()
     shutil.rmtree(path / "torchrun", ignore_errors=True)
-    (path / "checkpoints").mkdir(exist_ok=True)
+    if not keep_checkpoints:
+        shutil.rmtree(checkpoint_dir(path), ignore_errors=True)
+    checkpoint_dir(path).mkdir(exist_ok=True)

@@ -36,6 +36,11 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         type=Path,
         help="run dir for logs, summaries, checkpoints (default ./.torchjob/runs/NAME)",
     )
+    r.add_argument(
+        "--fresh",
+        action="store_true",
+        help="delete the run dir's checkpoints and train from step 0 (default: resume from them)",
+    )
     r.add_argument("--plot", type=Path, metavar="PNG", help="write throughput and data wait per rank here")
     r.add_argument("--grace", type=float, default=10.0, help="seconds between SIGTERM and SIGKILL on stop")
     r.add_argument("--scrape-interval", type=float, default=0.5, help="seconds between metrics scrapes")
@@ -112,6 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     grace=args.grace,
                     scrape_interval=args.scrape_interval,
                     show_progress_lines=args.show_progress_lines,
+                    fresh=args.fresh,
                 ),
                 console,
             )

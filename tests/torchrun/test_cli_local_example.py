@@ -58,3 +58,35 @@ def test_cpu_gloo_2node_example_runs_locally(tmp_path: Path, cli_run: CliRun) ->
     assert (tmp_path / "tp.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert list((tmp_path / "run" / "checkpoints").iterdir())
     assert processes_with_marker(cli_run.marker) == []
+
+
+def test_a_rerun_resumes_and_fresh_trains_again(tmp_path: Path) -> None:
+    """The same run dir twice: the second run names the checkpoint it resumes from and, the job being
+    finished, says nothing was left to train; --fresh deletes the checkpoints and trains every step."""
+    workdir = tmp_path / "run"
+
+    def run(*extra: str) -> str:
+        cli = CliRun([str(EXAMPLE), "--workdir", str(workdir), *extra], tmp_path)
+        try:
+            code = cli.wait(timeout=420)
+            out = cli.output()
+            assert code == 0, out
+            return out
+        finally:
+            cli.cleanup()
+
+    first = run()
+    assert "resuming from" not in first
+    assert "per-rank summary" in first
+    last = max(p.name for p in (workdir / "checkpoints").iterdir())
+
+    again = run()
+    assert f"resuming from {workdir / 'checkpoints' / last} (global step 20); --fresh starts over" in again
+    assert "nothing was left to train" in again
+    assert "per-rank summary" not in again
+    assert "cpu-gloo Succeeded" in again
+
+    fresh = run("--fresh")
+    assert "resuming from" not in fresh
+    table = fresh[fresh.index("per-rank summary") :]
+    assert re.search(r"│\s+0 │\s+20 │", table), table

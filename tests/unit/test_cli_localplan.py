@@ -186,3 +186,15 @@ def test_args_expand_from_each_nodes_env(tmp_path: Path) -> None:
         ["--tag", "cpu-gloo-0", "$(KEEP)"],
         ["--tag", "cpu-gloo-1", "$(KEEP)"],
     ]
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_a_new_run_clears_logs_and_keeps_checkpoints_unless_fresh(tmp_path: Path, keep: bool) -> None:
+    localplan.fresh_run_dir(tmp_path)
+    saved = localplan.checkpoint_dir(tmp_path) / "ckpt-000000020.pt"
+    saved.write_bytes(b"x")
+    (tmp_path / "node-0.log").write_text("old run")
+    localplan.fresh_run_dir(tmp_path, keep_checkpoints=keep)
+    assert not (tmp_path / "node-0.log").exists()
+    assert saved.exists() is keep
+    assert localplan.checkpoint_dir(tmp_path).is_dir()

@@ -87,3 +87,18 @@ def test_local_run_plan_warns_once_about_ephemeral_checkpoints(tmp_path: Path) -
         "a pod is replaced (gang restart, preemption, node loss): set spec.checkpoint.storage or mount a "
         "volume there"
     ]
+
+
+def test_local_run_plan_names_the_checkpoint_a_rerun_resumes_from(tmp_path: Path) -> None:
+    from rich.console import Console
+    from torchjob_cli import local, localplan, manifests
+
+    job = manifests.load_job_file(EXAMPLE)
+    localplan.fresh_run_dir(tmp_path)
+    for name in ("ckpt-000000010.pt", "ckpt-000000020.pt"):
+        (localplan.checkpoint_dir(tmp_path) / name).write_bytes(b"")
+    console = Console(record=True, width=400)
+    local._print_plan(console, job, tmp_path, {})
+    newest = tmp_path / "checkpoints" / "ckpt-000000020.pt"
+    want = f"torchjob: resuming from {newest} (global step 20); --fresh starts over"
+    assert want in console.export_text().splitlines()

@@ -1,11 +1,12 @@
 """Checkpoints: rank 0 writes atomically (temp file, fsync, rename); resume picks the latest valid one.
 
-A checkpoint is `ckpt-<global step, 9 digits>.pt` holding the model, optimizer, epoch, the steps done
-in that epoch (the sampler position: that many batches of the epoch's shuffled order are skipped on
-resume) and the global step. A crash mid-write leaves only a `.tmp` file, never a torn checkpoint;
-files that fail to load are skipped with a warning. A write the OS refuses (read-only, full, over quota,
-no permission) removes its temp file and raises `CheckpointWriteError`; the previous checkpoint is
-untouched, because only a complete, fsynced file is ever renamed over a checkpoint name.
+A checkpoint is one file per global step (named by `torchjob_core.checkpoint_files`) holding the
+model, optimizer, epoch, the steps done in that epoch (the sampler position: that many batches of the
+epoch's shuffled order are skipped on resume) and the global step. A crash mid-write leaves only a
+`.tmp` file, never a torn checkpoint; files that fail to load are skipped with a warning. A write the
+OS refuses (read-only, full, over quota, no permission) removes its temp file and raises
+`CheckpointWriteError`; the previous checkpoint is untouched, because only a complete, fsynced file is
+ever renamed over a checkpoint name.
 """
 
 from __future__ import annotations
@@ -14,17 +15,16 @@ import contextlib
 import errno
 import logging
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, cast
 
 import torch
+from torchjob_core import checkpoint_files
 
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
-NAME_RE = re.compile(r"^ckpt-(\d+)\.pt$")
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ class Position:
 
 
 def checkpoint_path(directory: Path, global_step: int) -> Path:
-    return directory / f"ckpt-{global_step:09d}.pt"
+    return directory / checkpoint_files.file_name(global_step)
 
 
 # What to do about each cause, in the one line the trainer logs.
@@ -166,16 +166,13 @@ def _fsync_dir(directory: Path) -> None:
 
 def list_checkpoints(directory: Path) -> list[tuple[int, Path]]:
     """(global step, path), newest first."""
-    if not directory.is_dir():
-        return []
-    found = [(int(m.group(1)), p) for p in directory.iterdir() if (m := NAME_RE.match(p.name))]
-    return sorted(found, reverse=True)
+    return checkpoint_files.listed(directory)
 
 
 def prune(directory: Path, keep: int) -> None:
     for _, path in list_checkpoints(directory)[keep:]:
         path.unlink(missing_ok=True)
-    for tmp in directory.glob("ckpt-*.tmp"):
+    for tmp in directory.glob(checkpoint_files.TEMP_GLOB):
         # Stale temp files from a writer that died; ours was renamed already.
         tmp.unlink(missing_ok=True)
 

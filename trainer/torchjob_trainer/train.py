@@ -271,6 +271,12 @@ class Trainer:
         )
         if self.step_in_epoch >= self.steps_per_epoch:
             self.epoch, self.step_in_epoch = self.epoch + 1, 0
+        if self.global_step and self.global_step >= self.total_steps:
+            log.info(
+                "nothing left to train: resumed at global step %d of %d; an empty checkpoint dir starts over",
+                self.global_step,
+                self.total_steps,
+            )
         self.profiler = StepProfiler(config.profile_range(), Path(config.profile_dir), env.rank)
         self.stats = StepStats()
         self.wall_start = time.perf_counter()
