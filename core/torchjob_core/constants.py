@@ -149,8 +149,14 @@ MAX_ELASTIC_RESTARTS: Final = 1000
 
 # /dev/shm sizing (see torchjob_core.sizing).
 SHM_MIN_BYTES: Final = 256 * 1024 * 1024
+# The share of /dev/shm the trainer lets its loaders fill; the rest is a margin for other users of the
+# mount (semaphores, torch's shared-memory manager, tools). The default size is the need over this.
+SHM_HEADROOM_PERCENT: Final = 80
 # Workers assumed per process when numWorkers is auto and no CPU request or limit is set.
 DEFAULT_WORKER_ESTIMATE: Final = 4
+# numWorkers auto (torchjob_core.sizing.auto_workers): workers per CPU of a process, and the cap.
+AUTO_WORKERS_PER_CPU: Final = 2
+MAX_AUTO_WORKERS: Final = 16
 
 # Name lengths: hostname `<job>-node-<index>` must fit a 63-character DNS label with index <= 999.
 MAX_JOB_NAME_LENGTH: Final = 50

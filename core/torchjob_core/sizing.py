@@ -1,13 +1,17 @@
-"""Derived sizes: processes per node, DataLoader worker estimate and the /dev/shm sizeLimit.
+"""Derived sizes: processes per node, DataLoader workers and the /dev/shm sizeLimit.
 
-The /dev/shm rule (also in the CRD's `spec.sharedMemory.sizeLimit` description):
+The operator sizes /dev/shm by the same rules the trainer then loads by, so the default mount holds the
+default loader (also in the CRD's `spec.sharedMemory.sizeLimit` description):
 
-    sizeLimit = max(256Mi, 2 x procsPerNode x workers x prefetchFactor x batchBytesHint), rounded up to Mi
+    need      = (workers x prefetchFactor + 1) x batchBytesHint x procsPerNode
+    sizeLimit = max(256Mi, need / 0.8), rounded up to Mi
 
-`workers` is `dataLoader.numWorkers` when it is an int. With `numWorkers: auto` it is the CPU limit (else the
-CPU request) divided by the processes per node, at least 1; with no CPU set at all it is 4. The factor 2
-leaves room for the pinned-memory copy and collate buffers next to the batches in flight. An explicit
-`sharedMemory.sizeLimit` wins.
+`need` is what the trainer's shm check counts: every worker's prefetched batches (each collated straight
+into shared memory) plus the one the step holds, for every process on the node; the trainer fills at most
+80% of the mount (`constants.SHM_HEADROOM_PERCENT`), so the default loader fits without being cut.
+`workers` is `dataLoader.numWorkers` when it is an int; with `numWorkers: auto` it is `auto_workers` of
+the CPU limit (else the CPU request) per process, the rule the trainer applies to its cgroup quota; with
+no CPU set at all it is 4. An explicit `sharedMemory.sizeLimit` wins.
 
 Memory-backed emptyDir pages count against the container's memory limit, so when `limits.memory` is set it
 must be at least `requests.memory` (0 when unset) + sizeLimit; spec.load rejects the job otherwise, naming
@@ -47,6 +51,20 @@ def cpu_cores(spec: TrainingJobSpec) -> float | None:
     return None
 
 
+def auto_workers(cpus_per_process: float) -> int:
+    """`numWorkers: auto` for a process that may use this many CPUs: two per CPU, floored, at most 16.
+
+    Below one CPU per process extra worker processes only add contention and IPC, so load in-process.
+    Above it, one worker per CPU leaves cores idle: a worker waits whenever its prefetch slots are full
+    or the loader's in-order delivery waits on a slower sibling, and the main process mostly waits (on
+    the GPU, or on workers). On CPU-bound decode 2 workers per CPU beat 1 (docs/benchmarks-dataloader.md);
+    their cost is memory (forked copies of the dataset) and shared memory, which the shm rule sizes.
+    """
+    if cpus_per_process < 1:
+        return 0
+    return min(constants.MAX_AUTO_WORKERS, math.floor(constants.AUTO_WORKERS_PER_CPU * cpus_per_process))
+
+
 def worker_estimate(spec: TrainingJobSpec) -> int:
     """DataLoader workers per process used for sizing /dev/shm."""
     if isinstance(spec.data_loader.num_workers, int):
@@ -54,14 +72,24 @@ def worker_estimate(spec: TrainingJobSpec) -> int:
     cores = cpu_cores(spec)
     if cores is None:
         return constants.DEFAULT_WORKER_ESTIMATE
-    return max(1, math.floor(cores / nproc_per_node(spec)))
+    return auto_workers(cores / nproc_per_node(spec))
+
+
+def shm_need_bytes(num_workers: int, prefetch_factor: int, batch_bytes: int, local_world_size: int) -> int:
+    """The node's /dev/shm the loaders use: per process, each worker's prefetched batches and the one the
+    step holds. In-process loading passes tensors by reference, not through shared memory."""
+    if num_workers == 0:
+        return 0
+    return (num_workers * prefetch_factor + 1) * batch_bytes * max(1, local_world_size)
 
 
 def derived_shm_bytes(spec: TrainingJobSpec) -> int:
     """The default /dev/shm sizeLimit in bytes (see the module docstring)."""
     batch = quantity.to_bytes(spec.data_loader.batch_bytes_hint)
-    need = 2 * nproc_per_node(spec) * worker_estimate(spec) * spec.data_loader.prefetch_factor * batch
-    return quantity.round_up_mi(max(constants.SHM_MIN_BYTES, need))
+    workers, prefetch = worker_estimate(spec), spec.data_loader.prefetch_factor
+    need = shm_need_bytes(workers, prefetch, batch, nproc_per_node(spec))
+    limit = -(-need * 100 // constants.SHM_HEADROOM_PERCENT)  # need / 80%, rounded up
+    return quantity.round_up_mi(max(constants.SHM_MIN_BYTES, limit))
 
 
 def shm_size_limit(spec: TrainingJobSpec) -> str:

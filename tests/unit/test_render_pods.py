@@ -125,7 +125,7 @@ def test_cpu_example_node_1() -> None:
                 }
             ],
             "volumes": [
-                # 2 x 2 procs x 1 worker x prefetch 2 x 1Mi = 8Mi, so the 256Mi floor applies.
+                # (1 worker x prefetch 2 + 1) x 1Mi x 2 procs / 80% = 7.5Mi, so the 256Mi floor applies.
                 {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "256Mi"}},
                 {"name": "torchjob-checkpoints", "emptyDir": {}},
             ],
@@ -216,8 +216,8 @@ def test_gpu_example_node_0_third_attempt() -> None:
                 }
             ],
             "volumes": [
-                # 2 x 8 procs x (32 CPUs / 8 = 4 workers) x prefetch 2 x 37Mi = 4736Mi.
-                {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "4736Mi"}},
+                # (32 CPUs / 8 procs -> 8 workers x prefetch 2 + 1) x 37Mi x 8 procs / 80% = 6290Mi.
+                {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "6290Mi"}},
                 {"name": "torchjob-checkpoints", "emptyDir": {}},
             ],
         },

@@ -31,7 +31,7 @@ def test_defaults() -> None:
     assert s.scheduling.effective_gang_scheduler is None
     assert s.elastic is None
     assert s.automount_service_account_token is False
-    assert (job.nproc_per_node, job.backend, job.shm_size_limit) == (1, "gloo", "1024Mi")
+    assert (job.nproc_per_node, job.backend, job.shm_size_limit) == (1, "gloo", "720Mi")
 
 
 def test_full_manifest() -> None:
@@ -181,17 +181,17 @@ def test_quantity_formatting(n_bytes: int, mi: str, text: str) -> None:
 @pytest.mark.parametrize(
     ("fields", "shm"),
     [
-        ({}, "1024Mi"),  # 2 x 1 proc x 4 workers (no CPU set) x 2 x 64Mi
+        ({}, "720Mi"),  # (4 workers (no CPU set) x prefetch 2 + 1) x 64Mi x 1 proc / 80%
         ({"dataLoader": {"numWorkers": 0}}, "256Mi"),  # floor
-        ({"dataLoader": {"numWorkers": 8, "prefetchFactor": 4, "batchBytesHint": "10Mi"}}, "640Mi"),
+        ({"dataLoader": {"numWorkers": 8, "prefetchFactor": 4, "batchBytesHint": "10Mi"}}, "413Mi"),
         (
             {"procsPerNode": 4, "dataLoader": {"numWorkers": 2, "batchBytesHint": "100M"}},
-            "3052Mi",
-        ),  # rounded up
-        ({"resources": {"limits": {"cpu": "8"}}, "procsPerNode": 2}, "2048Mi"),  # 8 CPUs / 2 = 4 workers
-        ({"resources": {"requests": {"cpu": "500m"}}}, "256Mi"),  # at least one worker
-        ({"resources": {"requests": {"cpu": "16"}, "limits": {"cpu": "4"}}}, "1024Mi"),  # limit, not request
-        ({"resources": {"gpusPerNode": 8, "limits": {"cpu": "64"}}}, "16384Mi"),  # 8 procs x 8 workers
+            "2385Mi",
+        ),  # 5 x 100M x 4 / 80%, rounded up to Mi
+        ({"resources": {"limits": {"cpu": "8"}}, "procsPerNode": 2}, "2720Mi"),  # 8 CPUs / 2 -> 8 workers
+        ({"resources": {"requests": {"cpu": "500m"}}}, "256Mi"),  # under 1 CPU: in-process, the floor
+        ({"resources": {"requests": {"cpu": "16"}, "limits": {"cpu": "4"}}}, "1360Mi"),  # limit, not request
+        ({"resources": {"gpusPerNode": 8, "limits": {"cpu": "64"}}}, "21120Mi"),  # 8 procs x 16 workers (cap)
         ({"sharedMemory": {"sizeLimit": "1G"}, "procsPerNode": 8}, "1G"),  # override wins
     ],
 )
@@ -201,16 +201,16 @@ def test_shm_sizing(fields: dict[str, Any], shm: str) -> None:
 
 def test_worker_estimate() -> None:
     job = spec.load(manifest_of(procsPerNode=3, resources={"limits": {"cpu": "10"}}))
-    assert sizing.worker_estimate(job.spec) == 3
+    assert sizing.worker_estimate(job.spec) == 6  # 10 CPUs / 3 procs, two workers per CPU, floored
     assert sizing.cpu_cores(job.spec) == 10.0
 
 
 @pytest.mark.parametrize(
     ("resources", "shm", "ok"),
     [
-        ({"limits": {"memory": "1Gi"}}, None, True),  # no request: the 1Gi shm fits in 1Gi
-        ({"requests": {"memory": "1Gi"}, "limits": {"memory": "2Gi"}}, None, True),  # exactly enough
-        ({"requests": {"memory": "1025Mi"}, "limits": {"memory": "2Gi"}}, None, False),
+        ({"limits": {"memory": "720Mi"}}, None, True),  # no request: the 720Mi shm fits in 720Mi
+        ({"requests": {"memory": "1Gi"}, "limits": {"memory": "1744Mi"}}, None, True),  # exactly enough
+        ({"requests": {"memory": "1025Mi"}, "limits": {"memory": "1744Mi"}}, None, False),
         ({"limits": {"memory": "1Gi"}}, "2Gi", False),
         ({"requests": {"memory": "8Gi"}}, "64Gi", True),  # no limit: nothing to exceed
     ],
@@ -229,10 +229,10 @@ def test_memory_limit_must_hold_shm(resources: dict[str, Any], shm: str | None, 
 
 
 def test_memory_error_names_the_numbers() -> None:
-    # Admission's floor (1Gi + 256Mi) passes; the derived /dev/shm (1Gi) is load's to check.
+    # Admission's floor (1Gi + 256Mi) passes; the derived /dev/shm (720Mi) is load's to check.
     with pytest.raises(spec.SpecError) as info:
         spec.load(manifest_of(resources={"requests": {"memory": "1Gi"}, "limits": {"memory": "1536Mi"}}))
-    assert "requests.memory (1Gi) + /dev/shm sizeLimit (1Gi) = 2Gi" in info.value.message
+    assert "requests.memory (1Gi) + /dev/shm sizeLimit (720Mi) = 1744Mi" in info.value.message
 
 
 @pytest.mark.parametrize("name", ["PET_X", "TORCHJOB_Y", "MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE",

@@ -77,3 +77,42 @@ def test_measured_batch_bytes_and_adaptation(tmp_path: Path, caplog: pytest.LogC
         adapted = shm_safe(settings, batch_bytes=big_batch, local_world_size=1, shm_path=str(tmp_path))
     assert adapted.num_workers == 0
     assert "too small" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("cpus", "procs", "gpus", "hint"),
+    [
+        ("2", 1, 0, "64Mi"),
+        ("8", 2, 0, "64Mi"),
+        ("500m", 1, 0, "64Mi"),
+        ("32", None, 8, "37Mi"),
+        ("64", 1, 0, "100M"),
+    ],
+)
+def test_the_operators_default_mount_holds_the_trainers_default_loader(
+    cpus: str, procs: int | None, gpus: int, hint: str
+) -> None:
+    """The pod's /dev/shm (sized by the operator) against the trainer's shm check with `auto` workers from
+    the same CPUs and a batch of the hint's size: the default loader runs as configured, never cut."""
+    from torchjob_core import quantity, spec
+    from torchjob_trainer.data.cpu import CpuBudget, auto_num_workers
+
+    fields: dict[str, object] = {
+        "resources": {"gpusPerNode": gpus, "limits": {"cpu": cpus}},
+        "dataLoader": {"batchBytesHint": hint},
+    }
+    if procs is not None:
+        fields["procsPerNode"] = procs
+    job = spec.load(
+        {"apiVersion": "torchjob.dev/v1alpha1", "kind": "TrainingJob", "metadata": {"name": "j"},
+         "spec": {"image": "img:1", **fields}}
+    )  # fmt: skip
+    workers = auto_num_workers(CpuBudget(float(quantity.parse(cpus)), "cgroup-v2"), job.nproc_per_node)
+    plan = plan_shm(
+        num_workers=workers,
+        prefetch_factor=job.spec.data_loader.prefetch_factor,
+        batch_bytes=quantity.to_bytes(hint),
+        local_world_size=job.nproc_per_node,
+        available_bytes=quantity.to_bytes(job.shm_size_limit),
+    )
+    assert not plan.adapted, (job.shm_size_limit, workers, plan)

@@ -281,9 +281,11 @@ def _data_loader() -> Object:
 
 def _shared_memory() -> Object:
     size_limit = Quantity(
-        "Override of the /dev/shm size. Default: max(256Mi, 2 x procsPerNode x workers x "
-        "prefetchFactor x batchBytesHint) rounded up to Mi, where workers is numWorkers, or with numWorkers "
-        "auto the CPU limit (else request) per process, or 4 when no CPU is set. /dev/shm pages count "
+        "Override of the /dev/shm size. Default: max(256Mi, (workers x prefetchFactor + 1) x "
+        "batchBytesHint x procsPerNode / 80%) rounded up to Mi, the trainer's own need within the 80% of "
+        "the mount it fills; "
+        "workers is numWorkers, or with numWorkers auto two per CPU of the CPU limit (else request) per "
+        "process (none below one CPU, at most 16), or 4 when no CPU is set. /dev/shm pages count "
         "against the memory limit: when limits.memory is set it must be >= requests.memory + sizeLimit, "
         "otherwise the job is rejected (the operator never raises your limit).",
         positive=True,

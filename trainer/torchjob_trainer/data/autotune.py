@@ -23,8 +23,8 @@ from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import torch
+from torchjob_core.constants import MAX_AUTO_WORKERS
 
-from torchjob_trainer.data.cpu import MAX_AUTO_WORKERS
 from torchjob_trainer.data.loader import LoaderSettings
 
 log = logging.getLogger(__name__)

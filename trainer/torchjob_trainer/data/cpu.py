@@ -7,10 +7,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-log = logging.getLogger(__name__)
+from torchjob_core import sizing
 
-MAX_AUTO_WORKERS = 16
-OVERSUBSCRIPTION = 2  # workers per CPU for `auto` (see auto_num_workers)
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -69,15 +68,6 @@ def cpu_budget(
 
 
 def auto_num_workers(budget: CpuBudget, local_world_size: int) -> int:
-    """Workers per process: twice the CPUs each process may use, floored, at most 16.
-
-    Below one CPU per process extra worker processes only add contention and IPC, so load in-process.
-    Above it, one worker per CPU leaves cores idle: a worker waits whenever its prefetch slots are full
-    or the loader's in-order delivery waits on a slower sibling, and the main process mostly waits (on
-    the GPU, or on workers). On CPU-bound decode 2 workers per CPU beat 1 (docs/benchmarks-dataloader.md);
-    their cost is memory (forked copies of the dataset) and shared memory, which the shm check bounds.
-    """
-    per_process = budget.cpus / max(1, local_world_size)
-    if per_process < 1:
-        return 0
-    return min(MAX_AUTO_WORKERS, int(OVERSUBSCRIPTION * per_process))
+    """Workers per process for `auto`: `sizing.auto_workers` of the CPUs each process may use, the rule
+    the operator sized /dev/shm by."""
+    return sizing.auto_workers(budget.cpus / max(1, local_world_size))

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from torch.utils.data._utils.collate import default_collate
+from torchjob_core import constants
 
 from torchjob_trainer.config import TrainerConfig
 from torchjob_trainer.data import cpu, shm
@@ -61,7 +62,7 @@ def resolve_settings(
                 budget.cpus,
                 budget.source,
                 local_world_size,
-                cpu.OVERSUBSCRIPTION,
+                constants.AUTO_WORKERS_PER_CPU,
                 f"; {probe.describe()}" if probe is not None else "",
             )
     pin = cuda if config.pin_memory is None else config.pin_memory

@@ -15,10 +15,10 @@ import logging
 import os
 from dataclasses import dataclass
 
-log = logging.getLogger(__name__)
+from torchjob_core import constants
+from torchjob_core.sizing import shm_need_bytes
 
-# Keep a margin for other users of the mount (semaphores, pinned-memory staging, other tools).
-SHM_HEADROOM = 0.8
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -39,12 +39,6 @@ def shm_available_bytes(path: str) -> int | None:
     return st.f_bavail * st.f_frsize
 
 
-def shm_need_bytes(num_workers: int, prefetch_factor: int, batch_bytes: int, local_world_size: int) -> int:
-    if num_workers == 0:
-        return 0  # in-process loading passes tensors by reference, not through shm
-    return (num_workers * prefetch_factor + 1) * batch_bytes * max(1, local_world_size)
-
-
 def plan_shm(
     *,
     num_workers: int,
@@ -58,7 +52,8 @@ def plan_shm(
     if available_bytes is None or num_workers == 0:
         why = "no workers" if num_workers == 0 else "shm size unknown"
         return ShmPlan(num_workers, prefetch_factor, need, available_bytes or 0, False, why)
-    budget = int(available_bytes * SHM_HEADROOM)
+    # The operator's default size holds the default loader within this budget (torchjob_core.sizing).
+    budget = available_bytes * constants.SHM_HEADROOM_PERCENT // 100
     if need <= budget:
         return ShmPlan(num_workers, prefetch_factor, need, available_bytes, False, "fits")
     for prefetch in range(prefetch_factor - 1, 0, -1):
@@ -83,13 +78,14 @@ def log_plan(plan: ShmPlan, requested_workers: int, requested_prefetch: int, shm
         )
         return
     log.warning(
-        "shm %s too small for num_workers=%d prefetch_factor=%d (%d bytes available, headroom %.0f%%): %s -> "
-        "num_workers=%d prefetch_factor=%d needing %d bytes; mount a larger /dev/shm to restore throughput",
+        "shm %s too small for num_workers=%d prefetch_factor=%d (%d bytes available, %d%% for loaders): "
+        "%s -> num_workers=%d prefetch_factor=%d needing %d bytes; "
+        "mount a larger /dev/shm to restore throughput",
         shm_path,
         requested_workers,
         requested_prefetch,
         plan.available_bytes,
-        SHM_HEADROOM * 100,
+        constants.SHM_HEADROOM_PERCENT,
         plan.reason,
         plan.num_workers,
         plan.prefetch_factor,
