@@ -40,7 +40,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from torchjob_core import constants, failure_policy, reasons, status
-from torchjob_core.render import storage
+from torchjob_core.render import meta, storage
 from torchjob_core.spec import TrainingJob
 
 from torchjob_operator import rootcause
@@ -433,7 +433,7 @@ class _Lost:
 
     failed: list[PodObs]
     gone: list[PodObs]  # deleted while not Failed: a drain, the eviction API, the pod GC
-    vanished: list[int]  # node indexes whose pod disappeared while the job was Running
+    vanished: list[PodKey]  # the current pods that disappeared while the job was Running
     disrupted: list[PodObs]  # pods with a DisruptionTarget condition (or an eviction reason)
 
     def __bool__(self) -> bool:
@@ -442,14 +442,14 @@ class _Lost:
     def failure(self, pods: _Attempt, *, training: bool) -> failure_policy.Failure:
         return failure_policy.Failure(
             exits=[failure_policy.Exit(p.index, p.exit_code) for p in self.failed if p.exit_code is not None],
-            lost=sorted({p.index for p in [*self.failed, *self.gone]} | set(self.vanished)),
+            lost=sorted({p.index for p in [*self.failed, *self.gone]} | {k.node for k in self.vanished}),
             running=[i for i, p in pods.current.items() if p.phase == "Running" and not p.deleting],
             disruption=bool(self.disrupted or self.gone or self.vanished),
             training=training,
         )
 
-    def root(self) -> PodObs | int:
-        """The pod that ended the attempt (a vanished one: its node index): a disruption first, else the
+    def root(self) -> PodObs | PodKey:
+        """The pod that ended the attempt (a vanished one: its key): a disruption first, else the
         failed pod whose trainer ended first (its peers' failures usually follow from it)."""
         if self.disrupted:
             return self.disrupted[0]
@@ -462,21 +462,26 @@ class _Lost:
     def first(self, job: TrainingJob) -> tuple[str, str]:
         """The pod the Event names and why it went."""
         root = self.root()
-        if isinstance(root, int):
-            return f"{job.name}-node-{root}", "pod deleted"
+        if isinstance(root, PodKey):
+            return meta.pod_name(job, root.node, root.attempt, root.replacement), "pod deleted"
         if root.disrupted or root.phase == "Failed":
             return root.name, _failure_of(root)
         return root.name, "pod deleted"
 
 
-def _lost(job: TrainingJob, pods: _Attempt, plan: Plan, phase: str) -> _Lost:
+def _lost(job: TrainingJob, pods: _Attempt, plan: Plan, phase: str, attempt: int) -> _Lost:
     # A node whose elastic replacement is not created (or not seen) yet has not vanished.
     replacing = set(plan.status.get("replacingNodes") or [])
+    replacements = [int(n) for n in plan.status.get("nodeReplacements") or []]
     current = pods.current.values()
     return _Lost(
         failed=[p for p in current if p.phase == "Failed"],
         gone=[p for p in current if p.deleting and p.phase != "Failed"],
-        vanished=[i for i in range(job.spec.nodes) if i not in pods.current and i not in replacing]
+        vanished=[
+            PodKey(i, attempt, _replacement(replacements, i))
+            for i in range(job.spec.nodes)
+            if i not in pods.current and i not in replacing
+        ]
         if phase == "Running"
         else [],
         disrupted=[p for p in current if p.disrupted],
@@ -487,7 +492,7 @@ def _failures(p: _Pass) -> bool:
     """A failed, deleted or vanished pod of the current attempt: carry out failure_policy's decision."""
     if p.phase == "Suspended":
         return False
-    lost = _lost(p.job, p.pods, p.plan, p.phase)
+    lost = _lost(p.job, p.pods, p.plan, p.phase, p.attempt)
     if not lost:
         return False
     p.plan.unconfirmed = not (lost.failed or lost.gone)

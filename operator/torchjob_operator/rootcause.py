@@ -8,12 +8,24 @@ else a pod deleted by someone else or one that vanished with its node.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 from torchjob_core import failure_policy, reasons
+from torchjob_core.render import meta
 from torchjob_core.spec import TrainingJob
 
 from torchjob_operator.observe import PodObs
+
+
+class Vanished(Protocol):
+    """The key of a pod that disappeared (`reconcile.PodKey`): named as the operator created it."""
+
+    @property
+    def node(self) -> int: ...
+    @property
+    def attempt(self) -> int: ...
+    @property
+    def replacement(self) -> int: ...
 
 
 def _ranks(job: TrainingJob, index: int) -> str | None:
@@ -37,11 +49,11 @@ def _reason(pod: PodObs) -> str:
     return "PodDeleted"  # deleted while it ran, by someone else
 
 
-def record(job: TrainingJob, root: PodObs | int, attempt: int) -> dict[str, Any]:
-    """status.lastFailure for the pod (or, for a vanished pod, the node index) that ended `attempt`."""
-    if isinstance(root, int):
-        name = f"{job.name}-node-{root}"
-        out: dict[str, Any] = {"pod": name, "nodeIndex": root, "reason": "PodVanished"}
+def record(job: TrainingJob, root: PodObs | Vanished, attempt: int) -> dict[str, Any]:
+    """status.lastFailure for the pod (or the vanished one, by its key) that ended `attempt`."""
+    if not isinstance(root, PodObs):
+        name = meta.pod_name(job, root.node, root.attempt, root.replacement)
+        out: dict[str, Any] = {"pod": name, "nodeIndex": root.node, "reason": "PodVanished"}
         out["summary"] = f"{name}: vanished (its node was deleted?)"
     else:
         out = {"pod": root.name, "nodeIndex": root.index, "reason": _reason(root), "exitCode": root.exit_code}

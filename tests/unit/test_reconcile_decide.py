@@ -557,7 +557,7 @@ def test_the_first_failing_pod_is_recorded_with_node_ranks_exit_code_and_reason(
     assert plan.status["phase"] == "Failed"
 
 
-def test_a_disruption_is_the_root_cause_and_a_vanished_pod_is_named_by_its_node() -> None:
+def test_a_disruption_is_the_root_cause_and_a_vanished_pod_is_named_as_it_was() -> None:
     evicted = pod(0, "Failed", reason="Evicted", disrupted=True, node="n")
     peer = pod(1, "Failed", exit_code=1, reason="Error", finished=ts(1))
     plan = decide(make_job(2), [evicted, peer], status("Running"), at=10)
@@ -565,7 +565,11 @@ def test_a_disruption_is_the_root_cause_and_a_vanished_pod_is_named_by_its_node(
     assert plan.status["lastFailure"]["pod"] == "j-node-0-r0"
     gone = decide(make_job(2), [pod(0)], status("Running"), at=10)
     assert gone.status["lastFailure"]["reason"] == "PodVanished"
-    assert gone.status["lastFailure"]["pod"] == "j-node-1"
+    assert gone.status["lastFailure"]["pod"] == "j-node-1-r0"
+    # An elastic replacement that vanishes is named with its replacement count, as it was created.
+    replaced = status("Running", attempt=2, nodeReplacements=[0, 3])
+    lost = decide(make_job(2, elastic=True), [pod(0, attempt=2)], replaced, at=10)
+    assert lost.status["lastFailure"]["pod"] == "j-node-1-r2-3"
 
 
 def test_elastic_failures_name_no_rank_range() -> None:
