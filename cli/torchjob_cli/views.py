@@ -24,7 +24,6 @@ Obj = Mapping[str, Any]
 
 # The trainer's log prefix names the global rank: "[ns/job rank 3/4 local 1 node 1]".
 _TRAINER_RANK = re.compile(r"\brank (?P<rank>\d+)/\d+\b")
-FINISHED_PHASES = ("Succeeded", "Failed")
 
 
 def age(since: str | None, now: float) -> str:
@@ -133,7 +132,7 @@ def container_started(pod: Obj) -> bool:
 
 
 def job_finished(job: Obj) -> bool:
-    return _status(job).get("phase") in FINISHED_PHASES
+    return _status(job).get("phase") in constants.TERMINAL_PHASES
 
 
 def procs_per_node(job: Obj) -> int:

@@ -162,5 +162,8 @@ MAX_AUTO_WORKERS: Final = 16
 MAX_JOB_NAME_LENGTH: Final = 50
 DNS_LABEL_PATTERN: Final = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 
-# Pod phase vocabulary (status.phase).
+# Job phase vocabulary (status.phase); each phase is also a condition type (torchjob_core.status).
 PHASES: Final = ("Created", "Pending", "Running", "Restarting", "Succeeded", "Failed", "Suspended")
+TERMINAL_PHASES: Final = ("Succeeded", "Failed")
+# Every status.conditions type the operator writes.
+CONDITION_TYPES: Final = (*PHASES, CHECKPOINTS_EPHEMERAL)

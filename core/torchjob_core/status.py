@@ -13,9 +13,11 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
+from torchjob_core import constants
+
 CREATED = "Created"
-EXCLUSIVE_TYPES = ("Pending", "Running", "Restarting", "Succeeded", "Failed", "Suspended")
-TERMINAL_PHASES = ("Succeeded", "Failed")
+EXCLUSIVE_TYPES = tuple(phase for phase in constants.PHASES if phase != CREATED)
+TERMINAL_PHASES = constants.TERMINAL_PHASES
 
 Status = dict[str, Any]
 Condition = dict[str, Any]

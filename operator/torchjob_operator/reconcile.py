@@ -88,33 +88,6 @@ class Plan:
             self.requeue_after = seconds
 
 
-WARNING_REASONS = frozenset(
-    {
-        reasons.RETRYABLE_EXIT.reason,
-        reasons.DISRUPTED.reason,
-        reasons.NODE_REPLACED.reason,
-        reasons.PERMANENT_EXIT.reason,
-        reasons.CHECKPOINT_WRITE_FAILED.reason,
-        reasons.BACKOFF_LIMIT.reason,
-        reasons.DEADLINE.reason,
-        reasons.STARTUP_DEADLINE.reason,
-        reasons.INVALID_SPEC.reason,
-        reasons.GANG_SCHEDULER_MISSING.reason,
-        reasons.CHECKPOINTS_EPHEMERAL.reason,
-    }
-)
-
-
-QUIET_PENDING_REASONS = frozenset(
-    {
-        reasons.PODS_PENDING.reason,
-        reasons.RESUMED.reason,
-        reasons.PODS_CREATED.reason,
-        reasons.KUEUE_QUEUED.reason,
-    }
-)
-
-
 @dataclasses.dataclass(frozen=True)
 class _Attempt:
     """The current attempt's pods and everything else (stale) the job owns."""
@@ -257,7 +230,7 @@ def _checkpoints(p: _Pass) -> None:
     first_pods = bool(p.plan.create) and p.start is None and location.ephemeral
     if before is None and not first_pods:
         return
-    template = reasons.CHECKPOINTS_EPHEMERAL if location.ephemeral else reasons.CHECKPOINTS_PERSISTENT
+    template = reasons.CHECKPOINTS_IN_EMPTYDIR if location.ephemeral else reasons.CHECKPOINTS_PERSISTENT
     reason, message = template.format(where=location.where)
     p.plan.status["conditions"] = status.set_condition(
         conditions,
@@ -423,7 +396,7 @@ def _pending_reason(pods: _Attempt, counts: Mapping[str, int]) -> tuple[str, str
 
 def _failure_of(pod: PodObs) -> str:
     if pod.disrupted:
-        return pod.reason or "DisruptionTarget"
+        return pod.reason or reasons.DISRUPTION_TARGET
     return f"exit code {pod.exit_code}"
 
 
@@ -610,8 +583,8 @@ def with_events(plan: Plan, observed: Mapping[str, Any]) -> Plan:
     if (changed or restarted) and new.get("reason"):
         reason = str(new["reason"])
         # Pending for a pod-level reason (Unschedulable, ImagePullBackOff, ...) needs attention too.
-        blocked = new.get("phase") == "Pending" and reason not in QUIET_PENDING_REASONS
-        kind = "Warning" if reason in WARNING_REASONS or blocked else "Normal"
+        blocked = new.get("phase") == "Pending" and reason not in reasons.QUIET_PENDING_REASONS
+        kind = "Warning" if reason in reasons.WARNING_REASONS or blocked else "Normal"
         plan.events.append(Event(kind, reason, str(new.get("message") or "")))
     return plan
 
@@ -622,8 +595,8 @@ def _quiet_progress(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
     return (
         old.get("phase") in ("Created", "Pending")
         and new.get("phase") == "Pending"
-        and old.get("reason") in QUIET_PENDING_REASONS
-        and new.get("reason") in QUIET_PENDING_REASONS
+        and old.get("reason") in reasons.QUIET_PENDING_REASONS
+        and new.get("reason") in reasons.QUIET_PENDING_REASONS
     )
 
 

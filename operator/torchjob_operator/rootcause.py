@@ -45,15 +45,15 @@ def _reason(pod: PodObs) -> str:
     if pod.reason:
         return pod.reason
     if pod.phase == "Failed":
-        return "Error"
-    return "PodDeleted"  # deleted while it ran, by someone else
+        return reasons.CONTAINER_ERROR
+    return reasons.POD_DELETED
 
 
 def record(job: TrainingJob, root: PodObs | Vanished, attempt: int) -> dict[str, Any]:
     """status.lastFailure for the pod (or the vanished one, by its key) that ended `attempt`."""
     if not isinstance(root, PodObs):
         name = meta.pod_name(job, root.node, root.attempt, root.replacement)
-        out: dict[str, Any] = {"pod": name, "nodeIndex": root.node, "reason": "PodVanished"}
+        out: dict[str, Any] = {"pod": name, "nodeIndex": root.node, "reason": reasons.POD_VANISHED}
         out["summary"] = f"{name}: vanished (its node was deleted?)"
     else:
         out = {"pod": root.name, "nodeIndex": root.index, "reason": _reason(root), "exitCode": root.exit_code}

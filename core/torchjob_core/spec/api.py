@@ -770,14 +770,16 @@ METADATA: Final = Object(
 )
 
 
+def _one_of(words: tuple[str, ...]) -> str:
+    """`A, B or C.` for a description that lists a vocabulary declared elsewhere."""
+    return f"{', '.join(words[:-1])} or {words[-1]}."
+
+
 def _condition() -> Object:
     return Object(
         "One condition of the job.",
         properties={
-            "type": Str(
-                "Created, Pending, Running, Restarting, Succeeded, Failed or Suspended.",
-                max_length=64,
-            ),
+            "type": Str(_one_of(constants.CONDITION_TYPES), max_length=64),
             "status": Str("True, False or Unknown.", enum=("True", "False", "Unknown")),
             "reason": Str(
                 "CamelCase reason (e.g. Unschedulable, ImagePullBackOff, BackoffLimitExceeded).",
@@ -887,10 +889,7 @@ def _status_progress() -> Object:
 STATUS: Final = Object(
     "Observed state, written by the operator.",
     properties={
-        "phase": Str(
-            "Created, Pending, Running, Restarting, Succeeded, Failed or Suspended.",
-            enum=constants.PHASES,
-        ),
+        "phase": Str(_one_of(constants.PHASES), enum=constants.PHASES),
         "reason": Str("Short CamelCase reason of the current phase (printer column).", max_length=1024),
         "message": Str("Human-readable detail of the current phase.", max_length=32768),
         "conditions": Array(
