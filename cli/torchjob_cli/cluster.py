@@ -335,7 +335,7 @@ def _follow_job(cl: Cluster, args: argparse.Namespace, console: Console) -> int:
 def _scrape_pods(cl: Cluster, job: Obj) -> list[views.TopRow]:
     rows = []
     procs = views.procs_per_node(job)
-    base = int(job.get("spec", {}).get("metrics", {}).get("port", constants.DEFAULT_METRICS_PORT))
+    base = views.metrics_port(job)
     pods = views.pods_of_attempt(cl.pods(job["metadata"]["name"]), views.attempt_of(job, None))
     for pod in pods:
         if pod.get("status", {}).get("phase") != "Running" or not base:

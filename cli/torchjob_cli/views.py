@@ -136,12 +136,13 @@ def job_finished(job: Obj) -> bool:
 
 
 def procs_per_node(job: Obj) -> int:
-    spec = job.get("spec") or {}
-    ppn = spec.get("procsPerNode", "auto")
-    if isinstance(ppn, int):
-        return ppn
-    gpus = int((spec.get("resources") or {}).get("gpusPerNode") or 0)
-    return gpus or 1
+    """Ranks per pod, by the rule the operator rendered the pods with."""
+    return spec.load(job).nproc_per_node
+
+
+def metrics_port(job: Obj) -> int:
+    """Local rank 0's metrics port in each pod (0: metrics are off)."""
+    return spec.load(job).spec.metrics.port
 
 
 def pod_exit_code(pod: Obj) -> int | None:

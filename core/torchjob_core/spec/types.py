@@ -56,7 +56,7 @@ class CheckpointStorage:
     storage_class_name: str | None = None
     access_modes: tuple[str, ...] = (constants.DEFAULT_CLAIM_ACCESS_MODE,)
     existing_claim: str | None = None
-    when_job_deleted: Literal["Delete", "Retain"] = "Delete"
+    when_job_deleted: Literal["Delete", "Retain"] = constants.CLAIM_RETENTION_POLICIES[0]
 
     @property
     def creates_claim(self) -> bool:
@@ -96,7 +96,7 @@ class RunPolicy:
     active_deadline_seconds: int | None = None
     startup_deadline_seconds: int | None = None
     ttl_seconds_after_finished: int | None = None
-    clean_pod_policy: Literal["None", "Running", "All"] = "Running"
+    clean_pod_policy: Literal["None", "Running", "All"] = constants.DEFAULT_CLEAN_POD_POLICY
     suspend: bool = False
 
 
