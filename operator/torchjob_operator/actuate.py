@@ -12,7 +12,7 @@ import asyncio
 import dataclasses
 import datetime as dt
 from collections.abc import Mapping
-from typing import Any, ClassVar, Protocol
+from typing import Any, Protocol
 
 from torchjob_core import reasons, status
 from torchjob_core.render.claims import render_claim_template
@@ -23,34 +23,9 @@ from torchjob_core.render.storage import render_claim
 from torchjob_core.spec import TrainingJob
 
 from torchjob_operator import reconcile, rejections
+from torchjob_operator.errors import ApiUnavailableError, PodRejectedError
 
 JobKey = tuple[str, str]
-
-
-class ApiUnavailableError(RuntimeError):
-    """An API the job's pods depend on is not served; `reason` says which to the user."""
-
-    reason: ClassVar[reasons.Reason]
-
-
-class PodGroupUnavailableError(ApiUnavailableError):
-    """The chosen gang scheduler's PodGroup API is not served (its CRD is not installed)."""
-
-    reason = reasons.GANG_SCHEDULER_MISSING
-
-
-class ClaimsUnavailableError(ApiUnavailableError):
-    """resource.k8s.io/v1 is not served (Kubernetes before 1.34, or DRA turned off)."""
-
-    reason = reasons.DEVICE_CLAIMS_MISSING
-
-
-class PodRejectedError(RuntimeError):
-    """The API server refused a pod create (quota, LimitRange, Pod Security, a policy, an invalid pod)."""
-
-    def __init__(self, pod: str, code: int, message: str) -> None:
-        super().__init__(f"pod {pod}: {code}: {message}")
-        self.pod, self.code, self.message = pod, code, message
 
 
 class Api(Protocol):

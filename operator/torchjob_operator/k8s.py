@@ -30,8 +30,8 @@ from kubernetes import client, config
 from torchjob_core import constants
 
 from torchjob_operator import metrics, rejections
-from torchjob_operator.actuate import ClaimsUnavailableError, PodGroupUnavailableError, PodRejectedError
 from torchjob_operator.budget import TokenBucket
+from torchjob_operator.errors import ClaimsUnavailableError, PodGroupUnavailableError, PodRejectedError
 from torchjob_operator.settings import ClientRateLimit
 
 JobKey = tuple[str, str]  # (namespace, name)

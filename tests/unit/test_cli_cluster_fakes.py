@@ -66,7 +66,11 @@ class FakeApi:
 
 class FakeCustom:
     def get_namespaced_custom_object(self, *a: Any) -> dict[str, Any]:
-        return {"metadata": {"name": "j"}, "spec": {"image": "img:1", "nodes": 2, "procsPerNode": 2}, "status": {"attempt": 1}}
+        return {
+            "metadata": {"name": "j"},
+            "spec": {"image": "img:1", "nodes": 2, "procsPerNode": 2},
+            "status": {"attempt": 1},
+        }
 
 
 def fake_cluster() -> cluster.Cluster:

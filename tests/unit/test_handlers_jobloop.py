@@ -14,8 +14,8 @@ from typing import Any
 import kopf
 import pytest
 from torchjob_operator import actuate, handlers, jobloop, metrics
-from torchjob_operator.actuate import ClaimsUnavailableError, PodGroupUnavailableError, PodRejectedError
 from torchjob_operator.budget import TokenBucket
+from torchjob_operator.errors import ClaimsUnavailableError, PodGroupUnavailableError, PodRejectedError
 from torchjob_operator.observe import PodObs, observe_pod
 from torchjob_operator.settings import Settings
 
