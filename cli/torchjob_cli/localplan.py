@@ -184,7 +184,8 @@ def launcher_argv(job: TrainingJob, bin_dir: Path) -> list[str]:
 
 def base_env(environ: Mapping[str, str]) -> dict[str, str]:
     """This shell's env without torchrun/torchjob settings, which the plan sets itself."""
-    return {k: v for k, v in environ.items() if not k.startswith(("PET_", "TORCHJOB_", "TORCHELASTIC_"))}
+    owned = (*constants.RESERVED_ENV_PREFIXES, "TORCHELASTIC_")  # torchrun's own state, too
+    return {k: v for k, v in environ.items() if not k.startswith(owned)}
 
 
 def local_values(job: TrainingJob, node_rank: int, ports: Ports, run_dir: Path) -> dict[str, str]:
@@ -216,7 +217,7 @@ def local_only_env(node_rank: int, run_dir: Path) -> dict[str, str]:
         "PET_LOG_LINE_PREFIX_TEMPLATE": RANK_PREFIX_TEMPLATE.format(node=node_rank),
         "PET_LOG_DIR": str(run_dir / "torchrun" / f"node-{node_rank}"),
         "PYTHONUNBUFFERED": "1",
-        "TORCHJOB_SUMMARY_FILE": str(summary_file(run_dir, node_rank)),
+        renv.TORCHJOB_SUMMARY_FILE: str(summary_file(run_dir, node_rank)),
     }
 
 

@@ -23,6 +23,7 @@ TORCHJOB_CPU_LIMIT: Final = "TORCHJOB_CPU_LIMIT"
 TORCHJOB_METRICS_PORT: Final = "TORCHJOB_METRICS_PORT"
 TORCHJOB_CHECKPOINT_DIR: Final = "TORCHJOB_CHECKPOINT_DIR"
 TORCHJOB_TERMINATION_LOG: Final = "TORCHJOB_TERMINATION_LOG"
+TORCHJOB_SUMMARY_FILE: Final = "TORCHJOB_SUMMARY_FILE"  # only the CLI's local run sets it
 
 # Every TORCHJOB_* trainer_env can emit; tests/unit/test_env_contract.py checks each is a trainer flag.
 TRAINER_ENV_NAMES: Final = (

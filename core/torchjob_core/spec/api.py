@@ -40,14 +40,25 @@ MANAGED_BY_PATTERN: Final = (
     r"/[A-Za-z0-9]([-A-Za-z0-9_./]*[A-Za-z0-9])?$"
 )
 MAX_MANAGED_BY_LENGTH: Final = 63
-# One interface name or a comma-separated list: what both NCCL_SOCKET_IFNAME and GLOO_SOCKET_IFNAME take.
 # A DNS subdomain: DeviceClass and PersistentVolumeClaim names.
 DNS_SUBDOMAIN_PATTERN: Final = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+# One interface name or a comma-separated list: what both NCCL_SOCKET_IFNAME and GLOO_SOCKET_IFNAME take.
 NETWORK_INTERFACE_PATTERN: Final = r"^[A-Za-z0-9_.:@-]+(,[A-Za-z0-9_.:@-]+)*$"
 MAX_NETWORK_INTERFACE_LENGTH: Final = 256
 LABEL_VALUE_PATTERN: Final = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
 ENV_NAME_PATTERN: Final = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
 ABS_PATH_PATTERN: Final = r"^/"
+
+
+def _one_of(words: tuple[str, ...], conjunction: str = "or") -> str:
+    """`A, B or C` for a description that lists a vocabulary declared elsewhere."""
+    return f"{', '.join(words[:-1])} {conjunction} {words[-1]}"
+
+
+# The reserved env in words, for the messages that name it.
+_RESERVED_ENV: Final = _one_of(
+    (*(f"{p}*" for p in constants.RESERVED_ENV_PREFIXES), *constants.RESERVED_ENV_NAMES), "and"
+)
 
 # List and string sizes: they bound the CEL cost estimate at admission (and load enforces them too).
 MAX_ENV: Final = 256
@@ -167,17 +178,15 @@ def _env() -> Array:
         rules=(
             Rule(
                 f"!({prefixes} || self.name in [{_quoted(constants.RESERVED_ENV_NAMES)}])",
-                "is reserved: torchjob sets PET_*, TORCHJOB_*, MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE, "
-                "LOCAL_RANK, LOCAL_WORLD_SIZE, GROUP_RANK and TORCH_DISABLE_SHARE_RDZV_TCP_STORE itself",
+                f"is reserved: torchjob sets {_RESERVED_ENV} itself",
                 lambda e: not is_reserved_env(e["name"]),
                 ".name",
             ),
         ),
     )
     return Array(
-        "Environment of the trainer container (core/v1 EnvVar list). PET_*, TORCHJOB_*, "
-        "MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, GROUP_RANK and "
-        "TORCH_DISABLE_SHARE_RDZV_TCP_STORE are set by torchjob and rejected here.",
+        f"Environment of the trainer container (core/v1 EnvVar list). {_RESERVED_ENV} are set by "
+        "torchjob and rejected here.",
         items=item,
         max_items=MAX_ENV,
         map_keys=("name",),
@@ -770,16 +779,11 @@ METADATA: Final = Object(
 )
 
 
-def _one_of(words: tuple[str, ...]) -> str:
-    """`A, B or C.` for a description that lists a vocabulary declared elsewhere."""
-    return f"{', '.join(words[:-1])} or {words[-1]}."
-
-
 def _condition() -> Object:
     return Object(
         "One condition of the job.",
         properties={
-            "type": Str(_one_of(constants.CONDITION_TYPES), max_length=64),
+            "type": Str(_one_of(constants.CONDITION_TYPES) + ".", max_length=64),
             "status": Str("True, False or Unknown.", enum=("True", "False", "Unknown")),
             "reason": Str(
                 "CamelCase reason (e.g. Unschedulable, ImagePullBackOff, BackoffLimitExceeded).",
@@ -889,7 +893,7 @@ def _status_progress() -> Object:
 STATUS: Final = Object(
     "Observed state, written by the operator.",
     properties={
-        "phase": Str(_one_of(constants.PHASES), enum=constants.PHASES),
+        "phase": Str(_one_of(constants.PHASES) + ".", enum=constants.PHASES),
         "reason": Str("Short CamelCase reason of the current phase (printer column).", max_length=1024),
         "message": Str("Human-readable detail of the current phase.", max_length=32768),
         "conditions": Array(
