@@ -103,3 +103,39 @@ def test_higher_priority_job_preempts_then_the_lower_one_is_readmitted(
     jobs.wait_phase("high", "Succeeded", timeout=60)
     jobs.wait_phase("low", "Running", timeout=90)
     assert not first_pods & {p.metadata.name for p in jobs.pods("low") if p.status.phase == "Running"}
+
+
+def test_a_gang_restart_keeps_its_admission(jobs: Jobs, queues: str, operator: OperatorProcess) -> None:
+    """A retryable exit restarts the gang inside the admitted pod group: the new attempt's pods replace
+    the old ones in Kueue's Workload and run without waiting for quota again."""
+    jobs.create("gang", nodes=2, scheduling={"queue": QUEUE})
+    jobs.wait_phase("gang", "Running", timeout=90)
+    jobs.exit("gang-node-1-r0", 137)
+    st = jobs.wait("gang", lambda s: s.get("attempt") == 1 and s.get("phase") == "Running", "attempt 1 runs",
+                   timeout=90)  # fmt: skip
+    assert st["restartCount"] == 1 and st["lastExitCode"] == 137
+    running = {p.metadata.name for p in jobs.pods("gang") if p.status.phase == "Running"}
+    assert running == {"gang-node-0-r1", "gang-node-1-r1"}
+    finish(jobs, "gang")
+    jobs.wait_phase("gang", "Succeeded", timeout=60)
+
+
+def test_an_elastic_replacement_joins_the_admitted_group(
+    jobs: Jobs, queues: str, operator: OperatorProcess
+) -> None:
+    """An elastic job that loses a node gets its replacement pod admitted into the same pod group while
+    the survivor keeps running: the queue's quota (one job) is never asked for twice."""
+    jobs.create("el", nodes=2, elastic={"minNodes": 1, "maxNodes": 2}, scheduling={"queue": QUEUE})
+    jobs.wait_phase("el", "Running", timeout=90)
+    jobs.exit("el-node-1-r0", 137)
+    jobs.wait_pods(
+        "el", {"el-node-0-r0": "Running", "el-node-1-r0": "Failed", "el-node-1-r0-1": "Running"}, timeout=90
+    )
+    st = jobs.wait(
+        "el", lambda s: s.get("reason") == "AllRanksRunning", "the replacement running", timeout=60
+    )
+    assert (st["attempt"], st["nodeReplacements"]) == (0, [0, 1])
+    (replacement,) = [p for p in jobs.pods("el") if p.metadata.name == "el-node-1-r0-1"]
+    assert not replacement.spec.scheduling_gates and replacement.spec.node_name == NODE
+    jobs.exit("el-node-0-r0", 0)
+    jobs.wait_phase("el", "Succeeded", timeout=60)
