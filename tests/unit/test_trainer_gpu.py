@@ -1,22 +1,23 @@
-"""GPU sharing and NVML metrics, on CPU: NVML is faked only at its boundary (the pynvml functions)."""
+"""GPU sharing and the GPU metrics, on CPU: NVML and CUDA are faked only at their boundary
+(harness.fakegpu)."""
 
 from __future__ import annotations
 
 import logging
-from types import SimpleNamespace
 from typing import Any
 
 import pynvml
 import pytest
 import torch
+from harness.fakegpu import FakeGpu, GiB, fake_cuda
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from torchjob_trainer import distributed, gpu_metrics
 from torchjob_trainer.config import ConfigError, TrainerConfig, from_sources
+from torchjob_trainer.metrics import RankLabels, TrainerMetrics
 
 LABELS = {"job": "j", "rank": "1", "local_rank": "1", "node_rank": "0"}
 CUDA0 = torch.device("cuda", 0)
-GiB = 1 << 30
 
 
 @pytest.mark.parametrize(
@@ -61,41 +62,6 @@ def test_memory_fraction_flag_env_and_bounds(monkeypatch: pytest.MonkeyPatch) ->
     assert calls == [(0.5, CUDA0)]
 
 
-class FakeGpu:
-    """One GPU as NVML reports it; installed over the real pynvml module's functions."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch, *, pid: int, fail_reads: bool = False) -> None:
-        self.handles: list[Any] = []
-
-        def by_uuid(uuid: str) -> str:
-            if uuid != "GPU-1234":
-                raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_FOUND)
-            return "handle-1234"
-
-        def read(value: Any) -> Any:
-            def call(handle: Any) -> Any:
-                self.handles.append(handle)
-                if fail_reads:
-                    raise pynvml.NVMLError(pynvml.NVML_ERROR_GPU_IS_LOST)
-                return value
-
-            return call
-
-        procs = [
-            SimpleNamespace(pid=pid + 1, usedGpuMemory=GiB),
-            SimpleNamespace(pid=pid, usedGpuMemory=3 * GiB),
-        ]
-        for name, fn in {
-            "nvmlInit": lambda: None,
-            "nvmlDeviceGetHandleByUUID": by_uuid,
-            "nvmlDeviceGetHandleByIndex": lambda i: f"handle-{i}",
-            "nvmlDeviceGetUtilizationRates": read(SimpleNamespace(gpu=87, memory=40)),
-            "nvmlDeviceGetMemoryInfo": read(SimpleNamespace(used=20 * GiB, total=140 * GiB, free=120 * GiB)),
-            "nvmlDeviceGetComputeRunningProcesses": read(procs),
-        }.items():
-            monkeypatch.setattr(pynvml, name, fn)
-
-
 def scrape(registry: CollectorRegistry) -> dict[str, tuple[dict[str, str], float]]:
     text = generate_latest(registry).decode()
     return {s.name: (s.labels, s.value) for f in text_string_to_metric_families(text) for s in f.samples}
@@ -113,6 +79,19 @@ def test_nvml_metrics_per_rank_in_base_units(monkeypatch: pytest.MonkeyPatch) ->
     assert series["torchjob_trainer_gpu_memory_total_bytes"][1] == 140 * GiB
     assert series["torchjob_trainer_gpu_process_memory_bytes"][1] == 3 * GiB
     assert set(fake.handles) == {"handle-1234"}  # found by UUID, not by NVML's host-wide index
+
+
+def test_cuda_metrics_read_the_allocator_and_nvml(monkeypatch: pytest.MonkeyPatch) -> None:
+    FakeGpu(monkeypatch, pid=4242)
+    fake_cuda(monkeypatch)
+    metrics = TrainerMetrics(RankLabels("j", 1, 1, 0), cuda=True)
+    assert metrics.gpu is not None  # NVML found cuda:0 by its UUID
+    metrics.observe_window(samples_per_second=10.0, data_wait_ratio=0.1)
+    series = scrape(metrics.registry)
+    assert series["torchjob_trainer_cuda_memory_allocated_bytes"] == (LABELS, GiB)
+    assert series["torchjob_trainer_cuda_memory_reserved_bytes"][1] == 2 * GiB
+    assert series["torchjob_trainer_cuda_memory_max_allocated_bytes"][1] == 3 * GiB
+    assert series["torchjob_trainer_gpu_utilization_ratio"] == ({**LABELS, "gpu": "0"}, 0.87)
 
 
 def test_process_memory_is_absent_when_nvml_cannot_see_the_pid(monkeypatch: pytest.MonkeyPatch) -> None:
