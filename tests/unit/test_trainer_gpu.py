@@ -1,8 +1,9 @@
-"""GPU sharing and the GPU metrics, on CPU: NVML and CUDA are faked only at their boundary
-(harness.fakegpu)."""
+"""GPU sharing, the process group and the GPU metrics, on CPU: NVML, CUDA and torch.distributed are faked
+only at their boundary (harness.fakegpu; `init_process_group`)."""
 
 from __future__ import annotations
 
+import datetime
 import logging
 from typing import Any
 
@@ -46,6 +47,41 @@ def test_auto_backend_falls_back_to_gloo_when_gpus_are_shared(caplog: pytest.Log
     assert "NCCL refuses" in caplog.text
     assert distributed.pick_backend("gloo", CUDA0, shared_gpu=True) == "gloo"
     assert distributed.pick_backend("auto", torch.device("cpu")) == "gloo"
+
+
+class InitCalls:
+    """`torch.distributed.init_process_group`, recording its arguments instead of joining a group."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, *, device_count: int) -> None:
+        self.calls: list[dict[str, Any]] = []
+        monkeypatch.setattr(torch.distributed, "init_process_group", lambda **kw: self.calls.append(kw))
+        monkeypatch.setattr(torch.distributed, "get_world_size", lambda: 2)
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: device_count)
+
+
+TWO_NODES = distributed.DistEnv(rank=1, world_size=2, local_rank=0, local_world_size=1, node_rank=1)
+
+
+def test_nccl_joins_with_its_device_for_eager_init(monkeypatch: pytest.MonkeyPatch) -> None:
+    """device_id makes NCCL connect at init_process_group (performance.md goal 13), not at the first
+    collective."""
+    init = InitCalls(monkeypatch, device_count=1)
+    assert distributed.init(TWO_NODES, CUDA0, "nccl") == "nccl"
+    assert init.calls == [{"backend": "nccl", "timeout": datetime.timedelta(minutes=10), "device_id": CUDA0}]
+    init.calls.clear()
+    assert distributed.init(TWO_NODES, CUDA0, "auto") == "nccl"
+    assert init.calls[0]["device_id"] == CUDA0
+
+
+def test_gloo_joins_without_a_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    init = InitCalls(monkeypatch, device_count=0)
+    assert distributed.init(TWO_NODES, torch.device("cpu"), "auto") == "gloo"
+    assert init.calls == [{"backend": "gloo", "timeout": datetime.timedelta(minutes=10)}]
+    # Ranks sharing a GPU fall back to gloo, which takes no device either.
+    init = InitCalls(monkeypatch, device_count=1)
+    shared = distributed.DistEnv(rank=0, world_size=2, local_rank=1, local_world_size=2, node_rank=0)
+    assert distributed.init(shared, CUDA0, "auto") == "gloo"
+    assert "device_id" not in init.calls[0]
 
 
 def test_memory_fraction_flag_env_and_bounds(monkeypatch: pytest.MonkeyPatch) -> None:
