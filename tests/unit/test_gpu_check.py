@@ -6,10 +6,13 @@ import json
 import os
 import subprocess
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
+import torch
 from harness.tools import load_script
+from torchjob_trainer.data.loader import LoaderSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -37,6 +40,28 @@ def test_arguments_are_validated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
     assert gpu_check.parse_args(["--only", "loader, sharing"]).only == ["loader", "sharing"]
     monkeypatch.setenv("OUT", str(tmp_path))
     assert gpu_check.parse_args([]).out == tmp_path / "gpu-check.json"
+
+
+def test_loader_steps_are_timed_as_the_trainer_times_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The loader check's data wait: blocked in next() / step wall time with that wait, after warm-up."""
+    gpu_check = load()
+    clock = SimpleNamespace(now=0.0)
+    monkeypatch.setattr(gpu_check, "time", SimpleNamespace(perf_counter=lambda: clock.now))
+
+    def batches() -> Any:
+        for _ in range(5):
+            clock.now += 1.0  # waiting for the loader
+            yield torch.zeros(8, 3), torch.zeros(8)
+
+    def step(batch: Any) -> None:
+        clock.now += 3.0
+
+    run = gpu_check.steady_steps(batches(), step, warmup=2, count=10)
+    assert run.steps == 3  # after the 2 warm-up steps, until the loader ran out
+    assert run.wait_ratio == 0.25
+    assert run.samples_per_second == 2.0  # 8 samples per 4 s
+    assert gpu_check.in_flight(LoaderSettings(16, True, True, 2)) == 33  # start-up batch + prefetched
+    assert gpu_check.in_flight(LoaderSettings(0, False, False, 2)) == 1
 
 
 def test_the_script_dry_runs_on_cpu_and_writes_under_out(tmp_path: Path) -> None:

@@ -1,22 +1,24 @@
-"""GPU sharing and NVML metrics, on CPU: NVML is faked only at its boundary (the pynvml functions)."""
+"""GPU sharing, the process group and the GPU metrics, on CPU: NVML, CUDA and torch.distributed are faked
+only at their boundary (harness.fakegpu; `init_process_group`)."""
 
 from __future__ import annotations
 
+import datetime
 import logging
-from types import SimpleNamespace
 from typing import Any
 
 import pynvml
 import pytest
 import torch
+from harness.fakegpu import FakeGpu, GiB, fake_cuda
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from torchjob_trainer import distributed, gpu_metrics
 from torchjob_trainer.config import ConfigError, TrainerConfig, from_sources
+from torchjob_trainer.metrics import RankLabels, TrainerMetrics
 
 LABELS = {"job": "j", "rank": "1", "local_rank": "1", "node_rank": "0"}
 CUDA0 = torch.device("cuda", 0)
-GiB = 1 << 30
 
 
 @pytest.mark.parametrize(
@@ -47,6 +49,41 @@ def test_auto_backend_falls_back_to_gloo_when_gpus_are_shared(caplog: pytest.Log
     assert distributed.pick_backend("auto", torch.device("cpu")) == "gloo"
 
 
+class InitCalls:
+    """`torch.distributed.init_process_group`, recording its arguments instead of joining a group."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, *, device_count: int) -> None:
+        self.calls: list[dict[str, Any]] = []
+        monkeypatch.setattr(torch.distributed, "init_process_group", lambda **kw: self.calls.append(kw))
+        monkeypatch.setattr(torch.distributed, "get_world_size", lambda: 2)
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: device_count)
+
+
+TWO_NODES = distributed.DistEnv(rank=1, world_size=2, local_rank=0, local_world_size=1, node_rank=1)
+
+
+def test_nccl_joins_with_its_device_for_eager_init(monkeypatch: pytest.MonkeyPatch) -> None:
+    """device_id makes NCCL connect at init_process_group (performance.md goal 13), not at the first
+    collective."""
+    init = InitCalls(monkeypatch, device_count=1)
+    assert distributed.init(TWO_NODES, CUDA0, "nccl") == "nccl"
+    assert init.calls == [{"backend": "nccl", "timeout": datetime.timedelta(minutes=10), "device_id": CUDA0}]
+    init.calls.clear()
+    assert distributed.init(TWO_NODES, CUDA0, "auto") == "nccl"
+    assert init.calls[0]["device_id"] == CUDA0
+
+
+def test_gloo_joins_without_a_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    init = InitCalls(monkeypatch, device_count=0)
+    assert distributed.init(TWO_NODES, torch.device("cpu"), "auto") == "gloo"
+    assert init.calls == [{"backend": "gloo", "timeout": datetime.timedelta(minutes=10)}]
+    # Ranks sharing a GPU fall back to gloo, which takes no device either.
+    init = InitCalls(monkeypatch, device_count=1)
+    shared = distributed.DistEnv(rank=0, world_size=2, local_rank=1, local_world_size=2, node_rank=0)
+    assert distributed.init(shared, CUDA0, "auto") == "gloo"
+    assert "device_id" not in init.calls[0]
+
+
 def test_memory_fraction_flag_env_and_bounds(monkeypatch: pytest.MonkeyPatch) -> None:
     assert from_sources([], {"TORCHJOB_CUDA_MEMORY_FRACTION": "0.45"}).cuda_memory_fraction == 0.45
     assert from_sources([]).cuda_memory_fraction is None
@@ -59,41 +96,6 @@ def test_memory_fraction_flag_env_and_bounds(monkeypatch: pytest.MonkeyPatch) ->
     distributed.apply_memory_fraction(None, CUDA0)
     distributed.apply_memory_fraction(0.5, torch.device("cpu"))
     assert calls == [(0.5, CUDA0)]
-
-
-class FakeGpu:
-    """One GPU as NVML reports it; installed over the real pynvml module's functions."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch, *, pid: int, fail_reads: bool = False) -> None:
-        self.handles: list[Any] = []
-
-        def by_uuid(uuid: str) -> str:
-            if uuid != "GPU-1234":
-                raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_FOUND)
-            return "handle-1234"
-
-        def read(value: Any) -> Any:
-            def call(handle: Any) -> Any:
-                self.handles.append(handle)
-                if fail_reads:
-                    raise pynvml.NVMLError(pynvml.NVML_ERROR_GPU_IS_LOST)
-                return value
-
-            return call
-
-        procs = [
-            SimpleNamespace(pid=pid + 1, usedGpuMemory=GiB),
-            SimpleNamespace(pid=pid, usedGpuMemory=3 * GiB),
-        ]
-        for name, fn in {
-            "nvmlInit": lambda: None,
-            "nvmlDeviceGetHandleByUUID": by_uuid,
-            "nvmlDeviceGetHandleByIndex": lambda i: f"handle-{i}",
-            "nvmlDeviceGetUtilizationRates": read(SimpleNamespace(gpu=87, memory=40)),
-            "nvmlDeviceGetMemoryInfo": read(SimpleNamespace(used=20 * GiB, total=140 * GiB, free=120 * GiB)),
-            "nvmlDeviceGetComputeRunningProcesses": read(procs),
-        }.items():
-            monkeypatch.setattr(pynvml, name, fn)
 
 
 def scrape(registry: CollectorRegistry) -> dict[str, tuple[dict[str, str], float]]:
@@ -113,6 +115,19 @@ def test_nvml_metrics_per_rank_in_base_units(monkeypatch: pytest.MonkeyPatch) ->
     assert series["torchjob_trainer_gpu_memory_total_bytes"][1] == 140 * GiB
     assert series["torchjob_trainer_gpu_process_memory_bytes"][1] == 3 * GiB
     assert set(fake.handles) == {"handle-1234"}  # found by UUID, not by NVML's host-wide index
+
+
+def test_cuda_metrics_read_the_allocator_and_nvml(monkeypatch: pytest.MonkeyPatch) -> None:
+    FakeGpu(monkeypatch, pid=4242)
+    fake_cuda(monkeypatch)
+    metrics = TrainerMetrics(RankLabels("j", 1, 1, 0), cuda=True)
+    assert metrics.gpu is not None  # NVML found cuda:0 by its UUID
+    metrics.observe_window(samples_per_second=10.0, data_wait_ratio=0.1)
+    series = scrape(metrics.registry)
+    assert series["torchjob_trainer_cuda_memory_allocated_bytes"] == (LABELS, GiB)
+    assert series["torchjob_trainer_cuda_memory_reserved_bytes"][1] == 2 * GiB
+    assert series["torchjob_trainer_cuda_memory_max_allocated_bytes"][1] == 3 * GiB
+    assert series["torchjob_trainer_gpu_utilization_ratio"] == ({**LABELS, "gpu": "0"}, 0.87)
 
 
 def test_process_memory_is_absent_when_nvml_cannot_see_the_pid(monkeypatch: pytest.MonkeyPatch) -> None:
