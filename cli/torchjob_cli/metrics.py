@@ -13,10 +13,11 @@ import urllib.request
 from collections.abc import Callable, Mapping
 
 from prometheus_client.parser import text_string_to_metric_families
+from torchjob_core import constants
 
 from torchjob_cli.progress import Progress
 
-PREFIX = "torchjob_trainer_"
+PREFIX = constants.TRAINER_METRIC_PREFIX
 
 
 @dataclasses.dataclass(frozen=True)

@@ -347,10 +347,13 @@ def top_table(name: str, rows: list[TopRow]) -> RenderableType:
 
 
 PROMETHEUS_METRICS = {
-    "step": "torchjob_trainer_step",
-    "samples_per_s": "torchjob_trainer_samples_per_second",
-    "data_wait_ratio": "torchjob_trainer_data_wait_ratio",
-    "loss": "torchjob_trainer_loss",
+    column: constants.TRAINER_METRIC_PREFIX + series
+    for column, series in (
+        ("step", "step"),
+        ("samples_per_s", "samples_per_second"),
+        ("data_wait_ratio", "data_wait_ratio"),
+        ("loss", "loss"),
+    )
 }
 
 

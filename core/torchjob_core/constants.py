@@ -99,6 +99,10 @@ RDZV_PORT_NAME: Final = "rendezvous"
 DEFAULT_METRICS_PORT: Final = 9400
 METRICS_PORT_NAME_PREFIX: Final = "metrics-"
 
+# Every series the trainer exports starts with this; the operator's progress reads, the CLI's top and
+# local run, and the chart's dashboard read them by it.
+TRAINER_METRIC_PREFIX: Final = "torchjob_trainer_"
+
 # The trainer reads `TORCHJOB_<FLAG>` for each of its flags; the renderers write some of them.
 TRAINER_ENV_PREFIX: Final = "TORCHJOB_"
 PREEMPTION_GRACE_ENV: Final = f"{TRAINER_ENV_PREFIX}PREEMPTION_GRACE_SECONDS"

@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
+from torchjob_core import constants
 from torchjob_core import status as st
 from torchjob_core.spec import TrainingJob
 
@@ -35,7 +36,7 @@ from torchjob_operator.settings import ProgressSettings
 
 log = logging.getLogger(__name__)
 
-PREFIX = "torchjob_trainer_"
+PREFIX = constants.TRAINER_METRIC_PREFIX
 #: A rank's exposition is a few KiB; anything much larger is not our trainer.
 MAX_BODY_BYTES = 1 << 20
 #: status.progress keys that only mean something while the job runs.

@@ -28,10 +28,11 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+from torchjob_core import constants
 
 log = logging.getLogger(__name__)
 
-PREFIX = "torchjob_trainer_gpu_"
+PREFIX = f"{constants.TRAINER_METRIC_PREFIX}gpu_"
 LABELS = ("job", "rank", "local_rank", "node_rank", "gpu")
 
 

@@ -16,12 +16,13 @@ from dataclasses import dataclass
 
 import torch
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from torchjob_core import constants
 
 from torchjob_trainer import gpu_metrics
 
 log = logging.getLogger(__name__)
 
-PREFIX = "torchjob_trainer_"
+PREFIX = constants.TRAINER_METRIC_PREFIX
 LABELS = ("job", "rank", "local_rank", "node_rank")
 # Waits between tries of a busy metrics port (about 3.5 s in all).
 SERVE_RETRY_DELAYS = (0.5, 1.0, 2.0)
