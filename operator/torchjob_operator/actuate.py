@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from torchjob_core import reasons, status
@@ -68,6 +68,11 @@ class Outcome:
     rejected: PodRejectedError | None = None  # the first pod create the API server refused
 
 
+#: Told of a status write as soon as it succeeded, before its Events: the status written and the job body
+#: the write returned. What a transition counts is counted there (`jobloop`): an Event that fails afterwards
+#: fails the pass, and the next pass must find the transition written, not make (or count) it again.
+Written = Callable[[Mapping[str, Any], dict[str, Any]], None]
+
 #: The requests of the one pod LIST that confirms a vanished-only failure (`reconcile.Plan.unconfirmed`).
 CONFIRM_COST = 1
 
@@ -93,6 +98,7 @@ async def execute(
     inflight: InFlight,
     now: float,
     wall_now: dt.datetime,
+    written: Written = lambda status, body: None,
 ) -> Outcome:
     key = (job.namespace, job.name)
     out = Outcome(plan=plan)
@@ -126,6 +132,7 @@ async def execute(
 
     if plan.status != dict(observed_status):
         out.status = await api.patch_status(key, plan.status, resource_version)
+        written(plan.status, out.status)
         # Events only after the write: a failed write repeats the transition, and its Event, next pass.
         for event in plan.events:
             await api.post_event(key, job.metadata.uid, event.type, event.reason, event.message)

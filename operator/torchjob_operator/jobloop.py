@@ -179,6 +179,11 @@ async def one_pass(
     wait = state.spend(actuate.cost(plan, changed), clock())
     if wait > 0:
         return wait
+
+    def written(new_status: Mapping[str, Any], returned: dict[str, Any]) -> None:
+        state.written = returned
+        _record(meta, observed, new_status, now())
+
     outcome = await actuate.execute(
         job,
         plan,
@@ -188,8 +193,9 @@ async def one_pass(
         inflight=state.inflight,
         now=clock(),
         wall_now=now(),
+        written=written,
     )
-    _carried_out(body, observed, outcome, state, now())
+    _carried_out(outcome, state)
     if outcome.job_deleted:
         return None
     held = state.note_creates(outcome, clock())
@@ -198,19 +204,10 @@ async def one_pass(
     return _sooner(held if held is not None else outcome.plan.requeue_after, read_due)
 
 
-def _carried_out(
-    body: Mapping[str, Any],
-    observed: Mapping[str, Any],
-    outcome: actuate.Outcome,
-    state: JobState,
-    now: dt.datetime,
-) -> None:
-    """What the loop keeps and counts once a plan was carried out."""
+def _carried_out(outcome: actuate.Outcome, state: JobState) -> None:
+    """What the loop keeps and counts once a plan was carried out (its status write: `_record`)."""
     state.children_deleted = False  # carried out (a pass that raises or waits keeps it for the next)
     metrics.PODS_CREATED.inc(outcome.created)
-    if outcome.status is not None:
-        state.written = outcome.status
-        _record(body, observed, outcome.plan.status, now)
     state.phase = str(outcome.plan.status.get("phase") or "")
 
 
@@ -296,20 +293,32 @@ async def _report_invalid(
     if plan.status == observed:
         return
     state.written = await api.patch_status(key, plan.status, str(meta.get("resourceVersion") or ""))
+    _record(meta, observed, plan.status, now)
     for event in plan.events:
         await api.post_event(key, str(meta.get("uid") or ""), event.type, event.reason, event.message)
 
 
 def _record(
-    body: Mapping[str, Any], old: Mapping[str, Any], new: Mapping[str, Any], now: dt.datetime
+    meta: Mapping[str, Any], old: Mapping[str, Any], new: Mapping[str, Any], now: dt.datetime
 ) -> None:
+    """Count the transitions a status write just recorded: `old` is the status the pass was decided on,
+    `new` the one written. Called only after the write succeeded (and a write whose status changed
+    nothing is not made), and a later pass decides on the written status, so each transition is counted
+    once: not again on a re-reconcile, a status re-write, or a restarted operator (which reads it back)."""
+    namespace = str(meta.get("namespace") or "")
     if int(new.get("restartCount") or 0) > int(old.get("restartCount") or 0):
         gang = int(new.get("attempt") or 0) > int(old.get("attempt") or 0)
         metrics.RESTARTS.labels(scope="gang" if gang else "node").inc()
+        disrupted = int(new.get("disruptions") or 0) > int(old.get("disruptions") or 0)
+        reason = "disruption" if disrupted else "retryable_exit"
+        metrics.JOB_RESTARTS.labels(namespace=namespace, reason=reason).inc()
     if new.get("runningTime") and not old.get("runningTime"):
-        created = status.parse_time((body.get("metadata") or {}).get("creationTimestamp"))
+        created = status.parse_time(meta.get("creationTimestamp"))
         if created is not None:
             metrics.SUBMIT_TO_RUNNING.observe(max((now - created).total_seconds(), 0.0))
+    phase = new.get("phase")
+    if phase in status.TERMINAL_PHASES and old.get("phase") not in status.TERMINAL_PHASES:
+        metrics.JOBS_FINISHED.labels(namespace=namespace, outcome=str(phase)).inc()
 
 
 async def run(
@@ -334,6 +343,7 @@ async def run(
         wake=event.set,
     )
     failures = 0
+    metrics.namespace_seen(key[0])
     try:
         while not stopped():
             event.clear()

@@ -21,6 +21,22 @@ RESTARTS = Counter(
 )
 for _scope in ("gang", "node"):
     RESTARTS.labels(scope=_scope)  # both series exist from the start (0), so rate() and alerts see them
+#: The outcomes of `JOBS_FINISHED` and the reasons of `JOB_RESTARTS`.
+OUTCOMES = ("Succeeded", "Failed")
+RESTART_REASONS = ("retryable_exit", "disruption")
+JOBS_FINISHED = Counter(
+    "torchjob_operator_jobs_finished_total",
+    "TrainingJobs this operator moved to a terminal phase (outcome Succeeded or Failed), once per job.",
+    ["namespace", "outcome"],
+    registry=REGISTRY,
+)
+JOB_RESTARTS = Counter(
+    "torchjob_operator_job_restarts_total",
+    "Gang restarts and elastic node replacements, by reason: retryable_exit (counted against "
+    "backoffLimit) or disruption (preemption, eviction, a lost or deleted pod; not counted).",
+    ["namespace", "reason"],
+    registry=REGISTRY,
+)
 RECONCILE = Histogram(
     "torchjob_operator_reconcile_duration_seconds",
     "Duration of one reconcile pass of one job.",
@@ -60,6 +76,15 @@ PROGRESS_READS = Counter(
     ["result"],
     registry=REGISTRY,
 )
+
+
+def namespace_seen(namespace: str) -> None:
+    """Create a namespace's job counters at 0 (a job loop's start): increase() and alerts then see a
+    namespace's first finished job and first restart, not only the ones after."""
+    for outcome in OUTCOMES:
+        JOBS_FINISHED.labels(namespace=namespace, outcome=outcome)
+    for reason in RESTART_REASONS:
+        JOB_RESTARTS.labels(namespace=namespace, reason=reason)
 
 
 def set_phases(phases: Mapping[Any, str]) -> None:

@@ -6,6 +6,7 @@ that need it, with the command that installs it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -126,32 +127,13 @@ class Prometheus:
         return list(data["result"])
 
 
-@pytest.fixture(scope="package")
-def prometheus(
-    prometheus_bin: str, trainer_run: TrainerRun, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Prometheus]:
+@contextlib.contextmanager
+def run_prometheus(prometheus_bin: str, config: dict[str, Any], tmp: Path) -> Iterator[Prometheus]:
+    """A real Prometheus with this configuration, ready to answer queries."""
     from harness.polling import eventually
     from harness.ports import free_port
     from torchrun.trainer_procs import running
 
-    tmp = tmp_path_factory.mktemp("prometheus")
-    # As the chart's PodMonitor: honor_labels (the trainer's `job` label, the TrainingJob name, wins)
-    # and a namespace label on each target.
-    config = {
-        "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
-        "scrape_configs": [
-            {
-                "job_name": "torchjob-trainers",
-                "honor_labels": True,
-                "static_configs": [
-                    {
-                        "targets": [f"127.0.0.1:{p}" for p in trainer_run.ports],
-                        "labels": {"namespace": trainer_run.namespace},
-                    }
-                ],
-            }
-        ],
-    }
     (tmp / "prometheus.yml").write_text(yaml.safe_dump(config))
     port = free_port()
     cmd = [
@@ -173,3 +155,66 @@ def prometheus(
 
         eventually(ready, 60, "prometheus /-/ready", watch=proc)
         yield server
+
+
+SCRAPE_EVERY_SECOND = {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"}
+
+
+@pytest.fixture(scope="package")
+def prometheus(
+    prometheus_bin: str, trainer_run: TrainerRun, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Prometheus]:
+    # As the chart's PodMonitor: honor_labels (the trainer's `job` label, the TrainingJob name, wins)
+    # and a namespace label on each target.
+    config = {
+        "global": SCRAPE_EVERY_SECOND,
+        "scrape_configs": [
+            {
+                "job_name": "torchjob-trainers",
+                "honor_labels": True,
+                "static_configs": [
+                    {
+                        "targets": [f"127.0.0.1:{p}" for p in trainer_run.ports],
+                        "labels": {"namespace": trainer_run.namespace},
+                    }
+                ],
+            }
+        ],
+    }
+    with run_prometheus(prometheus_bin, config, tmp_path_factory.mktemp("prometheus")) as server:
+        yield server
+
+
+#: The operator's own namespace: the label the chart's ServiceMonitor puts on its target.
+OPERATOR_NAMESPACE = "torchjob-system"
+
+
+@pytest.fixture
+def operator_prometheus(prometheus_bin: str, tmp_path: Path) -> Iterator[Prometheus]:
+    """A real Prometheus scraping the operator's metrics registry, served from this process, as the
+    chart's ServiceMonitor does: honor_labels, and the operator's namespace on the target."""
+    from harness.ports import free_port
+    from prometheus_client import start_http_server
+    from torchjob_operator import metrics
+
+    port = free_port()
+    httpd, thread = start_http_server(port, addr="127.0.0.1", registry=metrics.REGISTRY)
+    config = {
+        "global": SCRAPE_EVERY_SECOND,
+        "scrape_configs": [
+            {
+                "job_name": "torchjob-operator",
+                "honor_labels": True,
+                "static_configs": [
+                    {"targets": [f"127.0.0.1:{port}"], "labels": {"namespace": OPERATOR_NAMESPACE}}
+                ],
+            }
+        ],
+    }
+    try:
+        with run_prometheus(prometheus_bin, config, tmp_path) as server:
+            yield server
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=10)

@@ -185,6 +185,8 @@ def test_monitoring_objects_select_operator_and_every_trainer_rank(chart: Any) -
     selected = monitor["spec"]["selector"]["matchLabels"]
     assert selected.items() <= service["metadata"]["labels"].items()
     assert monitor["spec"]["endpoints"][0]["port"] == service["spec"]["ports"][0]["name"] == "metrics"
+    # The job counters' `namespace` (the TrainingJob's) wins over the target's (the operator's).
+    assert monitor["spec"]["endpoints"][0]["honorLabels"] is True
     assert (
         service["spec"]["selector"].items()
         <= one(docs, "Deployment")["spec"]["template"]["metadata"]["labels"].items()

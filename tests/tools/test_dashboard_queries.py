@@ -65,7 +65,7 @@ def test_dashboard_is_valid_grafana_json() -> None:
 
 
 def test_dashboard_covers_what_the_issue_asks() -> None:
-    text = json.dumps([e for _, e in exprs(load())])
+    text = "\n".join(e for _, e in exprs(load()))
     for needle in (
         "torchjob_trainer_samples_total",  # per-rank and job throughput
         "quantile by (namespace, job) (0.5",  # each rank relative to its job's median: stragglers
@@ -73,6 +73,9 @@ def test_dashboard_covers_what_the_issue_asks() -> None:
         "torchjob_trainer_step_duration_seconds_bucket",  # step time
         "torchjob_operator_restarts_total",
         "torchjob_operator_submit_to_running_seconds_bucket",
+        # finished jobs by outcome and restarts by reason, in the namespaces picked (the jobs' own)
+        'sum by (outcome) (increase(torchjob_operator_jobs_finished_total{namespace=~"$namespace"}',
+        'sum by (reason) (increase(torchjob_operator_job_restarts_total{namespace=~"$namespace"}',
     ):
         assert needle in text, needle
 
@@ -108,9 +111,12 @@ def test_operator_metrics_in_the_dashboard_are_exported() -> None:
     registry = getattr(metrics, "REGISTRY", None)
     if registry is None:
         pytest.skip("torchjob_operator.metrics has no REGISTRY to read names from")
-    # What the operator's main does at start-up, so that the labelled jobs gauge has its series.
+    # What the operator's main does at start-up, so that the labelled jobs gauge has its series, and
+    # what a job loop does first, so that its namespace's job counters have theirs.
     if hasattr(metrics, "set_phases"):
         metrics.set_phases({})
+    if hasattr(metrics, "namespace_seen"):
+        metrics.namespace_seen("default")
     exported = exported_names(generate_latest(registry).decode())
     named = {m for _, e in exprs(load()) for m in METRIC.findall(e) if m.startswith("torchjob_operator_")}
     assert named <= exported, f"not exported by the operator: {sorted(named - exported)}"
@@ -136,3 +142,32 @@ def test_straggler_query_is_one_per_rank_around_one(prometheus: Any) -> None:
     for series in result:
         # DDP keeps ranks in lockstep; neither is far from the median of two.
         assert 0.5 < float(series["value"][1]) < 2.0, series
+
+
+def test_operator_job_panels_show_each_jobs_namespace_on_real_prometheus(operator_prometheus: Any) -> None:
+    """The finished-jobs and restarts panels against a real Prometheus scraping the operator's registry
+    as the chart's ServiceMonitor does: the namespace picked is the TrainingJobs' (honor_labels keeps the
+    counters' own over the target's, the operator's), and a namespace's first finished job and first
+    restart show, since its job loop created the counters at 0 before them."""
+    from torchjob_operator import metrics
+
+    ns = "team-dashboard"  # counted in by no other test
+    metrics.namespace_seen(ns)
+    first = f'torchjob_operator_jobs_finished_total{{namespace="{ns}"}}'
+    eventually(lambda: len(operator_prometheus.query(first)) == 2, 60, "the zero series scraped")
+    metrics.JOBS_FINISHED.labels(namespace=ns, outcome="Succeeded").inc()
+    metrics.JOB_RESTARTS.labels(namespace=ns, reason="disruption").inc()
+    panels = {title: expr for title, expr in exprs(load())}
+
+    def shown(title: str, label: str) -> dict[str, float] | None:
+        query = grafana(panels[title].replace("$namespace", ns))
+        values = {r["metric"][label]: float(r["value"][1]) for r in operator_prometheus.query(query)}
+        return values if any(values.values()) else None
+
+    outcomes = eventually(lambda: shown("Finished TrainingJobs by outcome", "outcome"), 60, "a job finished")
+    assert outcomes["Succeeded"] > 0 and outcomes["Failed"] == 0, outcomes
+    reasons = eventually(lambda: shown("Restarts by reason", "reason"), 60, "a restart")
+    assert reasons["disruption"] > 0 and reasons["retryable_exit"] == 0, reasons
+    # The operator's other series carry the target's namespace: the operator's own.
+    (created,) = operator_prometheus.query("torchjob_operator_pods_created_total")
+    assert created["metric"]["namespace"] == "torchjob-system"

@@ -554,3 +554,202 @@ def test_a_loop_stopped_while_it_waits_for_a_slot_makes_no_pass(monkeypatch: pyt
 
     asyncio.run(deleted_while_waiting())
     assert passes == [] and ("ns", "j") not in loops.wakers
+
+
+# Lifecycle counters: each transition counted exactly once, after the status write that records it.
+
+
+def finished(namespace: str, outcome: str) -> float:
+    value = metrics.REGISTRY.get_sample_value(
+        "torchjob_operator_jobs_finished_total", {"namespace": namespace, "outcome": outcome}
+    )
+    return value or 0.0
+
+
+def restarts(namespace: str, reason: str) -> float:
+    value = metrics.REGISTRY.get_sample_value(
+        "torchjob_operator_job_restarts_total", {"namespace": namespace, "reason": reason}
+    )
+    return value or 0.0
+
+
+def in_namespace(body: dict[str, Any], namespace: str) -> dict[str, Any]:
+    """Each test counts in a namespace of its own: the registry is the process's."""
+    body["metadata"]["namespace"] = namespace
+    return body
+
+
+def exit_pod(api: FakeApi, name: str, code: int) -> None:
+    api.pods[name]["status"] = {
+        "phase": "Failed" if code else "Succeeded",
+        "containerStatuses": [{"name": "trainer", "state": {"terminated": {"exitCode": code}}}],
+    }
+
+
+def test_a_finished_job_is_counted_once_not_on_re_reconcile_rewrite_or_operator_restart() -> None:
+    api, state = FakeApi(in_namespace(job_body(2), "fin-ok")), new_state()
+    run_pass(api, state, 1)
+    api.set_all("Running")
+    run_pass(api, state, 2)
+    assert finished("fin-ok", "Succeeded") == 0
+    api.set_all("Succeeded", 0)
+    run_pass(api, state, 3)
+    assert api.job["status"]["phase"] == "Succeeded"
+    assert (finished("fin-ok", "Succeeded"), finished("fin-ok", "Failed")) == (1, 0)
+    run_pass(api, state, 4)  # re-reconcile: nothing to write
+    # A status re-write of the finished job (a pod gone: its counts change) is no new transition.
+    del api.pods["j-node-1-r0"]
+    writes = api.calls.count(("patch", "status"))
+    run_pass(api, state, 5)
+    assert api.calls.count(("patch", "status")) == writes + 1
+    # A restarted operator (nothing remembered) reads the finished status back and counts nothing.
+    run_pass(api, new_state(), 6)
+    assert (finished("fin-ok", "Succeeded"), finished("fin-ok", "Failed")) == (1, 0)
+
+
+def test_a_failed_job_and_an_invalid_spec_count_as_failed_once() -> None:
+    api, state = FakeApi(in_namespace(job_body(2), "fin-fail")), new_state()
+    run_pass(api, state, 1)
+    api.set_all("Running")
+    run_pass(api, state, 2)
+    exit_pod(api, "j-node-0-r0", 1)  # a permanent exit code
+    run_pass(api, state, 3)
+    assert api.job["status"]["phase"] == "Failed"
+    run_pass(api, state, 4)
+    run_pass(api, new_state(), 5)
+    assert (finished("fin-fail", "Failed"), finished("fin-fail", "Succeeded")) == (1, 0)
+
+    body = in_namespace(job_body(1), "fin-invalid")
+    body["spec"]["nodes"] = 0
+    api, state = FakeApi(body), new_state()
+    run_pass(api, state, 1)
+    assert api.job["status"]["reason"] == "InvalidSpec"
+    run_pass(api, state, 2)
+    run_pass(api, new_state(), 3)
+    assert finished("fin-invalid", "Failed") == 1
+
+
+class ConflictOnce(FakeApi):
+    """The first status write conflicts (409): someone changed the job since the pass read it."""
+
+    conflicts = 1
+
+    async def patch_status(
+        self, job: Key, status: Mapping[str, Any], resource_version: str | None
+    ) -> dict[str, Any]:
+        if status.get("phase") == "Succeeded" and self.conflicts:
+            self.conflicts -= 1
+            raise RuntimeError("409 Conflict")
+        return await super().patch_status(job, status, resource_version)
+
+
+def test_a_status_write_that_fails_counts_nothing_and_its_retry_counts_once() -> None:
+    api, state = ConflictOnce(in_namespace(job_body(1), "fin-409")), new_state()
+    run_pass(api, state, 1)
+    api.set_all("Running")
+    run_pass(api, state, 2)
+    api.set_all("Succeeded", 0)
+    with pytest.raises(RuntimeError, match="409"):
+        run_pass(api, state, 3)
+    assert finished("fin-409", "Succeeded") == 0 and api.job["status"]["phase"] == "Running"
+    state.written = None  # what the loop does after a conflict
+    run_pass(api, state, 4)
+    run_pass(api, state, 5)
+    assert finished("fin-409", "Succeeded") == 1
+
+
+class EventsDown(FakeApi):
+    """Status writes succeed; posting the Event of a finished job fails."""
+
+    async def post_event(self, job: Key, uid: str, kind: str, reason: str, message: str) -> None:
+        if reason == "JobSucceeded":
+            raise RuntimeError("503 Service Unavailable")
+        await super().post_event(job, uid, kind, reason, message)
+
+
+def test_a_failed_event_after_the_write_neither_loses_nor_repeats_the_count() -> None:
+    api, state = EventsDown(in_namespace(job_body(1), "fin-event")), new_state()
+    run_pass(api, state, 1)
+    api.set_all("Running")
+    run_pass(api, state, 2)
+    stale = copy.deepcopy(api.job)  # the watch has not shown the Succeeded write yet
+    api.set_all("Succeeded", 0)
+    with pytest.raises(RuntimeError, match="503"):
+        run_pass(api, state, 3)
+    assert api.job["status"]["phase"] == "Succeeded"
+    assert finished("fin-event", "Succeeded") == 1  # counted at the write
+    writes = api.calls.count(("patch", "status"))
+    # The retried pass, on the lagging watch body, knows the job is written Succeeded: nothing again.
+    asyncio.run(jobloop.one_pass(stale, api.observed(), api, state, now=lambda: T0, clock=lambda: 4))
+    assert api.calls.count(("patch", "status")) == writes
+    assert finished("fin-event", "Succeeded") == 1
+
+
+def test_gang_restarts_are_counted_once_by_reason() -> None:
+    api, state = FakeApi(in_namespace(job_body(2, backoffLimit=3), "rs-gang")), new_state()
+    run_pass(api, state, 1)
+    api.set_all("Running")
+    run_pass(api, state, 2)
+    exit_pod(api, "j-node-1-r0", 137)  # a retryable exit code
+    run_pass(api, state, 3)
+    assert (api.job["status"]["phase"], api.job["status"]["attempt"]) == ("Restarting", 1)
+    run_pass(api, state, 3.5)  # re-reconcile during the backoff
+    run_pass(api, new_state(), 3.6)  # a restarted operator
+    assert (restarts("rs-gang", "retryable_exit"), restarts("rs-gang", "disruption")) == (1, 0)
+
+    run_pass(api, state, 10)  # attempt 1's pods
+    api.set_all("Running")
+    run_pass(api, state, 11)
+    del api.pods["j-node-0-r1"]  # vanished with its node, confirmed by the LIST: a disruption
+    run_pass(api, state, 12)
+    assert api.job["status"]["disruptions"] == 1
+    run_pass(api, state, 12.5)
+    run_pass(api, new_state(), 12.6)
+    assert (restarts("rs-gang", "retryable_exit"), restarts("rs-gang", "disruption")) == (1, 1)
+
+
+def test_elastic_node_replacements_are_counted_once_by_reason() -> None:
+    body = in_namespace(job_body(3, backoffLimit=3), "rs-node")
+    body["spec"]["elastic"] = {"minNodes": 1, "maxNodes": 3}
+    api, state = FakeApi(body), new_state()
+    run_pass(api, state, 1)
+    api.set_all("Running")
+    run_pass(api, state, 2)
+    exit_pod(api, "j-node-2-r0", 137)
+    run_pass(api, state, 3)
+    st = api.job["status"]
+    assert (st["phase"], st["reason"], st["nodeReplacements"]) == ("Running", "NodeReplaced", [0, 0, 1])
+    run_pass(api, state, 10)  # the replacement pod
+    run_pass(api, new_state(), 11)
+    assert (restarts("rs-node", "retryable_exit"), restarts("rs-node", "disruption")) == (1, 0)
+
+    api.pods["j-node-2-r0-1"]["status"] = {"phase": "Running"}
+    api.pods["j-node-1-r0"]["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:12Z"  # someone deletes it
+    run_pass(api, state, 12)
+    assert api.job["status"]["nodeReplacements"] == [0, 1, 1]
+    run_pass(api, state, 12.5)
+    assert (restarts("rs-node", "retryable_exit"), restarts("rs-node", "disruption")) == (1, 1)
+    assert api.job["status"]["attempt"] == 0  # replacements alone: the gang never restarted
+
+
+def test_a_job_loop_creates_its_namespaces_counters_at_zero() -> None:
+    api = FakeApi(in_namespace(job_body(1), "fresh-ns"))
+    asyncio.run(
+        jobloop.run(
+            ("fresh-ns", "j"),
+            copy.deepcopy(api.job),
+            api.observed,
+            api,
+            Settings(),
+            loops=jobloop.Loops(),
+            logger=logging.getLogger("test"),
+            conflict=lambda exc: False,
+            stopped=lambda: True,
+        )
+    )
+    for outcome in ("Succeeded", "Failed"):
+        labels = {"namespace": "fresh-ns", "outcome": outcome}
+        assert metrics.REGISTRY.get_sample_value("torchjob_operator_jobs_finished_total", labels) == 0
+    for reason in ("retryable_exit", "disruption"):
+        labels = {"namespace": "fresh-ns", "reason": reason}
+        assert metrics.REGISTRY.get_sample_value("torchjob_operator_job_restarts_total", labels) == 0

@@ -3,11 +3,20 @@ elastic node replacement."""
 
 from __future__ import annotations
 
+import re
+
 from harness import nodes
 from harness.polling import eventually
 from kubernetes import client
 
 from .conftest import Jobs, OperatorProcess
+
+
+def job_restarts(op: OperatorProcess, namespace: str) -> dict[str, float]:
+    """The operator's `torchjob_operator_job_restarts_total` of one namespace, by reason."""
+    labels = rf'namespace="{re.escape(namespace)}",reason="(\w+)"'
+    line = rf"^torchjob_operator_job_restarts_total\{{{labels}\}} (\S+)$"
+    return {reason: float(value) for reason, value in re.findall(line, op.metrics(), re.MULTILINE)}
 
 
 def test_retryable_exit_restarts_the_gang_then_succeeds(operator: OperatorProcess, jobs: Jobs) -> None:
@@ -126,6 +135,7 @@ def test_elastic_job_replaces_a_failed_node_alone(operator: OperatorProcess, job
     assert st["nodeReplacements"] == [0, 0, 1] and st["lastExitCode"] == 137
     assert "NodeReplaced" in jobs.events("el")
     assert 'torchjob_operator_restarts_total{scope="node"} 1.0' in operator.metrics()
+    assert job_restarts(operator, jobs.ns) == {"retryable_exit": 1.0, "disruption": 0.0}
 
     jobs.core.delete_namespaced_pod("el-node-1-r0", jobs.ns)  # someone else deletes a pod: replaced too
     jobs.wait_pods(
@@ -141,6 +151,8 @@ def test_elastic_job_replaces_a_failed_node_alone(operator: OperatorProcess, job
     jobs.exit("el-node-0-r0", 0)
     st = jobs.wait_phase("el", "Succeeded")
     assert (st["attempt"], st["restartCount"], st["nodeReplacements"]) == (0, 2, [0, 1, 1])
+    # Each replacement once, by its reason, however many passes and status writes followed it.
+    assert job_restarts(operator, jobs.ns) == {"retryable_exit": 1.0, "disruption": 1.0}
 
 
 def test_elastic_job_restarts_the_gang_when_node_0_fails(operator: OperatorProcess, jobs: Jobs) -> None:

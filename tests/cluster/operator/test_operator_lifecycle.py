@@ -56,6 +56,9 @@ def test_apply_then_success(operator: OperatorProcess, jobs: Jobs) -> None:
     assert "torchjob_operator_pods_created_total 2.0" in text
     assert 'torchjob_operator_jobs{phase="Succeeded"} 1.0' in text
     assert "torchjob_operator_submit_to_running_seconds_count 1.0" in text
+    finished = "torchjob_operator_jobs_finished_total"
+    assert f'{finished}{{namespace="{jobs.ns}",outcome="Succeeded"}} 1.0' in text
+    assert f'{finished}{{namespace="{jobs.ns}",outcome="Failed"}} 0.0' in text
     assert 'torchjob_operator_api_requests_total{verb="create"}' in text
 
 
