@@ -308,10 +308,12 @@ def _record(
     namespace = str(meta.get("namespace") or "")
     if int(new.get("restartCount") or 0) > int(old.get("restartCount") or 0):
         gang = int(new.get("attempt") or 0) > int(old.get("attempt") or 0)
-        metrics.RESTARTS.labels(scope="gang" if gang else "node").inc()
         disrupted = int(new.get("disruptions") or 0) > int(old.get("disruptions") or 0)
-        reason = "disruption" if disrupted else "retryable_exit"
-        metrics.JOB_RESTARTS.labels(namespace=namespace, reason=reason).inc()
+        metrics.RESTARTS.labels(
+            namespace=namespace,
+            scope="gang" if gang else "node",
+            reason="disruption" if disrupted else "retryable_exit",
+        ).inc()
     if new.get("runningTime") and not old.get("runningTime"):
         created = status.parse_time(meta.get("creationTimestamp"))
         if created is not None:

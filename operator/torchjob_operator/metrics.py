@@ -13,16 +13,9 @@ REGISTRY = CollectorRegistry(auto_describe=True)
 
 JOBS = Gauge("torchjob_operator_jobs", "TrainingJobs by phase.", ["phase"], registry=REGISTRY)
 PODS_CREATED = Counter("torchjob_operator_pods_created_total", "Pods created.", registry=REGISTRY)
-RESTARTS = Counter(
-    "torchjob_operator_restarts_total",
-    "Restarts started: scope gang (every pod recreated) or node (an elastic node replaced alone).",
-    ["scope"],
-    registry=REGISTRY,
-)
-for _scope in ("gang", "node"):
-    RESTARTS.labels(scope=_scope)  # both series exist from the start (0), so rate() and alerts see them
-#: The outcomes of `JOBS_FINISHED` and the reasons of `JOB_RESTARTS`.
+#: The outcomes of `JOBS_FINISHED`, and the scopes and reasons of `RESTARTS`.
 OUTCOMES = ("Succeeded", "Failed")
+RESTART_SCOPES = ("gang", "node")
 RESTART_REASONS = ("retryable_exit", "disruption")
 JOBS_FINISHED = Counter(
     "torchjob_operator_jobs_finished_total",
@@ -30,11 +23,12 @@ JOBS_FINISHED = Counter(
     ["namespace", "outcome"],
     registry=REGISTRY,
 )
-JOB_RESTARTS = Counter(
-    "torchjob_operator_job_restarts_total",
-    "Gang restarts and elastic node replacements, by reason: retryable_exit (counted against "
-    "backoffLimit) or disruption (preemption, eviction, a lost or deleted pod; not counted).",
-    ["namespace", "reason"],
+RESTARTS = Counter(
+    "torchjob_operator_restarts_total",
+    "Restarts started, once each: scope gang (every pod recreated) or node (an elastic node replaced "
+    "alone); reason retryable_exit (counted against backoffLimit) or disruption (preemption, eviction, a "
+    "lost or deleted pod; not counted).",
+    ["namespace", "scope", "reason"],
     registry=REGISTRY,
 )
 RECONCILE = Histogram(
@@ -83,8 +77,9 @@ def namespace_seen(namespace: str) -> None:
     namespace's first finished job and first restart, not only the ones after."""
     for outcome in OUTCOMES:
         JOBS_FINISHED.labels(namespace=namespace, outcome=outcome)
-    for reason in RESTART_REASONS:
-        JOB_RESTARTS.labels(namespace=namespace, reason=reason)
+    for scope in RESTART_SCOPES:
+        for reason in RESTART_REASONS:
+            RESTARTS.labels(namespace=namespace, scope=scope, reason=reason)
 
 
 def set_phases(phases: Mapping[Any, str]) -> None:

@@ -75,7 +75,7 @@ def test_dashboard_covers_what_the_issue_asks() -> None:
         "torchjob_operator_submit_to_running_seconds_bucket",
         # finished jobs by outcome and restarts by reason, in the namespaces picked (the jobs' own)
         'sum by (outcome) (increase(torchjob_operator_jobs_finished_total{namespace=~"$namespace"}',
-        'sum by (reason) (increase(torchjob_operator_job_restarts_total{namespace=~"$namespace"}',
+        'sum by (reason) (increase(torchjob_operator_restarts_total{namespace=~"$namespace"}',
     ):
         assert needle in text, needle
 
@@ -156,7 +156,7 @@ def test_operator_job_panels_show_each_jobs_namespace_on_real_prometheus(operato
     first = f'torchjob_operator_jobs_finished_total{{namespace="{ns}"}}'
     eventually(lambda: len(operator_prometheus.query(first)) == 2, 60, "the zero series scraped")
     metrics.JOBS_FINISHED.labels(namespace=ns, outcome="Succeeded").inc()
-    metrics.JOB_RESTARTS.labels(namespace=ns, reason="disruption").inc()
+    metrics.RESTARTS.labels(namespace=ns, scope="gang", reason="disruption").inc()
     panels = {title: expr for title, expr in exprs(load())}
 
     def shown(title: str, label: str) -> dict[str, float] | None:

@@ -567,10 +567,14 @@ def finished(namespace: str, outcome: str) -> float:
 
 
 def restarts(namespace: str, reason: str) -> float:
-    value = metrics.REGISTRY.get_sample_value(
-        "torchjob_operator_job_restarts_total", {"namespace": namespace, "reason": reason}
+    """Restarts of both scopes in `namespace` for `reason`."""
+    return sum(
+        metrics.REGISTRY.get_sample_value(
+            "torchjob_operator_restarts_total", {"namespace": namespace, "scope": scope, "reason": reason}
+        )
+        or 0.0
+        for scope in metrics.RESTART_SCOPES
     )
-    return value or 0.0
 
 
 def in_namespace(body: dict[str, Any], namespace: str) -> dict[str, Any]:
@@ -750,6 +754,7 @@ def test_a_job_loop_creates_its_namespaces_counters_at_zero() -> None:
     for outcome in ("Succeeded", "Failed"):
         labels = {"namespace": "fresh-ns", "outcome": outcome}
         assert metrics.REGISTRY.get_sample_value("torchjob_operator_jobs_finished_total", labels) == 0
-    for reason in ("retryable_exit", "disruption"):
-        labels = {"namespace": "fresh-ns", "reason": reason}
-        assert metrics.REGISTRY.get_sample_value("torchjob_operator_job_restarts_total", labels) == 0
+    for scope in ("gang", "node"):
+        for reason in ("retryable_exit", "disruption"):
+            labels = {"namespace": "fresh-ns", "scope": scope, "reason": reason}
+            assert metrics.REGISTRY.get_sample_value("torchjob_operator_restarts_total", labels) == 0
