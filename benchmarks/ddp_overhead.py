@@ -47,6 +47,20 @@ def init_world_of_one(device: torch.device) -> str:
 Batch = tuple[torch.Tensor, torch.Tensor]
 
 
+def make_batches(
+    batch_size: int, shape: tuple[int, ...], device: torch.device, count: int = 8, seed: int = 0
+) -> list[Batch]:
+    """`count` random in-memory batches (images of `shape`, 10 classes): no loader in the measurement."""
+    gen = torch.Generator().manual_seed(seed)
+    return [
+        (
+            torch.randn((batch_size, *shape), generator=gen).to(device),
+            torch.randint(0, 10, (batch_size,), generator=gen).to(device),
+        )
+        for _ in range(count)
+    ]
+
+
 def make_step(net: nn.Module) -> Callable[[Batch], None]:
     optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
     loss_fn = nn.CrossEntropyLoss()
@@ -74,14 +88,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     device = torch.device("cuda", 0) if torch.cuda.is_available() and not args.cpu else torch.device("cpu")
     backend = init_world_of_one(device)
     shape = (3, args.image_size, args.image_size)
-    gen = torch.Generator().manual_seed(0)
-    batches = [
-        (
-            torch.randn((args.batch_size, *shape), generator=gen).to(device),
-            torch.randint(0, 10, (args.batch_size,), generator=gen).to(device),
-        )
-        for _ in range(8)
-    ]
+    batches = make_batches(args.batch_size, shape, device)
     try:
         torch.manual_seed(0)
         plain = make_step(build_model(args.model, shape, 10).to(device))

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 from harness.tools import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -58,3 +59,41 @@ def test_ddp_overhead_benchmark_reports_the_ratio() -> None:
     result = bench.main(["--model", "mlp", "--batch-size", "4", "--block", "2", "--rounds", "3", "--cpu"])
     assert result["backend"] == "gloo"
     assert result["ratio_median"] > 0 and result["cpu_ratio_median"] > 0
+
+
+def test_ddp_scaling_benchmark_reports_each_n_and_compares_with_a_saved_baseline(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bench = load_script("benchmarks/ddp_scaling.py", "bench_ddp_scaling")
+    saved = tmp_path / "baseline.json"
+    tiny = ["--model", "mlp", "--ranks", "1,2", "--batch-size", "4", "--warmup", "1", "--steps", "3"]
+    result = bench.main([*tiny, "--timeout", "120", "--save", str(saved)])
+    assert (result["backend"], result["params"]["model"], result["cpus"] > 0) == ("gloo", "mlp", True)
+    assert len(result["load_average_start"]) == len(result["load_average_end"]) == 3
+    assert result["plain_1"]["samples_per_second"] > 0 and result["plain_1"]["step_seconds"] > 0
+    assert [row["n"] for row in result["rows"]] == [1, 2]
+    for row in result["rows"]:
+        assert [r["rank"] for r in row["ranks"]] == list(range(row["n"]))
+        assert all(r["samples_per_second"] > 0 and r["step_seconds"] > 0 for r in row["ranks"])
+        assert row["samples_per_second"] > 0 and row["step_seconds"] > 0
+        assert row["efficiency"] > 0 and row["efficiency_cores_bound"] >= row["efficiency"]
+        assert isinstance(row["exposed_comm_seconds"], float)
+    assert result["rows"][0]["efficiency"] == 1.0
+    out = capsys.readouterr().out
+    assert json.loads(out.splitlines()[2])["rows"][1]["n"] == 2  # cpus/load line, load line, the JSON
+    assert json.loads(saved.read_text())["rows"] == result["rows"]
+
+    again = bench.main([*tiny, "--timeout", "120", "--baseline", str(saved)])
+    compared = again["baseline"]["rows"]
+    assert [row["n"] for row in compared] == [1, 2]
+    assert compared[0]["ratio"] == 1.0 and compared[0]["verdict"] == "ok"  # E(1) is 1 by definition
+    assert compared[1]["ratio"] > 0 and compared[1]["verdict"] in {"ok", "regression"}
+    assert "baseline" in capsys.readouterr().out
+
+
+def test_ddp_scaling_comparison_flags_a_drop_over_ten_percent() -> None:
+    bench = load_script("benchmarks/ddp_scaling.py", "bench_ddp_scaling")
+    now = {"rows": [{"n": 1, "efficiency": 1.0}, {"n": 2, "efficiency": 0.5}, {"n": 4, "efficiency": 0.3}]}
+    old = {"rows": [{"n": 1, "efficiency": 1.0}, {"n": 2, "efficiency": 0.6}]}
+    verdicts = [(row["n"], row["verdict"]) for row in bench.compare(now, old)]
+    assert verdicts == [(1, "ok"), (2, "regression"), (4, "no baseline")]
