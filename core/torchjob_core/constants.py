@@ -86,6 +86,8 @@ SHARED_CLAIM_ACCESS_MODE: Final = "ReadWriteMany"  # the one mode every pod may 
 CLAIM_RETENTION_POLICIES: Final = ("Delete", "Retain")
 # status.conditions: True when checkpoints die with their pod (an emptyDir at checkpoint.dir).
 CHECKPOINTS_EPHEMERAL: Final = "CheckpointsEphemeral"
+# A job whose pods cannot be created yet (an API they need is not served) tries again this often.
+BLOCKED_RETRY_SECONDS: Final = 30.0
 # Time for the trainer to write its SIGTERM checkpoint; a template may set another value.
 DEFAULT_TERMINATION_GRACE_SECONDS: Final = 60
 # The trainer image runs as this non-root user; a template securityContext may override it.

@@ -10,6 +10,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from torchjob_core import constants
+
+_RETRY = f"{constants.BLOCKED_RETRY_SECONDS:g}s"  # how often a blocked job tries again, in its messages
+
 
 @dataclasses.dataclass(frozen=True)
 class Reason:
@@ -73,12 +77,12 @@ RESUMED = Reason(
 )
 GANG_SCHEDULER_MISSING = Reason(
     "GangSchedulerMissing",
-    "No pods created: gang scheduling is on but {error}; retrying every 30s.",
+    f"No pods created: gang scheduling is on but {{error}}; retrying every {_RETRY}.",
     warning=True,
 )
 DEVICE_CLAIMS_MISSING = Reason(
     "DeviceClaimsUnavailable",
-    "No pods created: spec.resources.gpuDeviceClassName is set but {error}; retrying every 30s.",
+    f"No pods created: spec.resources.gpuDeviceClassName is set but {{error}}; retrying every {_RETRY}.",
     warning=True,
 )
 INVALID_SPEC = Reason("InvalidSpec", "{error}", warning=True)

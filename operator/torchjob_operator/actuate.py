@@ -14,7 +14,7 @@ import datetime as dt
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-from torchjob_core import reasons, status
+from torchjob_core import reasons
 from torchjob_core.render.claims import render_claim_template
 from torchjob_core.render.podgroup import render_podgroup
 from torchjob_core.render.pods import render_pod
@@ -80,8 +80,9 @@ CONFIRM_COST = 1
 def cost(plan: reconcile.Plan, status_changed: bool) -> int:
     """Upper bound of the API requests a plan makes (for the per-job budget; a confirming LIST is
     counted before it is made, apart: `CONFIRM_COST`)."""
-    # A pass that ensures the Service may also ensure a DRA job's claim template (the plan does not know).
-    ensures = 2 * int(plan.ensure_service) + int(plan.ensure_podgroup) + int(plan.ensure_claim)
+    ensures = sum(
+        map(int, (plan.ensure_service, plan.ensure_podgroup, plan.ensure_claim_template, plan.ensure_claim))
+    )
     deletes = min(len(plan.delete), 1) if plan.delete_all_active else len(plan.delete)
     return (
         ensures + len(plan.create) + deletes + int(status_changed) + len(plan.events) + int(plan.delete_job)
@@ -165,7 +166,9 @@ def _rejected(
 ) -> reconcile.Plan:
     """Pending with the cause as reason and the API's message; the job loop holds creates (backoff)."""
     _, message = reasons.POD_REJECTED.format(pod=error.pod, code=error.code, message=error.message)
-    return _blocked(job, plan, (rejections.reason(error.code, error.message), message), observed, now)
+    return reconcile.blocked(
+        job, plan, (rejections.reason(error.code, error.message), message), observed, now
+    )
 
 
 async def _ensure_named_objects(
@@ -176,35 +179,16 @@ async def _ensure_named_objects(
     never schedule."""
     key = (job.namespace, job.name)
     podgroup = render_podgroup(job) if plan.ensure_podgroup else None
-    claim_template = render_claim_template(job) if plan.ensure_service else None
+    claim_template = render_claim_template(job) if plan.ensure_claim_template else None
     try:
         if podgroup is not None:
             await api.ensure_podgroup(key, podgroup)
         if claim_template is not None:
             await api.ensure_claim_template(key, claim_template)
     except ApiUnavailableError as exc:
-        return _blocked(job, plan, exc.reason.format(error=str(exc)), observed, now)
+        return reconcile.blocked(job, plan, exc.reason.format(error=str(exc)), observed, now)
     checkpoint_claim = render_claim(job) if plan.ensure_claim else None
     if checkpoint_claim is not None:
         # A pod whose claim does not exist yet is unschedulable until it does.
         await api.ensure_claim(key, checkpoint_claim)
     return plan
-
-
-def _blocked(
-    job: TrainingJob,
-    plan: reconcile.Plan,
-    why: tuple[str, str],
-    observed: Mapping[str, Any],
-    now: dt.datetime,
-) -> reconcile.Plan:
-    reason, message = why
-    new_status = status.with_phase(
-        plan.status, "Pending", reason, message, now=now, generation=job.metadata.generation
-    )
-    if not observed.get("startTime"):
-        new_status.pop("startTime", None)  # nothing started
-    retry = reconcile.Plan(
-        status=new_status, delete=plan.delete, delete_all_active=plan.delete_all_active, requeue_after=30.0
-    )
-    return reconcile.with_events(retry, observed)

@@ -74,6 +74,7 @@ class Plan:
     delete_all_active: bool = False
     ensure_service: bool = False
     ensure_podgroup: bool = False
+    ensure_claim_template: bool = False  # the GPUs' ResourceClaimTemplate (DRA), before any pod
     ensure_claim: bool = False  # the checkpoint PersistentVolumeClaim, before any pod
     delete_job: bool = False
     events: list[Event] = dataclasses.field(default_factory=list)
@@ -194,8 +195,14 @@ def _repair(p: _Pass) -> None:
     phase = str(p.plan.status.get("phase") or "")
     if phase in status.TERMINAL_PHASES or phase == "Suspended":
         return
+    _ensure_children(p)
+
+
+def _ensure_children(p: _Pass) -> None:
+    """The objects the job's pods name or need, created if absent with (or before) the pods."""
     p.plan.ensure_service = True
     p.plan.ensure_podgroup = p.job.spec.scheduling.gang
+    p.plan.ensure_claim_template = p.job.spec.resources.gpu_device_class_name is not None
 
 
 def _begin(job: TrainingJob, pods: Sequence[PodObs], observed: Mapping[str, Any], now: dt.datetime) -> _Pass:
@@ -331,8 +338,7 @@ def _create(p: _Pass, missing: Sequence[int]) -> None:
     rp = p.job.spec.run_policy
     replacements = [int(n) for n in p.observed.get("nodeReplacements") or []]
     p.plan.create = [PodKey(i, p.attempt, _replacement(replacements, i)) for i in missing]
-    p.plan.ensure_service = True
-    p.plan.ensure_podgroup = p.job.spec.scheduling.gang
+    _ensure_children(p)
     claim = p.job.spec.checkpoint.storage
     p.plan.ensure_claim = claim is not None and claim.creates_claim
     if p.start is None or p.phase == "Suspended":
@@ -571,6 +577,27 @@ def _finish(job: TrainingJob, pods: _Attempt, plan: Plan, now: dt.datetime) -> N
         plan.delete_job = True
     else:
         plan.wake_at(_seconds_until(expires, now))
+
+
+def blocked(
+    job: TrainingJob, plan: Plan, why: tuple[str, str], observed: Mapping[str, Any], now: dt.datetime
+) -> Plan:
+    """The plan in place of `plan` when its pods cannot be created (an API they need is not served, or the
+    API server rejected one): Pending with `why`, the same deletes, no creates, and another try in
+    `constants.BLOCKED_RETRY_SECONDS`."""
+    reason, message = why
+    new_status = status.with_phase(
+        plan.status, "Pending", reason, message, now=now, generation=job.metadata.generation
+    )
+    if not observed.get("startTime"):
+        new_status.pop("startTime", None)  # nothing started
+    retry = Plan(
+        status=new_status,
+        delete=plan.delete,
+        delete_all_active=plan.delete_all_active,
+        requeue_after=constants.BLOCKED_RETRY_SECONDS,
+    )
+    return with_events(retry, observed)
 
 
 def with_events(plan: Plan, observed: Mapping[str, Any]) -> Plan:

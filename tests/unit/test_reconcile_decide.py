@@ -82,6 +82,27 @@ def test_checkpoint_storage_ensures_its_claim_with_the_pods() -> None:
     assert not decide(make_job(2), [], {}).ensure_claim
 
 
+def test_dra_gpus_ensure_their_claim_template_with_the_pods_and_cost_one_request() -> None:
+    from torchjob_operator import actuate
+
+    body = make_job(2)
+    dra = dataclasses.replace(
+        body,
+        spec=dataclasses.replace(
+            body.spec,
+            resources=dataclasses.replace(
+                body.spec.resources, gpus_per_node=2, gpu_device_class_name="gpu.x"
+            ),
+        ),
+    )
+    plan = decide(dra, [], {})
+    assert plan.ensure_claim_template and plan.create
+    plain = decide(make_job(2), [], {})
+    assert not plain.ensure_claim_template
+    # The template is one request more than the same plan without it, and only for DRA jobs.
+    assert actuate.cost(plan, True) == actuate.cost(plain, True) + 1
+
+
 def test_ephemeral_checkpoints_say_so_with_the_first_pods() -> None:
     plan = decide(make_job(2), [], {})
     cond = next(c for c in plan.status["conditions"] if c["type"] == "CheckpointsEphemeral")
