@@ -18,6 +18,7 @@ from e2e import jobs
 from e2e.support import TIMEOUT, Cluster, Kubectl, progress
 from harness import monitoring
 from harness.polling import eventually
+from harness.tools import load_script
 
 RUN_AS_UID = 10001
 SAMPLES_RATE = "sum(rate(torchjob_trainer_samples_total[1m])) > 0"
@@ -277,3 +278,28 @@ def _bytes(quantity: str) -> int:
         if quantity.endswith(suffix):
             return int(quantity[: -len(suffix)]) * factor
     return int(quantity)
+
+
+def test_start_up_on_real_pods_is_reported_for_every_rank(
+    kubectl: Kubectl, module_namespace: str, example_job: dict[str, Any]
+) -> None:
+    """benchmarks/startup_pods.py on the example job once it Succeeded: every rank logged its start-up
+    phases, each pod's first step follows its container's start. The figures are printed and written to
+    build/startup-pods.json (a record of each run; the suite does not time them)."""
+    name, spec = example_job["metadata"]["name"], example_job["spec"]
+    jobs.wait_for_phase(kubectl, name, module_namespace, "Succeeded")
+    bench = load_script("benchmarks/startup_pods.py", "startup_pods")
+    job = json.loads(kubectl("get", "trainingjob", name, "-n", module_namespace, "-o", "json").stdout)
+    pods = [p for p in jobs.pods(kubectl, name, module_namespace) if p["metadata"]["name"].endswith("-r0")]
+
+    def log_of(pod: str) -> str:
+        return str(kubectl("logs", "-n", module_namespace, pod, "-c", "trainer").stdout)
+
+    result = bench.report(job, pods, log_of)
+    ranks = sorted(r for row in result["pods"] for r in row["ranks"])
+    assert ranks == list(range(spec["nodes"] * spec["procsPerNode"])), result
+    assert all(row["container_to_first_step_seconds"] >= 0 for row in result["pods"]), result
+    out = Path(__file__).resolve().parents[2] / "build" / "startup-pods.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    progress(f"start-up on real pods ({out}):\n{bench.table(result)}")
