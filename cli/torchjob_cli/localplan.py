@@ -60,11 +60,15 @@ def metrics_base(preferred: int, count: int) -> int:
     """`count` consecutive free ports, starting at `preferred` if they are all free."""
     if preferred == 0:
         return 0
+    base = preferred
     for _ in range(50):
-        if preferred + count <= 65535 and all(_port_free(preferred + i) for i in range(count)):
-            return preferred
-        preferred = free_port()
-    raise RuntimeError(f"no {count} consecutive free ports for the metrics endpoints")
+        if base + count <= 65535 and all(_port_free(base + i) for i in range(count)):
+            return base
+        base = free_port()
+    raise RuntimeError(
+        f"no {count} consecutive free ports for the ranks' metrics endpoints (from spec.metrics.port "
+        f"{preferred}, then 50 others); free some, or set spec.metrics.port: 0 to run without them"
+    )
 
 
 def choose_ports(job: TrainingJob) -> Ports:
