@@ -20,7 +20,17 @@ It prints throughput (samples/s of the whole run, epochs' start-up included), th
 fraction of the overlap bound, and the data-wait fraction (time blocked in `next(loader)` / step time).
 The bound is what perfect overlap of loading and training on every CPU would give:
 `cpus / (fetch CPU seconds + step CPU seconds per sample)`, both measured in this run in-process.
-`--json PATH` also writes the results.
+
+Per config also the loader headroom (performance.md goal 2), timed as benchmarks/gpu_check.py times it
+(`steptiming`): loader-only samples/s (the loader iterated with no step, after its start-up batches) /
+model-only samples/s (the step alone on one cached batch), H = their ratio. On CPU the two run alone on
+the same cores that a training run makes them share, so this H is not the GPU's H (where the step runs on
+the device); it says which side is faster here, not that a GPU would be fed.
+
+Then epoch-2 first-batch latency (goal 3): the tuned loader with persistent workers and without, one
+whole short epoch of `--steps-per-epoch` steps, then the time from `iter(loader)` of epoch 2 to its
+first batch, divided by the median step wall time of epoch 1 (goal: <= 1 with persistent workers).
+`--json PATH` also writes the results; the load average is printed at start and end.
 
     OMP_NUM_THREADS=1 python benchmarks/dataloader.py --sample-cost-us 500
     OMP_NUM_THREADS=1 python benchmarks/dataloader.py --pipeline jpeg --model cnn --sweep 3,4
@@ -29,15 +39,21 @@ The bound is what perfect overlap of loading and training on every CPU would giv
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
+import statistics
+import sys
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # steptiming, also when loaded by path
+
 import torch
+from steptiming import in_flight, steady_steps
 from torch import nn
 from torch.utils.data import Dataset
 from torchjob_trainer.config import TrainerConfig
@@ -49,6 +65,16 @@ from torchjob_trainer.data.probe import probe_fetch
 from torchjob_trainer.models import build_model
 
 BOUND_BATCHES = 6
+NOTES = [
+    "headroom H = loader-only samples/s / model-only samples/s. On CPU each side is timed alone on the "
+    "same cores that a training run makes the loader workers and the step share, so the CPU H is not the "
+    "GPU's H (on a GPU the step runs on the device); goal 2 (H >= 1.2) is for the GPU reference config.",
+    "loader-only: the loader with no step (no device copy on CPU), after 1 + workers x prefetch untimed "
+    "start-up batches; model-only: the training step on one cached batch, after 2 untimed steps.",
+    "epoch2_first_batch_in_steps: seconds from iter(loader) of epoch 2 to its first batch / the median "
+    "step wall time (wait included) of epoch 1, after one whole epoch of --steps-per-epoch steps; "
+    "goal 3: <= 1 with persistent workers.",
+]
 
 
 class PerSample(Dataset[Sample]):
@@ -128,6 +154,67 @@ def train(dataset: Dataset[Any], settings: LoaderSettings, args: argparse.Namesp
     }
 
 
+def no_step(_batch: Any) -> None:
+    """The loader-only step: nothing (on CPU there is no copy to a device); the batch is dropped."""
+
+
+def loader_only(dataset: Dataset[Any], settings: LoaderSettings, args: argparse.Namespace) -> float:
+    """Samples/s the loader delivers with no step, timed after the batches in flight at start-up."""
+    warmup = in_flight(settings)
+    size = len(dataset)  # type: ignore[arg-type]
+    # Enough indices for the start-up and the timed batches, whatever the dataset's size.
+    sampler = [i % size for i in range((warmup + args.headroom_batches) * args.batch_size)]
+    loader = make_loader(dataset, sampler, args.batch_size, settings)
+    rate = steady_steps(iter(loader), no_step, warmup, args.headroom_batches).samples_per_second
+    del loader
+    return rate
+
+
+def model_only(data: Dataset[Any], args: argparse.Namespace) -> float:
+    """Samples/s of the training step alone, on one cached batch (no loader)."""
+    step = make_step(args)
+    batch = fetch_batch(data, list(range(args.batch_size)))
+    return steady_steps(itertools.repeat(batch), step, 2, args.headroom_batches).samples_per_second
+
+
+def epoch_two_first_batch(
+    dataset: Dataset[Any], settings: LoaderSettings, args: argparse.Namespace
+) -> dict[str, float]:
+    """One whole epoch of `--steps-per-epoch` steps, then the wait from epoch 2's `iter(loader)` to its
+    first batch: worker start-up again without persistent workers, a resumed fetch with them."""
+    step = make_step(args)
+    sampler = list(range(args.steps_per_epoch * args.batch_size))
+    loader = make_loader(dataset, sampler, args.batch_size, settings)
+    times: list[float] = []
+    batches = iter(loader)
+    while True:
+        t0 = time.perf_counter()
+        try:
+            batch = next(batches)
+        except StopIteration:
+            break
+        step(batch)
+        del batch
+        times.append(time.perf_counter() - t0)
+    del batches
+    t0 = time.perf_counter()
+    batches = iter(loader)
+    first = next(batches)
+    latency = time.perf_counter() - t0
+    del first, batches, loader
+    median = statistics.median(times)
+    return {
+        "epoch2_first_batch_seconds": latency,
+        "epoch1_median_step_seconds": median,
+        "epoch2_first_batch_in_steps": latency / median,
+    }
+
+
+def median_by(runs: list[dict[str, float]], key: str) -> dict[str, float]:
+    ordered = sorted(runs, key=lambda r: r[key])
+    return ordered[len(ordered) // 2]
+
+
 def build_data(args: argparse.Namespace) -> Dataset[Any]:
     if args.pipeline == "jpeg":
         return JpegDataset(args.dataset_size, args.image_size, 10)
@@ -165,7 +252,18 @@ def configs_to_run(
     return configs
 
 
+def latency_configs(tuned: LoaderSettings) -> list[tuple[str, LoaderSettings]]:
+    """The tuned loader with and without persistent workers (with at least one worker: persistence
+    means nothing in-process)."""
+    workers = replace(tuned, num_workers=max(1, tuned.num_workers))
+    return [
+        ("persistent", replace(workers, persistent_workers=True)),
+        ("non-persistent", replace(workers, persistent_workers=False)),
+    ]
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    load_start = os.getloadavg()
     data = build_data(args)
     budget = cpu.cpu_budget()
     config = TrainerConfig(batch_size=args.batch_size)
@@ -180,20 +278,49 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     tune_seconds = time.perf_counter() - tune_start
     configs = configs_to_run(data, tuned, picked, args.sweep)
     # Interleave repeats so that background load hits every config alike; report the median run.
+    pairs = latency_configs(tuned)
     runs: dict[str, list[dict[str, float]]] = {name: [] for name, _, _ in configs}
+    loader_rates: dict[str, list[float]] = {name: [] for name, _, _ in configs}
+    model_rates: list[float] = []
+    latencies: dict[str, list[dict[str, float]]] = {name: [] for name, _ in pairs}
     for _ in range(args.repeat):
         for name, dataset, settings in configs:
             runs[name].append(train(dataset, settings, args))
+        for name, dataset, settings in configs:
+            loader_rates[name].append(loader_only(dataset, settings, args))
+        model_rates.append(model_only(data, args))
+        for name, settings in pairs:
+            latencies[name].append(epoch_two_first_batch(data, settings, args))
+    model_rate = statistics.median(model_rates)
     rows: list[dict[str, Any]] = []
     for name, _, settings in configs:
-        ordered = sorted(runs[name], key=lambda r: r["samples_per_second"])
-        median = ordered[len(ordered) // 2]
-        spread = [round(r["samples_per_second"], 1) for r in ordered]
-        rows.append({"name": name, "settings": asdict(settings), **median, "runs_samples_per_second": spread})
+        median = median_by(runs[name], "samples_per_second")
+        spread = sorted(round(r["samples_per_second"], 1) for r in runs[name])
+        loader_rate = statistics.median(loader_rates[name])
+        rows.append(
+            {
+                "name": name,
+                "settings": asdict(settings),
+                **median,
+                "runs_samples_per_second": spread,
+                "loader_only_samples_per_second": loader_rate,
+                "model_only_samples_per_second": model_rate,
+                "headroom": loader_rate / model_rate if model_rate else 0.0,
+            }
+        )
     base = rows[0]["samples_per_second"]
     for row in rows:
         row["speedup_vs_naive"] = row["samples_per_second"] / base
         row["fraction_of_bound"] = row["samples_per_second"] / bound["bound_samples_per_second"]
+    epoch2 = [
+        {
+            "name": name,
+            "settings": asdict(settings),
+            **median_by(latencies[name], "epoch2_first_batch_in_steps"),
+            "runs_in_steps": sorted(round(r["epoch2_first_batch_in_steps"], 2) for r in latencies[name]),
+        }
+        for name, settings in pairs
+    ]
     return {
         "machine": {
             "cpus": budget.cpus,
@@ -201,27 +328,47 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "platform": platform.platform(),
             "torch": torch.__version__,
             "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
-            "load_average": os.getloadavg(),
+            "load_average_start": load_start,
+            "load_average_end": os.getloadavg(),
         },
         "bound": bound,
         "probe": {"fetch_seconds": fetch.fetch_seconds, "handoff_seconds": fetch.handoff_seconds},
         "params": vars(args) | {"json": None},
         "autotune_seconds": tune_seconds,
         "rows": rows,
+        "model_only_runs_samples_per_second": sorted(round(r, 1) for r in model_rates),
+        "epoch2": epoch2,
+        "notes": NOTES,
     }
 
 
 def format_rows(result: dict[str, Any]) -> str:
     header = f"{'config':<16} {'workers':>7} {'prefetch':>8} {'persist':>7} {'samples/s':>10}"
-    lines = [f"{header} {'vs naive':>8} {'of bound':>8} {'data wait':>9}"]
+    lines = [f"{header} {'vs naive':>8} {'of bound':>8} {'data wait':>9} {'loader/s':>9} {'H':>5}"]
     for r in result["rows"]:
         s = r["settings"]
         lines.append(
             f"{r['name']:<16} {s['num_workers']:>7} {s['prefetch_factor']:>8} {s['persistent_workers']!s:>7} "
             f"{r['samples_per_second']:>10.1f} {r['speedup_vs_naive']:>7.2f}x {r['fraction_of_bound']:>8.2f} "
-            f"{r['data_wait_ratio']:>9.1%}"
+            f"{r['data_wait_ratio']:>9.1%} {r['loader_only_samples_per_second']:>9.1f} {r['headroom']:>5.2f}"
             f"  runs: {r['runs_samples_per_second']}"
         )
+    lines.append(
+        f"model-only {result['rows'][0]['model_only_samples_per_second']:.1f} samples/s "
+        f"(runs: {result['model_only_runs_samples_per_second']}); H = loader/s / model-only "
+        "(goal 2: >= 1.2, on the GPU; the CPU H is not the GPU's H, see notes)"
+    )
+    head = f"{'epoch 2':<16} {'workers':>7} {'persist':>7}"
+    lines.append(f"{head} {'first batch':>12} {'step':>9} {'in steps':>8}")
+    for e in result["epoch2"]:
+        s = e["settings"]
+        lines.append(
+            f"{e['name']:<16} {s['num_workers']:>7} {s['persistent_workers']!s:>7} "
+            f"{e['epoch2_first_batch_seconds'] * 1e3:>9.1f} ms "
+            f"{e['epoch1_median_step_seconds'] * 1e3:>6.1f} ms "
+            f"{e['epoch2_first_batch_in_steps']:>8.2f}  runs: {e['runs_in_steps']}"
+        )
+    lines.append("epoch 2 first batch in steps: goal 3, <= 1 with persistent workers")
     return "\n".join(lines)
 
 
@@ -243,6 +390,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--autotune-seconds", type=float, default=60.0)
     p.add_argument("--sweep", type=_ints, default=[], help="extra rows at these worker counts, e.g. 3,4")
     p.add_argument("--repeat", type=int, default=3, help="runs per config; the median is reported")
+    p.add_argument(
+        "--headroom-batches", type=int, default=30, help="timed batches for loader-only and model-only"
+    )
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     return p.parse_args(argv)
 
@@ -253,14 +403,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         raise SystemExit("--steps-per-epoch x --batch-size must not exceed --dataset-size")
     result = run(args)
     print(format_rows(result))
-    bound = result["bound"]
+    bound, machine = result["bound"], result["machine"]
+    start, end = (" ".join(f"{x:.2f}" for x in machine[f"load_average_{k}"]) for k in ("start", "end"))
     print(
-        f"cpus={result['machine']['cpus']} ({result['machine']['cpu_source']}), load average "
-        f"{' '.join(f'{x:.2f}' for x in result['machine']['load_average'])}, autotune took "
+        f"cpus={machine['cpus']} ({machine['cpu_source']}), load average {start} at start, {end} at end, "
+        "autotune took "
         f"{result['autotune_seconds']:.1f} s; bound {bound['bound_samples_per_second']:.1f} samples/s "
         f"= cpus / (fetch {bound['fetch_cpu_seconds_per_sample'] * 1e6:.0f} us + step "
         f"{bound['step_cpu_seconds_per_sample'] * 1e6:.0f} us CPU per sample)"
     )
+    for note in result["notes"]:
+        print(f"note: {note}")
     if args.json is not None:
         args.json.write_text(json.dumps(result, indent=2, default=str) + "\n")
     return result

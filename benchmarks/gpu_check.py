@@ -36,13 +36,13 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from torchjob_trainer.data.loader import LoaderSettings
-    from torchjob_trainer.stepstats import StepSums
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # steptiming, also when loaded by path
+
+from steptiming import in_flight, steady_steps
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECKS = (
@@ -191,38 +191,6 @@ def check_pinned_copy(args: argparse.Namespace) -> Result:
     }
 
 
-def timed_steps(batches: Iterator[Any], step: Callable[[Any], None], count: int) -> StepSums:
-    """Up to `count` steps timed as the trainer times its own (`Trainer._next_step`): the wait in
-    `next()` and the step's wall time with that wait, summed in the trainer's `StepSums`."""
-    from torchjob_trainer.stepstats import StepSums
-
-    sums = StepSums()
-    for _ in range(count):
-        t0 = time.perf_counter()
-        try:
-            inputs, target = next(batches)
-        except StopIteration:
-            break
-        t1 = time.perf_counter()
-        samples = int(target.shape[0])
-        step((inputs, target))
-        del inputs, target  # a worker's batch pins shared memory until its last reference goes
-        sums.add(samples=samples, seconds=time.perf_counter() - t0, wait=t1 - t0)
-    return sums
-
-
-def steady_steps(batches: Iterator[Any], step: Callable[[Any], None], warmup: int, count: int) -> StepSums:
-    """`count` steps after `warmup` untimed ones: worker start-up and the batches prefetched while it
-    ran would otherwise hide a loader slower than the step."""
-    timed_steps(batches, step, warmup)
-    return timed_steps(batches, step, count)
-
-
-def in_flight(settings: LoaderSettings) -> int:
-    """Batches the loader holds ready or in the making: a worker's start-up plus its prefetch."""
-    return 1 + settings.num_workers * settings.prefetch_factor
-
-
 def to_gpu(batch: Any) -> None:
     """The loader-only step: the copy to the GPU the training step starts with, and nothing else."""
     import torch
@@ -317,7 +285,6 @@ def check_loader(args: argparse.Namespace) -> Result:
 
 
 def check_ddp_overhead(args: argparse.Namespace) -> Result:
-    sys.path.insert(0, str(ROOT / "benchmarks"))
     bench = importlib.import_module("ddp_overhead")
     argv = [
         "--model",

@@ -20,16 +20,31 @@ def test_benchmark_reports_every_config(tmp_path: Path, capsys: object) -> None:
     bench = load_benchmark()
     out = tmp_path / "bench.json"
     argv = ["--sample-cost-us", "100", "--batch-size", "8", "--epochs", "2", "--steps-per-epoch", "4"]
-    result = bench.main(
-        [*argv, "--autotune-batches", "3", "--repeat", "1", "--dataset-size", "64", "--json", str(out)]
-    )
+    argv += ["--autotune-batches", "3", "--repeat", "1", "--dataset-size", "64", "--headroom-batches", "3"]
+    result = bench.main([*argv, "--json", str(out)])
     names = [r["name"] for r in result["rows"]]
     assert names == ["naive", "tuned", "autotuned", "tuned-per-sample"]
     assert result["rows"][0]["speedup_vs_naive"] == 1.0
     assert result["rows"][0]["settings"]["num_workers"] == 0
     assert all(0 <= r["data_wait_ratio"] <= 1 for r in result["rows"])
     assert all(r["fraction_of_bound"] > 0 for r in result["rows"])
-    assert json.loads(out.read_text())["rows"][1]["name"] == "tuned"
+    saved = json.loads(out.read_text())
+    assert saved["rows"][1]["name"] == "tuned"
+    assert_headroom_and_epoch_two(saved)
+
+
+def assert_headroom_and_epoch_two(result: dict[str, Any]) -> None:
+    """The headroom columns on every row and the epoch-2 first-batch latency, persistent and not."""
+    keys = ("loader_only_samples_per_second", "model_only_samples_per_second", "headroom")
+    assert all(r[k] > 0 for r in result["rows"] for k in keys)
+    for r in result["rows"]:
+        assert r["headroom"] == pytest.approx(r[keys[0]] / r[keys[1]])
+    assert [e["name"] for e in result["epoch2"]] == ["persistent", "non-persistent"]
+    assert [e["settings"]["persistent_workers"] for e in result["epoch2"]] == [True, False]
+    keys = ("epoch2_first_batch_seconds", "epoch1_median_step_seconds", "epoch2_first_batch_in_steps")
+    assert all(e[k] > 0 for e in result["epoch2"] for k in keys)
+    assert all(len(result["machine"][k]) == 3 for k in ("load_average_start", "load_average_end"))
+    assert any("not the GPU's H" in note for note in result["notes"])
 
 
 def test_benchmark_jpeg_pipeline_against_the_bound() -> None:
@@ -45,13 +60,13 @@ def test_benchmark_jpeg_pipeline_against_the_bound() -> None:
         "--steps-per-epoch",
         "3",
     ]
-    result = load_benchmark().main(
-        [*argv, "--autotune-batches", "3", "--repeat", "1", "--dataset-size", "64", "--sweep", "1"]
-    )
+    argv += ["--autotune-batches", "3", "--repeat", "1", "--dataset-size", "64", "--headroom-batches", "3"]
+    result = load_benchmark().main([*argv, "--sweep", "1"])
     assert [r["name"] for r in result["rows"]][-1] == "workers=1"
     bound = result["bound"]
     assert bound["fetch_cpu_seconds_per_sample"] > 0 and bound["step_cpu_seconds_per_sample"] > 0
     assert all(r["fraction_of_bound"] > 0 for r in result["rows"])
+    assert_headroom_and_epoch_two(result)
 
 
 def test_ddp_overhead_benchmark_reports_the_ratio() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -46,7 +47,8 @@ def test_loader_steps_are_timed_as_the_trainer_times_them(monkeypatch: pytest.Mo
     """The loader check's data wait: blocked in next() / step wall time with that wait, after warm-up."""
     gpu_check = load()
     clock = SimpleNamespace(now=0.0)
-    monkeypatch.setattr(gpu_check, "time", SimpleNamespace(perf_counter=lambda: clock.now))
+    timing = sys.modules[gpu_check.steady_steps.__module__]  # benchmarks/steptiming.py, shared
+    monkeypatch.setattr(timing, "time", SimpleNamespace(perf_counter=lambda: clock.now))
 
     def batches() -> Any:
         for _ in range(5):
