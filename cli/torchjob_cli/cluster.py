@@ -32,6 +32,11 @@ Obj = dict[str, Any]
 kconfig: Any = _config
 
 
+# The manager `submit` applies as: managedFields show which fields the CLI set, and an apply conflict
+# elsewhere names it.
+FIELD_MANAGER = "torchjob-cli"
+
+
 class Cluster:
     """The API clients of one kubeconfig context and the namespace commands default to."""
 
@@ -56,6 +61,42 @@ class Cluster:
     def get_job(self, name: str, namespace: str | None = None) -> Obj:
         obj: Obj = self.custom.get_namespaced_custom_object(
             constants.GROUP, constants.VERSION, namespace or self.namespace, constants.PLURAL, name
+        )
+        return obj
+
+    def find_job(self, name: str, namespace: str | None = None) -> Obj | None:
+        """The job, or None where there is none."""
+        try:
+            return self.get_job(name, namespace)
+        except client.ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def apply_job(self, doc: Obj) -> Obj:
+        """Server-side apply of `doc` (its metadata names the namespace) as FIELD_MANAGER: the server
+        sets the fields the manifest names and leaves every field another manager owns, such as the
+        operator's finalizer and annotations or labels Kueue and admins add, where it is. Creates the
+        job if there is none."""
+        meta = doc["metadata"]
+        obj: Obj = self.custom.patch_namespaced_custom_object(
+            constants.GROUP,
+            constants.VERSION,
+            meta["namespace"],
+            constants.PLURAL,
+            meta["name"],
+            doc,
+            field_manager=FIELD_MANAGER,
+            # Forced: the manifest is the user's statement of what the fields it names should be, as
+            # the full replace before this was. Without it, every field last written by another
+            # manager would fail the apply: a job created by `kubectl apply` (client-side, manager
+            # kubectl-client-side-apply), changed by `kubectl edit`/`patch`, or created by an earlier
+            # torchjob (plain create/replace). Force takes only fields the manifest names; what it leaves
+            # out (finalizers, others' labels and annotations, status) keeps its owner. The cost, for
+            # `kubectl apply --server-side` users sharing a job: their next apply of a differing value
+            # reports a conflict with torchjob-cli, which is SSA telling them someone else set it.
+            force=True,
+            _content_type="application/apply-patch+yaml",  # a JSON body is valid YAML
         )
         return obj
 
@@ -116,23 +157,20 @@ def submit(cl: Cluster, args: argparse.Namespace, console: Console) -> int:
             console.print(f"trainingjob.{constants.GROUP}/{name} valid (dry run)", markup=False)
             _warn(console, name, warning)
             continue
-        try:
-            cl.custom.create_namespaced_custom_object(
-                constants.GROUP, constants.VERSION, ns, constants.PLURAL, doc
-            )
-            verb = "created"
-        except client.ApiException as exc:
-            if exc.status != 409:
-                raise
-            live = cl.get_job(name, ns)
-            doc["metadata"]["resourceVersion"] = live["metadata"]["resourceVersion"]
-            cl.custom.replace_namespaced_custom_object(
-                constants.GROUP, constants.VERSION, ns, constants.PLURAL, name, doc
-            )
-            verb = "configured"
+        before = cl.find_job(name, ns)
+        after = cl.apply_job(doc)
+        verb = _applied(before, after)
         console.print(f"trainingjob.{constants.GROUP}/{name} {verb}", markup=False, highlight=False)
         _warn(console, name, warning)
     return 0
+
+
+def _applied(before: Obj | None, after: Obj) -> str:
+    """kubectl's verb: an apply that changes nothing writes nothing, so the resourceVersion stays."""
+    if before is None:
+        return "created"
+    version = before.get("metadata", {}).get("resourceVersion")
+    return "unchanged" if after.get("metadata", {}).get("resourceVersion") == version else "configured"
 
 
 def _warn(console: Console, name: str, warning: str | None) -> None:
