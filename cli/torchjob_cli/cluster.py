@@ -1,7 +1,8 @@
 """Cluster commands: submit, get, describe, logs, top, delete (any kubeconfig; also `kubectl torchjob`).
 
-API calls go through the kubernetes client; what is shown is built by the pure helpers in
-`torchjob_cli.views`, which the unit tests cover with fake objects.
+Every API call is a method of `Cluster`, the one layer with side effects on the cluster; the command
+functions only decide and print, and what they show is built by the pure helpers in `torchjob_cli.views`.
+The unit tests drive the commands with a fake `Cluster`.
 """
 
 from __future__ import annotations
@@ -31,6 +32,10 @@ Obj = dict[str, Any]
 # The kubernetes client is untyped; its entry points are used through Any.
 kconfig: Any = _config
 
+# The manager `submit` applies as: managedFields show which fields the CLI set, and an apply conflict
+# elsewhere names it.
+FIELD_MANAGER = "torchjob-cli"
+
 
 class Cluster:
     """The API clients of one kubeconfig context and the namespace commands default to."""
@@ -53,9 +58,48 @@ class Cluster:
                 namespace = None
         return cls(api, namespace or "default")
 
+    def close(self) -> None:
+        self.api.close()
+
     def get_job(self, name: str, namespace: str | None = None) -> Obj:
         obj: Obj = self.custom.get_namespaced_custom_object(
             constants.GROUP, constants.VERSION, namespace or self.namespace, constants.PLURAL, name
+        )
+        return obj
+
+    def find_job(self, name: str, namespace: str | None = None) -> Obj | None:
+        """The job, or None where there is none."""
+        try:
+            return self.get_job(name, namespace)
+        except client.ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def apply_job(self, doc: Obj) -> Obj:
+        """Server-side apply of `doc` (its metadata names the namespace) as FIELD_MANAGER: the server
+        sets the fields the manifest names and leaves every field another manager owns, such as the
+        operator's finalizer and annotations or labels Kueue and admins add, where it is. Creates the
+        job if there is none."""
+        meta = doc["metadata"]
+        obj: Obj = self.custom.patch_namespaced_custom_object(
+            constants.GROUP,
+            constants.VERSION,
+            meta["namespace"],
+            constants.PLURAL,
+            meta["name"],
+            doc,
+            field_manager=FIELD_MANAGER,
+            # Forced: the manifest is the user's statement of what the fields it names should be, as
+            # the full replace before this was. Without it, every field last written by another
+            # manager would fail the apply: a job created by `kubectl apply` (client-side, manager
+            # kubectl-client-side-apply), changed by `kubectl edit`/`patch`, or created by an earlier
+            # torchjob (plain create/replace). Force takes only fields the manifest names; what it leaves
+            # out (finalizers, others' labels and annotations, status) keeps its owner. The cost, for
+            # `kubectl apply --server-side` users sharing a job: their next apply of a differing value
+            # reports a conflict with torchjob-cli, which is SSA telling them someone else set it.
+            force=True,
+            _content_type="application/apply-patch+yaml",  # a JSON body is valid YAML
         )
         return obj
 
@@ -82,6 +126,30 @@ class Cluster:
         )
         return [self.api.sanitize_for_serialization(e) for e in res.items]
 
+    def pod_log(self, pod: str, *, follow: bool, tail: int | None) -> Any:
+        """The trainer container's log as an unread urllib3 response: `.stream()` reads it,
+        `.shutdown()` (urllib3 >= 2.3) ends a follow from another thread, `.close()` releases it."""
+        kwargs: dict[str, Any] = {"container": constants.CONTAINER_NAME, "follow": follow}
+        if tail is not None:
+            kwargs["tail_lines"] = tail
+        return self.core.read_namespaced_pod_log(pod, self.namespace, _preload_content=False, **kwargs)
+
+    def pod_metrics(self, pod: str, port: int) -> str | None:
+        """The pod's `/metrics` on `port` through the API server's pod proxy; None when it does not
+        answer (not listening yet, or no `pods/proxy` permission)."""
+        try:
+            text = self.core.connect_get_namespaced_pod_proxy_with_path(
+                f"{pod}:{port}", self.namespace, "metrics"
+            )
+        except client.ApiException:
+            return None
+        return str(text)
+
+    def delete_job(self, name: str) -> None:
+        self.custom.delete_namespaced_custom_object(
+            constants.GROUP, constants.VERSION, self.namespace, constants.PLURAL, name
+        )
+
 
 def dispatch(args: argparse.Namespace, console: Console) -> int:
     cl = Cluster.connect(args.kubeconfig, args.context, args.namespace)
@@ -100,7 +168,7 @@ def dispatch(args: argparse.Namespace, console: Console) -> int:
         console.print(f"error: {reason}", style="red", markup=False, highlight=False)
         return 1
     finally:
-        cl.api.close()
+        cl.close()
 
 
 def submit(cl: Cluster, args: argparse.Namespace, console: Console) -> int:
@@ -116,23 +184,20 @@ def submit(cl: Cluster, args: argparse.Namespace, console: Console) -> int:
             console.print(f"trainingjob.{constants.GROUP}/{name} valid (dry run)", markup=False)
             _warn(console, name, warning)
             continue
-        try:
-            cl.custom.create_namespaced_custom_object(
-                constants.GROUP, constants.VERSION, ns, constants.PLURAL, doc
-            )
-            verb = "created"
-        except client.ApiException as exc:
-            if exc.status != 409:
-                raise
-            live = cl.get_job(name, ns)
-            doc["metadata"]["resourceVersion"] = live["metadata"]["resourceVersion"]
-            cl.custom.replace_namespaced_custom_object(
-                constants.GROUP, constants.VERSION, ns, constants.PLURAL, name, doc
-            )
-            verb = "configured"
+        before = cl.find_job(name, ns)
+        after = cl.apply_job(doc)
+        verb = _applied(before, after)
         console.print(f"trainingjob.{constants.GROUP}/{name} {verb}", markup=False, highlight=False)
         _warn(console, name, warning)
     return 0
+
+
+def _applied(before: Obj | None, after: Obj) -> str:
+    """kubectl's verb: an apply that changes nothing writes nothing, so the resourceVersion stays."""
+    if before is None:
+        return "created"
+    version = before.get("metadata", {}).get("resourceVersion")
+    return "unchanged" if after.get("metadata", {}).get("resourceVersion") == version else "configured"
 
 
 def _warn(console: Console, name: str, warning: str | None) -> None:
@@ -200,15 +265,8 @@ class _LogStream:
         self._thread.start()
 
     def _run(self) -> None:
-        kwargs: dict[str, Any] = {
-            "container": constants.CONTAINER_NAME,
-            "follow": self.follow,
-            "_preload_content": False,
-        }
-        if self.tail is not None:
-            kwargs["tail_lines"] = self.tail
         try:
-            self._resp = self.cl.core.read_namespaced_pod_log(self.name, self.cl.namespace, **kwargs)
+            self._resp = self.cl.pod_log(self.name, follow=self.follow, tail=self.tail)
             if self._closing:  # closed while connecting
                 return
             for line in _lines(self._resp):
@@ -342,13 +400,10 @@ def _scrape_pods(cl: Cluster, job: Obj) -> list[views.TopRow]:
             continue
         node = views.node_index(pod)
         for local in range(procs):
-            try:
-                text = cl.core.connect_get_namespaced_pod_proxy_with_path(
-                    f"{pod['metadata']['name']}:{base + local}", cl.namespace, "metrics"
-                )
-            except client.ApiException:
+            text = cl.pod_metrics(pod["metadata"]["name"], base + local)
+            if text is None:
                 continue
-            point = metrics.rank_snapshot(metrics.parse_text(str(text)), rank=node * procs + local, now=0.0)
+            point = metrics.rank_snapshot(metrics.parse_text(text), rank=node * procs + local, now=0.0)
             if point is not None:
                 rows.append(views.TopRow.from_progress(node, point))
     return rows
@@ -385,17 +440,9 @@ def top(cl: Cluster, args: argparse.Namespace, console: Console) -> int:
 
 
 def delete(cl: Cluster, args: argparse.Namespace, console: Console) -> int:
-    cl.custom.delete_namespaced_custom_object(
-        constants.GROUP, constants.VERSION, cl.namespace, constants.PLURAL, args.name
-    )
+    cl.delete_job(args.name)
     console.print(f"trainingjob.{constants.GROUP}/{args.name} deleted", markup=False, highlight=False)
     if args.wait:
-        while True:
-            try:
-                cl.get_job(args.name)
-            except client.ApiException as exc:
-                if exc.status == 404:
-                    break
-                raise
+        while cl.find_job(args.name) is not None:
             time.sleep(0.5)
     return 0

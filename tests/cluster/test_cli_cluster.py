@@ -7,6 +7,7 @@ checked for finding the right pods and degrading with a clear message; their for
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -130,6 +131,68 @@ def test_submit_get_describe_delete(cli: Cli, kube: client.ApiClient, namespace:
     assert (code, out.strip()) == (0, "trainingjob.torchjob.dev/cpu-gloo deleted")
     code, _, err = cli("get", "cpu-gloo")
     assert code == 1 and "not found" in (err + _)
+
+
+FINALIZER = "operator.torchjob.dev/finalizer"
+
+
+def test_resubmit_keeps_what_others_own(
+    cli: Cli, kube: client.ApiClient, namespace: str, tmp_path: Path
+) -> None:
+    """A second submit changes what the manifest names and nothing else: the operator's finalizer and
+    annotations, Kueue's and an admin's labels and annotations, and spec fields the manifest leaves out
+    stay, as with `kubectl apply`."""
+    assert cli("submit", str(EXAMPLE))[1].strip() == "trainingjob.torchjob.dev/cpu-gloo created"
+    api = custom(kube)
+    try:
+        # What the operator (Kopf), Kueue and an admin write onto a live job, each as its own manager.
+        others = {
+            "torchjob-operator": {
+                "metadata": {
+                    "finalizers": [FINALIZER],
+                    "annotations": {"operator.torchjob.dev/last-handled-configuration": "{}"},
+                }
+            },
+            "kueue": {"metadata": {"labels": {"kueue.x-k8s.io/queue-name": "team-a"}}},
+            "admin": {
+                "metadata": {"annotations": {"example.com/owner": "ml-team"}, "labels": {"tier": "gold"}},
+                "spec": {"runPolicy": {"suspend": True}},
+            },
+        }
+        for manager, patch in others.items():
+            api.patch_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, "cpu-gloo", patch, field_manager=manager
+            )
+
+        doc = yaml.safe_load(EXAMPLE.read_text())
+        doc["spec"]["args"] = [*doc["spec"]["args"], "--lr", "0.1"]
+        doc["metadata"]["labels"] = {"app": "mlp"}
+        changed = tmp_path / "changed.yaml"
+        changed.write_text(yaml.safe_dump(doc))
+        code, out, _ = cli("submit", str(changed))
+        assert (code, out.strip()) == (0, "trainingjob.torchjob.dev/cpu-gloo configured")
+
+        job = api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "cpu-gloo")
+        meta = job["metadata"]
+        assert job["spec"]["args"][-2:] == ["--lr", "0.1"]
+        assert meta.get("finalizers") == [FINALIZER]
+        assert meta["annotations"]["operator.torchjob.dev/last-handled-configuration"] == "{}"
+        assert meta["annotations"]["example.com/owner"] == "ml-team"
+        assert meta["labels"] == {"app": "mlp", "kueue.x-k8s.io/queue-name": "team-a", "tier": "gold"}
+        assert job["spec"]["runPolicy"]["suspend"] is True
+        managers = {f["manager"]: f["operation"] for f in meta["managedFields"]}
+        assert managers["torchjob-cli"] == "Apply"
+
+        # The same manifest again writes nothing.
+        code, out, _ = cli("submit", str(changed))
+        assert (code, out.strip()) == (0, "trainingjob.torchjob.dev/cpu-gloo unchanged")
+        again = api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "cpu-gloo")
+        assert again["metadata"]["resourceVersion"] == meta["resourceVersion"]
+    finally:
+        with contextlib.suppress(client.ApiException):  # no operator here to release it
+            api.patch_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, "cpu-gloo", {"metadata": {"finalizers": None}}
+            )
 
 
 def test_submit_rejects_an_invalid_manifest_locally(cli: Cli, tmp_path: Path, kube: client.ApiClient) -> None:

@@ -1,4 +1,5 @@
-"""`logs` and `top` plumbing with fake API objects: what KWOK pods cannot exercise in tests/cluster."""
+"""The cluster commands against a fake `Cluster` (the one layer that calls the API): `logs` and `top`
+plumbing that KWOK pods cannot exercise in tests/cluster, and the verbs `submit` and `delete` print."""
 
 from __future__ import annotations
 
@@ -6,11 +7,15 @@ import argparse
 import json
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from rich.console import Console
 from torchjob_cli import cluster
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "cpu-gloo-2node.yaml"
 
 METRICS = """# TYPE torchjob_trainer_step gauge
 torchjob_trainer_step{job="j",rank="RANK",local_rank="L",node_rank="N"} 7.0
@@ -27,28 +32,6 @@ class FakeResp:
         return self.chunks
 
 
-class FakeCore:
-    def __init__(self) -> None:
-        self.proxied: list[str] = []
-
-    def list_namespaced_pod(self, ns: str, label_selector: str) -> Any:
-        assert label_selector == "torchjob.dev/job-name=j"
-        return argparse.Namespace(items=[pod(0, 0, "Failed"), pod(0, 1, "Running"), pod(1, 1, "Running")])
-
-    def read_namespaced_pod_log(self, name: str, ns: str, **kw: Any) -> FakeResp:
-        assert kw["container"] == "trainer"
-        node = name.split("-")[2]
-        text = f"INFO [ns/j rank {int(node) * 2}/4 local 0 node {node}] step\nagent line"
-        return FakeResp([text[:7].encode(), text[7:].encode()])  # a chunk boundary inside a line
-
-    def connect_get_namespaced_pod_proxy_with_path(self, name: str, ns: str, path: str) -> str:
-        self.proxied.append(name)
-        pod_name, port = name.split(":")
-        node, local = int(pod_name.split("-")[2]), int(port) - 9400
-        rank = node * 2 + local
-        return METRICS.replace("RANK", str(rank)).replace("L", str(local)).replace("N", str(node))
-
-
 def pod(node: int, attempt: int, phase: str) -> dict[str, Any]:
     return {
         "metadata": {
@@ -59,24 +42,59 @@ def pod(node: int, attempt: int, phase: str) -> dict[str, Any]:
     }
 
 
-class FakeApi:
-    def sanitize_for_serialization(self, obj: Any) -> Any:
-        return obj
+class FakeCluster(cluster.Cluster):
+    """`Cluster` with its API calls answered here: the commands' only boundary with the cluster."""
 
+    def __init__(self) -> None:  # no kubeconfig, no client
+        self.namespace = "ns"
+        self.proxied: list[str] = []
+        self.applied: list[dict[str, Any]] = []
+        self.deleted: list[str] = []
+        self.jobs: dict[str, dict[str, Any]] = {}
 
-class FakeCustom:
-    def get_namespaced_custom_object(self, *a: Any) -> dict[str, Any]:
+    def get_job(self, name: str, namespace: str | None = None) -> dict[str, Any]:
         return {
             "metadata": {"name": "j"},
             "spec": {"image": "img:1", "nodes": 2, "procsPerNode": 2},
             "status": {"attempt": 1},
         }
 
+    def pods(self, job: str) -> list[dict[str, Any]]:
+        assert job == "j"
+        return [pod(0, 0, "Failed"), pod(0, 1, "Running"), pod(1, 1, "Running")]
 
-def fake_cluster() -> cluster.Cluster:
-    cl = cluster.Cluster.__new__(cluster.Cluster)
-    cl.api, cl.namespace, cl.core, cl.custom = FakeApi(), "ns", FakeCore(), FakeCustom()
-    return cl
+    def pod_log(self, pod: str, *, follow: bool, tail: int | None) -> Any:
+        node = pod.split("-")[2]
+        text = f"INFO [ns/j rank {int(node) * 2}/4 local 0 node {node}] step\nagent line"
+        return FakeResp([text[:7].encode(), text[7:].encode()])  # a chunk boundary inside a line
+
+    def pod_metrics(self, pod: str, port: int) -> str | None:
+        self.proxied.append(f"{pod}:{port}")
+        node, local = int(pod.split("-")[2]), port - 9400
+        rank = node * 2 + local
+        return METRICS.replace("RANK", str(rank)).replace("L", str(local)).replace("N", str(node))
+
+    def find_job(self, name: str, namespace: str | None = None) -> dict[str, Any] | None:
+        return self.jobs.get(name)
+
+    def apply_job(self, doc: dict[str, Any]) -> dict[str, Any]:
+        """A server that bumps the resourceVersion only when the spec changes."""
+        self.applied.append(doc)
+        name = doc["metadata"]["name"]
+        live = self.jobs.get(name)
+        version = int(live["metadata"]["resourceVersion"]) if live else 0
+        if live is None or live["spec"] != doc["spec"]:
+            version += 1
+        self.jobs[name] = {**doc, "metadata": {**doc["metadata"], "resourceVersion": str(version)}}
+        return self.jobs[name]
+
+    def delete_job(self, name: str) -> None:
+        self.deleted.append(name)
+        self.jobs.pop(name, None)
+
+
+def fake_cluster() -> FakeCluster:
+    return FakeCluster()
 
 
 def console() -> Console:
@@ -101,7 +119,7 @@ def test_top_scrapes_every_rank_through_the_pod_proxy() -> None:
     c = console()
     args = argparse.Namespace(name="j", prometheus=None, once=True, interval=1.0)
     assert cluster.top(cl, args, c) == 0
-    assert sorted(cl.core.proxied) == [
+    assert sorted(cl.proxied) == [
         "j-node-0-r1:9400",
         "j-node-0-r1:9401",
         "j-node-1-r1:9400",
@@ -153,10 +171,11 @@ class EndlessResp:
         pass
 
 
-class RestartingJob:
+class RestartingJob(FakeCluster):
     """Attempt 0 runs, the gang restarts into attempt 1, which then succeeds: one step per poll."""
 
     def __init__(self, endless: bool) -> None:
+        super().__init__()
         self.polls = 0
         self.endless = endless
         self.opened: list[tuple[str, Any]] = []
@@ -167,22 +186,23 @@ class RestartingJob:
         phase = "Running" if self.polls < 5 else "Succeeded"
         return {"phase": phase, "attempt": attempt}
 
-    def get_namespaced_custom_object(self, *a: Any) -> dict[str, Any]:
+    def get_job(self, name: str, namespace: str | None = None) -> dict[str, Any]:
         self.polls += 1
         return {"metadata": {"name": "j"}, "spec": {"nodes": 1}, "status": self.status()}
 
-    def list_namespaced_pod(self, ns: str, label_selector: str) -> Any:
+    def pods(self, job: str) -> list[dict[str, Any]]:
         attempt = self.status()["attempt"]
         items = [started_pod(0, 0, "Failed" if attempt else "Running")]
         if attempt == 1:
             items.append(
                 started_pod(0, 1, "Succeeded" if self.status()["phase"] == "Succeeded" else "Running")
             )
-        return argparse.Namespace(items=items)
+        return items
 
-    def read_namespaced_pod_log(self, name: str, ns: str, **kw: Any) -> Any:
-        self.opened.append((name, kw.get("tail_lines")))
-        text = f"hello from {name}\n"
+    def pod_log(self, pod: str, *, follow: bool, tail: int | None) -> Any:
+        assert follow
+        self.opened.append((pod, tail))
+        text = f"hello from {pod}\n"
         resp = EndlessResp(text) if self.endless else FakeResp([text.encode()])
         self.responses.append(resp)
         return resp
@@ -200,11 +220,9 @@ def test_logs_follow_picks_up_the_next_gang_attempt(monkeypatch: Any, endless: b
     monkeypatch.setattr(cluster, "FOLLOW_POLL_S", 0.05)
     monkeypatch.setattr(cluster, "FOLLOW_DRAIN_S", 0.2)
     fake = RestartingJob(endless)
-    cl = fake_cluster()
-    cl.core, cl.custom = fake, fake
     c = console()
     args = argparse.Namespace(name="j", attempt=None, follow=True, tail=10)
-    assert cluster.logs(cl, args, c) == 0
+    assert cluster.logs(fake, args, c) == 0
     assert c.export_text().splitlines() == [
         "[node 0] hello from j-node-0-r0",
         "--- gang attempt 1 ---",
@@ -223,11 +241,11 @@ class ReplacingJob(RestartingJob):
     def status(self) -> dict[str, Any]:
         return {"phase": "Running" if self.polls < 5 else "Succeeded", "attempt": 0}
 
-    def get_namespaced_custom_object(self, *a: Any) -> dict[str, Any]:
+    def get_job(self, name: str, namespace: str | None = None) -> dict[str, Any]:
         self.polls += 1
         return {"metadata": {"name": "j"}, "spec": {"nodes": 2}, "status": self.status()}
 
-    def list_namespaced_pod(self, ns: str, label_selector: str) -> Any:
+    def pods(self, job: str) -> list[dict[str, Any]]:
         done = self.status()["phase"] == "Succeeded"
         items = [started_pod(0, 0, "Succeeded" if done else "Running")]
         items.append(started_pod(1, 0, "Running" if self.polls < 3 else "Failed"))
@@ -235,17 +253,15 @@ class ReplacingJob(RestartingJob):
             replacement = started_pod(1, 0, "Succeeded" if done else "Running")
             replacement["metadata"]["name"] = "j-node-1-r0-1"
             items.append(replacement)
-        return argparse.Namespace(items=items)
+        return items
 
 
 def test_logs_follow_picks_up_an_elastic_replacement(monkeypatch: Any) -> None:
     monkeypatch.setattr(cluster, "FOLLOW_POLL_S", 0.05)
     monkeypatch.setattr(cluster, "FOLLOW_DRAIN_S", 0.2)
     fake = ReplacingJob(endless=False)
-    cl = fake_cluster()
-    cl.core, cl.custom = fake, fake
     c = console()
-    assert cluster.logs(cl, argparse.Namespace(name="j", attempt=None, follow=True, tail=None), c) == 0
+    assert cluster.logs(fake, argparse.Namespace(name="j", attempt=None, follow=True, tail=None), c) == 0
     lines = c.export_text().splitlines()
     assert lines[-3:] == [
         "--- node 1 replaced: j-node-1-r0-1 ---",
@@ -253,3 +269,26 @@ def test_logs_follow_picks_up_an_elastic_replacement(monkeypatch: Any) -> None:
         "TrainingJob j Succeeded",
     ]
     assert sorted(lines[:2]) == ["[node 0] hello from j-node-0-r0", "[node 1] hello from j-node-1-r0"]
+
+
+def test_submit_says_created_configured_unchanged(tmp_path: Path) -> None:
+    cl = fake_cluster()
+    manifest = tmp_path / "job.yaml"
+    doc = yaml.safe_load(EXAMPLE.read_text())
+    verbs = []
+    for args in (doc["spec"]["args"], doc["spec"]["args"], [*doc["spec"]["args"], "--lr", "0.1"]):
+        manifest.write_text(yaml.safe_dump({**doc, "spec": {**doc["spec"], "args": args}}))
+        c = console()
+        assert cluster.submit(cl, argparse.Namespace(file=str(manifest), dry_run=False), c) == 0
+        verbs.append(c.export_text().strip())
+    assert verbs == [f"trainingjob.torchjob.dev/cpu-gloo {v}" for v in ("created", "unchanged", "configured")]
+    # The namespace is filled in from the context, as the apply needs it in the body.
+    assert all(d["metadata"]["namespace"] == "ns" for d in cl.applied)
+
+
+def test_delete_waits_until_the_job_is_gone() -> None:
+    cl = fake_cluster()
+    cl.jobs["j"] = {"metadata": {"name": "j"}}
+    c = console()
+    assert cluster.delete(cl, argparse.Namespace(name="j", wait=True), c) == 0
+    assert cl.deleted == ["j"] and c.export_text().strip() == "trainingjob.torchjob.dev/j deleted"
