@@ -29,8 +29,10 @@ import re
 import subprocess
 import sys
 from collections.abc import Callable, Iterable, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
+
+from torchjob_core.status import parse_time
 
 GOALS = {"rendezvous_seconds": 5.0, "container_to_first_step_seconds": 30.0}
 # One rank's phases line as the trainer logs it: "<time>Z INFO [ns/job rank R/W ...] logger: ...".
@@ -40,10 +42,6 @@ PHASES_LINE = re.compile(
     r"(?:, (?P<after_rdzv>[\d.]+) s after the rendezvous)?"
 )
 TRAINER = "trainer"
-
-
-def parse_time(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
 
 
 def rank_lines(log: str) -> list[dict[str, Any]]:
@@ -69,7 +67,7 @@ def _container_started(pod: Mapping[str, Any]) -> datetime | None:
         if cs.get("name") == TRAINER:
             state = cs.get("state") or {}
             started = (state.get("running") or state.get("terminated") or {}).get("startedAt")
-            return parse_time(started) if started else None
+            return parse_time(started)
     return None
 
 
@@ -118,7 +116,7 @@ def report(
     """The job's figures from its pods (only those of its first attempt that ran) and their logs."""
     rows = [pod_startup(p, log_of(p["metadata"]["name"])) for p in pods]
     created = parse_time(job["metadata"]["creationTimestamp"])
-    steps = [parse_time(r["first_step_at"]) for r in rows if r["first_step_at"]]
+    steps = [t for r in rows if (t := parse_time(r["first_step_at"])) is not None]
     return {
         "job": job["metadata"]["name"],
         "namespace": job["metadata"].get("namespace"),

@@ -392,8 +392,7 @@ def _follow_job(cl: Cluster, args: argparse.Namespace, console: Console) -> int:
 
 def _scrape_pods(cl: Cluster, job: Obj) -> list[views.TopRow]:
     rows = []
-    procs = views.procs_per_node(job)
-    base = views.metrics_port(job)
+    procs, base = views.metrics_layout(job)
     pods = views.pods_of_attempt(cl.pods(job["metadata"]["name"]), views.attempt_of(job, None))
     for pod in pods:
         if pod.get("status", {}).get("phase") != "Running" or not base:

@@ -135,14 +135,11 @@ def job_finished(job: Obj) -> bool:
     return _status(job).get("phase") in constants.TERMINAL_PHASES
 
 
-def procs_per_node(job: Obj) -> int:
-    """Ranks per pod, by the rule the operator rendered the pods with."""
-    return spec.load(job).nproc_per_node
-
-
-def metrics_port(job: Obj) -> int:
-    """Local rank 0's metrics port in each pod (0: metrics are off)."""
-    return spec.load(job).spec.metrics.port
+def metrics_layout(job: Obj) -> tuple[int, int]:
+    """Ranks per pod and local rank 0's metrics port in each pod (0: metrics are off), by the rules the
+    operator rendered the pods with (one parse of the spec for both)."""
+    loaded = spec.load(job)
+    return loaded.nproc_per_node, loaded.spec.metrics.port
 
 
 def pod_exit_code(pod: Obj) -> int | None:

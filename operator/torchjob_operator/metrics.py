@@ -14,7 +14,7 @@ REGISTRY = CollectorRegistry(auto_describe=True)
 JOBS = Gauge("torchjob_operator_jobs", "TrainingJobs by phase.", ["phase"], registry=REGISTRY)
 PODS_CREATED = Counter("torchjob_operator_pods_created_total", "Pods created.", registry=REGISTRY)
 #: The outcomes of `JOBS_FINISHED`, and the scopes and reasons of `RESTARTS`.
-OUTCOMES = ("Succeeded", "Failed")
+OUTCOMES = constants.TERMINAL_PHASES
 RESTART_SCOPES = ("gang", "node")
 RESTART_REASONS = ("retryable_exit", "disruption")
 JOBS_FINISHED = Counter(
