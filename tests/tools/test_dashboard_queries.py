@@ -99,6 +99,7 @@ def test_dashboard_covers_what_the_issue_asks() -> None:
         "quantile by (namespace, job) (0.5",  # each rank relative to its job's median: stragglers
         "torchjob_trainer_data_wait_seconds_total",  # data-wait ratio
         "torchjob_trainer_step_duration_seconds_bucket",  # step time
+        "torchjob_trainer_startup_seconds{",  # process start -> first step, per rank
         "torchjob_operator_restarts_total",
         "torchjob_operator_submit_to_running_seconds_bucket",
         # finished jobs by outcome and restarts by reason, in the namespaces picked (the jobs' own)

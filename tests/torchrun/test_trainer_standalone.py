@@ -12,6 +12,7 @@ from torchrun.trainer_procs import (
     running,
     samples,
     scrape_all_while_training,
+    startup_phases,
     trainer_env,
 )
 
@@ -48,6 +49,12 @@ def test_two_processes_train_and_serve_metrics(tmp_path: Path) -> None:
         assert got["torchjob_trainer_dataloader_workers"][1] == 1
         assert got["torchjob_trainer_step_duration_seconds_count"][1] > 0
         assert "torchjob_trainer_data_wait_seconds_total" in got
+        # Start-up, as the log line gives it: contiguous phases that add up to process start -> first step.
+        phases = startup_phases(text)
+        assert {"rendezvous", "loader", "first_step"} <= set(phases), phases
+        total = got["torchjob_trainer_startup_seconds"][1]
+        assert total > 0
+        assert abs(sum(phases.values()) - total) < 0.01 * len(phases), (phases, total)
 
     summary = read_summary(summary_file)
     assert summary["outcome"] == "completed"

@@ -90,6 +90,9 @@ def running(cmd: Sequence[str], env: dict[str, str], log: Path) -> Iterator[Proc
         proc.stop()
 
 
+FIRST_STEP_METRICS = ("torchjob_trainer_samples_total", "torchjob_trainer_startup_seconds")
+
+
 def scrape(port: int) -> str | None:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
@@ -107,6 +110,21 @@ def samples(text: str) -> dict[str, tuple[dict[str, str], float]]:
     return out
 
 
+def _trained_a_step(got: dict[str, tuple[dict[str, str], float]]) -> bool:
+    """Samples counted and the start-up figures set: both happen at the end of the first step."""
+    return all(got.get(name, ({}, 0.0))[1] > 0 for name in FIRST_STEP_METRICS)
+
+
+def startup_phases(text: str) -> dict[str, float]:
+    """phase -> seconds of `torchjob_trainer_startup_phase_seconds` in one scrape."""
+    return {
+        s.labels["phase"]: float(s.value)
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == "torchjob_trainer_startup_phase_seconds"
+    }
+
+
 def scrape_while_training(port: int, proc: Proc, timeout: float = 120) -> str:
     """A scrape taken after the rank has finished at least one step."""
     return scrape_all_while_training({port: proc}, timeout)[port]
@@ -121,7 +139,7 @@ def scrape_all_while_training(targets: dict[int, Proc], timeout: float = 120) ->
             if port in got:
                 continue
             text = scrape(port)
-            if text and samples(text).get("torchjob_trainer_samples_total", ({}, 0.0))[1] > 0:
+            if text and _trained_a_step(samples(text)):
                 got[port] = text
             elif proc.popen.poll() is not None:
                 raise AssertionError(

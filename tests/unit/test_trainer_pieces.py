@@ -121,6 +121,23 @@ def test_metric_names_and_labels() -> None:
     assert ratio == 1.0  # clamped to 0-1
 
 
+def test_startup_metrics_carry_each_phase_and_the_total() -> None:
+    from torchjob_trainer.startup import StartupPhases
+
+    clock = StartupPhases(100.0)
+    clock.mark("imports", at=101.5)
+    clock.mark("rendezvous", at=102.0)
+    clock.mark("first_step", at=104.25)
+    metrics = TrainerMetrics(RankLabels("mnist", 3, 1, 1), cuda=False)
+    metrics.observe_startup(clock.phases, clock.total())
+    families = {f.name: f for f in text_string_to_metric_families(generate_latest(metrics.registry).decode())}
+    phases = {s.labels["phase"]: s.value for s in families["torchjob_trainer_startup_phase_seconds"].samples}
+    assert phases == {"imports": 1.5, "rendezvous": 0.5, "first_step": 2.25}
+    (total,) = families["torchjob_trainer_startup_seconds"].samples
+    assert total.value == 4.25
+    assert total.labels == {"job": "mnist", "rank": "3", "local_rank": "1", "node_rank": "1"}
+
+
 def test_preemption_request_and_budget() -> None:
     from torchjob_trainer.preemption import EXIT_PREEMPTED, Preemption
 

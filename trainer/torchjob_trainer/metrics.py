@@ -103,6 +103,17 @@ class TrainerMetrics:
         self.prefetch = gauge(
             "dataloader_prefetch_factor", "DataLoader prefetch factor of this rank."
         ).labels(**v)
+        # Set once, after the first step (start-up ends there): where this process's start-up went.
+        self.startup_phase = Gauge(
+            PREFIX + "startup_phase_seconds",
+            "Seconds of each start-up phase of this process (startup.py), set after its first step.",
+            [*names, "phase"],
+            registry=r,
+        )
+        self.startup = gauge(
+            "startup_seconds", "Seconds from this process's start to the end of its first training step."
+        ).labels(**v)
+        self._labels = v
         self.cuda = cuda
         if cuda:
             self.cuda_allocated = gauge("cuda_memory_allocated_bytes", "CUDA memory held by tensors.").labels(
@@ -124,6 +135,11 @@ class TrainerMetrics:
         self.data_wait.inc(wait_seconds)
         self.step_duration.observe(step_seconds)
         self.loss.set(loss)
+
+    def observe_startup(self, phases: dict[str, float], total_seconds: float) -> None:
+        for phase, seconds in phases.items():
+            self.startup_phase.labels(**self._labels, phase=phase).set(seconds)
+        self.startup.set(total_seconds)
 
     def observe_window(self, *, samples_per_second: float, data_wait_ratio: float) -> None:
         self.samples_per_second.set(samples_per_second)

@@ -9,7 +9,8 @@ The phases are contiguous, so they add up to the first figure. `interpreter` run
 start (the kernel's record of it) to the trainer package's first import; `imports` to the start of the
 run (torch and the trainer's modules). A worker forked from the launcher's preloaded server
 (`forkstart`) has one `forked` phase in their place, from its fork to the start of the run; the import
-then happened once per node, before the fork. `benchmarks/startup.py` parses the line.
+then happened once per node, before the fork. `benchmarks/startup.py` parses the line; the metrics
+`torchjob_trainer_startup_phase_seconds{phase}` and `torchjob_trainer_startup_seconds` carry the same figures.
 
 The first optimizer imports `torch._dynamo` (seconds of CPU). `prefetch_imports` starts that import in a
 thread before the rendezvous, so it runs while `init_process_group` waits for the other ranks instead of
@@ -92,8 +93,12 @@ class StartupPhases:
         end = self.marks.get(name)
         return None if end is None else round(self._last - end, 3)
 
+    def total(self) -> float:
+        """Seconds from the start to the last mark: the sum of the phases."""
+        return round(self._last - self.started_at, 3)
+
     def line(self) -> str:
-        total = round(self._last - self.started_at, 3)
+        total = self.total()
         text = f"{PHASES_PREFIX}{json.dumps(self.phases)}; first step {total} s after process start"
         after_rendezvous = self.since("rendezvous")
         if after_rendezvous is not None:

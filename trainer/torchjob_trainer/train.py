@@ -371,6 +371,7 @@ class Trainer:
         if self.startup is not None:  # the first step: start-up ends here
             self.startup.mark("first_step")
             log.info("%s", self.startup.line())
+            self.metrics.observe_startup(self.startup.phases, self.startup.total())
             self.startup = None
         if self.global_step % self.config.log_every == 0 or self.step_in_epoch == self.steps_per_epoch:
             self._report_window()
