@@ -147,6 +147,9 @@ DEFAULT_RETRYABLE_EXIT_CODES: Final = (137, 143)
 # The trainer could not write a checkpoint (read-only, full, over quota, no permission): sysexits'
 # EX_CANTCREAT. Permanent by default (failure_policy.classify_exit says why).
 EXIT_CHECKPOINT_WRITE_FAILED: Final = 73
+# A node other than node 0 could not reach the rendezvous store in time (torchjob-launch's wait):
+# sysexits' EX_UNAVAILABLE. Permanent by the default rule (1-127): node 0's pod is what needs fixing.
+EXIT_RENDEZVOUS_UNREACHABLE: Final = 69
 CLEAN_POD_POLICIES: Final = ("None", "Running", "All")
 DEFAULT_CLEAN_POD_POLICY: Final = "Running"
 DEFAULT_ELASTIC_MIN_NODES: Final = 1

@@ -11,7 +11,7 @@ import dataclasses
 import enum
 from collections.abc import Collection, Sequence
 
-from torchjob_core import constants
+from torchjob_core import constants, reasons
 from torchjob_core.spec import TrainingJob
 
 
@@ -40,9 +40,10 @@ def classify_exit(code: int, *, retryable: Collection[int], permanent: Collectio
     return Verdict.RETRYABLE if code >= 128 else Verdict.PERMANENT
 
 
-def is_checkpoint_write_failure(code: int | None) -> bool:
-    """The trainer exited because it could not write a checkpoint (reason `CheckpointWriteFailed`)."""
-    return code == constants.EXIT_CHECKPOINT_WRITE_FAILED
+def trainer_exit_reason(code: int | None) -> tuple[reasons.Reason, str] | None:
+    """The reason (and a message for a pod that left none) of one of the trainer's own exit codes:
+    `CheckpointWriteFailed` for 73, `RendezvousUnreachable` for 69; None for any other code."""
+    return None if code is None else reasons.TRAINER_EXITS.get(code)
 
 
 def replaceable_alone(elastic_min_nodes: int | None, lost: Collection[int], running: Collection[int]) -> bool:

@@ -57,6 +57,12 @@ CHECKPOINT_WRITE_FAILED = Reason(
     "Pod {pod} exited with code {code}: {message} Not retried: a restart writes into the same directory.",
     warning=True,
 )
+RENDEZVOUS_UNREACHABLE = Reason(
+    "RendezvousUnreachable",
+    "Pod {pod} exited with code {code}: {message} Not retried: node 0's pod is what to fix (list the code "
+    "in spec.runPolicy.retryableExitCodes to restart instead).",
+    warning=True,
+)
 BACKOFF_LIMIT = Reason(
     "BackoffLimitExceeded",
     "Pod {pod} failed ({why}) after {count} counted restarts (backoffLimit {limit}; disruptions are not "
@@ -102,6 +108,19 @@ CONTAINER_ERROR = "Error"  # a failed pod without a reason: the kubelet's own wo
 POD_DELETED = "PodDeleted"  # deleted while it ran, by someone else
 POD_VANISHED = "PodVanished"  # gone from the API while the job ran (its node was deleted)
 DISRUPTION_TARGET = "DisruptionTarget"  # the pod condition a disruption sets, when the pod names no reason
+
+# The trainer's own exit codes, each with the reason that names its cause (the pod says only "Error"); the
+# pod's termination message fills `{message}`.
+TRAINER_EXITS: dict[int, tuple[Reason, str]] = {
+    constants.EXIT_CHECKPOINT_WRITE_FAILED: (
+        CHECKPOINT_WRITE_FAILED,
+        "the trainer could not write a checkpoint.",
+    ),
+    constants.EXIT_RENDEZVOUS_UNREACHABLE: (
+        RENDEZVOUS_UNREACHABLE,
+        "torchjob-launch could not reach node 0's rendezvous store.",
+    ),
+}
 
 ALL: tuple[Reason, ...] = tuple(v for v in tuple(globals().values()) if isinstance(v, Reason))
 WARNING_REASONS = frozenset(r.reason for r in ALL if r.warning)

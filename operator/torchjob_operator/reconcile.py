@@ -496,9 +496,10 @@ def _failures(p: _Pass) -> bool:
 
 
 def _permanent(pod: PodObs, code: int) -> tuple[str, str]:
-    if failure_policy.is_checkpoint_write_failure(code):
-        message = pod.message.strip() or "the trainer could not write a checkpoint."
-        return reasons.CHECKPOINT_WRITE_FAILED.format(pod=pod.name, code=code, message=message)
+    known = failure_policy.trainer_exit_reason(code)
+    if known is not None:
+        reason, fallback = known
+        return reason.format(pod=pod.name, code=code, message=pod.message.strip() or fallback)
     return reasons.PERMANENT_EXIT.format(pod=pod.name, code=code)
 
 

@@ -39,9 +39,10 @@ def _ranks(job: TrainingJob, index: int) -> str | None:
 
 def _reason(pod: PodObs) -> str:
     # The trainer's own code says more than the container's "Error"; its message (the termination
-    # log) names the directory and the cause.
-    if not pod.disrupted and failure_policy.is_checkpoint_write_failure(pod.exit_code):
-        return reasons.CHECKPOINT_WRITE_FAILED.reason
+    # log) names the cause (the checkpoint directory, the rendezvous endpoint).
+    known = failure_policy.trainer_exit_reason(pod.exit_code)
+    if not pod.disrupted and known is not None:
+        return known[0].reason
     if pod.reason:
         return pod.reason
     if pod.phase == "Failed":

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from harness.polling import eventually
 from harness.ports import free_port
+from torchjob_core import constants
 from torchrun.trainer_procs import (
     LAUNCH,
     read_summary,
@@ -51,3 +53,52 @@ def test_two_agents_rendezvous_and_train(tmp_path: Path) -> None:
     assert summary["world_size"] == 2
     assert summary["outcome"] == "completed"
     assert [r["steps"] for r in summary["ranks"]] == [200, 200]
+
+
+def test_a_node_started_before_node_0_waits_for_its_store_then_trains(tmp_path: Path) -> None:
+    """Pods start in any order: node 1 (is_host=0, as rendered) starts first and waits for the store
+    instead of failing after torch's 60 s connect timeout; node 0 starts later and both train."""
+    rdzv = free_port()
+    args = ["--steps-per-epoch", "5", "--batch-size", "8", "--sample-cost-us", "0"]
+
+    def env(node: int) -> dict[str, str]:
+        return two_node_env(
+            rdzv,
+            "late-host",
+            PET_RDZV_CONF=f"is_host={1 if node == 0 else 0}",
+            TORCHJOB_NUM_WORKERS="0",
+            TORCHJOB_METRICS_PORT="0",
+        )
+
+    cmd = [LAUNCH, "--", "torchjob-train", *args]
+    with running(cmd, env(1), tmp_path / "node1.log") as node1:
+        eventually(lambda: "waiting for the rendezvous store" in node1.output(), 60, "node 1 waiting")
+        assert node1.popen.poll() is None, node1.output()[-3000:]
+        with running(cmd, env(0), tmp_path / "node0.log") as node0:
+            rcs = [node0.wait(timeout=240), node1.wait(timeout=240)]
+            outputs = [node0.output(), node1.output()]
+    assert rcs == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
+    assert f"the rendezvous store at 127.0.0.1:{rdzv} accepts connections" in outputs[1]
+    assert "waiting for the rendezvous store" not in outputs[0]  # node 0 hosts it
+
+
+def test_a_node_whose_store_never_comes_exits_69_naming_it(tmp_path: Path) -> None:
+    rdzv = free_port()
+    termination_log = tmp_path / "termination-log"
+    termination_log.write_text("")  # the kubelet creates the file; the trainer only overwrites it
+    env = two_node_env(
+        rdzv,
+        "no-host",
+        PET_RDZV_CONF="is_host=0",
+        TORCHJOB_RENDEZVOUS_WAIT_SECONDS="3",
+        TORCHJOB_TERMINATION_LOG=str(termination_log),
+    )
+    with running([LAUNCH, "--", "torchjob-train"], env, tmp_path / "node1.log") as node1:
+        rc = node1.wait(timeout=120)
+        output = node1.output()
+    assert rc == constants.EXIT_RENDEZVOUS_UNREACHABLE, output[-3000:]
+    message = termination_log.read_text()
+    assert f"rendezvous store at 127.0.0.1:{rdzv} (node 0) was not reachable within 3 s" in message
+    assert message in output
+    assert "waiting for the rendezvous store" in output
+    assert "joined process group" not in output  # torchrun's agent never started

@@ -8,7 +8,9 @@ same elastic agent (configured by `PET_*` env and torchrun's flags, then `-- cmd
 - the first failing worker's exit code (a worker killed by signal N gives 128+N);
 - 128+N when the launcher itself got signal N (SIGTERM/SIGINT are forwarded to the workers by the
   agent, which waits for them up to its shutdown timeout);
-- 1 for launcher errors (bad flags, rendezvous failures).
+- 1 for launcher errors (bad flags, rendezvous failures);
+- `EXIT_RENDEZVOUS_UNREACHABLE` (69) when a node other than node 0 could not reach the rendezvous store
+  before it started torchrun (`rendezvous_wait`: pods start in any order).
 
 The agent's shutdown timeout defaults to `TORCHJOB_PREEMPTION_GRACE_SECONDS` + 10 s, so that workers
 can finish their preemption checkpoint before they are killed.
@@ -45,7 +47,8 @@ from torch.distributed.launcher.api import elastic_launch
 from torch.distributed.run import config_from_args, parse_args
 from torchjob_core import constants
 
-from torchjob_trainer import forkstart
+from torchjob_trainer import forkstart, rendezvous_wait, termination
+from torchjob_trainer.config import env_name
 
 log = logging.getLogger("torchjob_trainer.launch")
 
@@ -167,6 +170,24 @@ def create_store_loss_tolerant_handler(params: RendezvousParameters) -> Rendezvo
 rendezvous_handler_registry.register(STORE_LOSS_BACKEND, create_store_loss_tolerant_handler)
 
 
+def wait_for_rendezvous_store(
+    backend: str, endpoint: str, rdzv_configs: Mapping[str, object], env: Mapping[str, str]
+) -> None:
+    """Before torchrun starts on a node that does not host the store: wait until the store accepts
+    connections, or exit with `EXIT_RENDEZVOUS_UNREACHABLE` and a termination message."""
+    store = rendezvous_wait.endpoint_to_wait_for(backend, endpoint, rdzv_configs)
+    if store is None:
+        return
+    timeout_s = rendezvous_wait.wait_seconds(env)
+    why = rendezvous_wait.wait_until_reachable(store, timeout_s)
+    if why is None:
+        return
+    message = rendezvous_wait.unreachable_message(store, timeout_s, why)
+    log.error("%s", message)
+    termination.write(env.get(env_name("termination_log")), message)
+    sys.exit(constants.EXIT_RENDEZVOUS_UNREACHABLE)
+
+
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s torchjob-launch: %(message)s")
     args = parse_args(list(sys.argv[1:] if argv is None else argv))  # type: ignore[no-untyped-call]
@@ -188,6 +209,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         timeout = shutdown_timeout(os.environ)
         if timeout is not None:
             config.shutdown_timeout = timeout
+        wait_for_rendezvous_store(config.rdzv_backend, config.rdzv_endpoint, config.rdzv_configs, os.environ)
         if config.rdzv_backend == "c10d":
             config.rdzv_backend = STORE_LOSS_BACKEND
             config.rdzv_configs[STORE_LOSS_GRACE_KEY] = config.shutdown_timeout

@@ -1,5 +1,7 @@
-"""Exit 73 (the trainer could not write a checkpoint): permanent, reason CheckpointWriteFailed with the
-trainer's termination message in the condition, status.lastFailure and a Warning Event."""
+"""The trainer's own exit codes, permanent by default, each with its reason and the trainer's termination
+message in the condition, status.lastFailure and a Warning Event: 73 (the trainer could not write a
+checkpoint) is CheckpointWriteFailed, 69 (torchjob-launch could not reach node 0's rendezvous store) is
+RendezvousUnreachable."""
 
 from __future__ import annotations
 
@@ -74,10 +76,10 @@ def _pod(index: int, terminated: dict[str, Any] | None) -> dict[str, Any]:
     }
 
 
-def _decide(**run_policy: Any) -> reconcile.Plan:
+def _decide(*, code: int = CODE, message: str = MESSAGE, node: int = 0, **run_policy: Any) -> reconcile.Plan:
     # What the kubelet reports: reason Error, the termination-log file as the message.
-    failed = {"exitCode": CODE, "reason": "Error", "message": MESSAGE, "finishedAt": "2026-01-01T00:00:05Z"}
-    pods = [observe_pod(_pod(0, failed)), observe_pod(_pod(1, None))]
+    failed = {"exitCode": code, "reason": "Error", "message": message, "finishedAt": "2026-01-01T00:00:05Z"}
+    pods = [observe_pod(_pod(i, failed if i == node else None)) for i in range(2)]
     observed = {
         "phase": "Running",
         "reason": "AllRanksRunning",
@@ -117,3 +119,21 @@ def test_when_retried_by_the_users_policy_the_root_cause_still_names_it() -> Non
     plan = _decide(retryableExitCodes=[CODE], backoffLimit=2)
     assert plan.status["phase"] == "Restarting"
     assert plan.status["lastFailure"]["reason"] == "CheckpointWriteFailed"
+
+
+UNREACHABLE = (
+    "the rendezvous store at j-node-0.j.ns.svc:29400 (node 0) was not reachable within 600 s: j-node-0.j.ns.svc "
+    "does not resolve yet. Node 0's pod is the one to look at (pending, pulling its image, or failed)."
+)
+
+
+def test_a_node_that_never_reached_node_0_fails_the_job_as_rendezvous_unreachable() -> None:
+    code = constants.EXIT_RENDEZVOUS_UNREACHABLE
+    assert code == 69
+    plan = _decide(code=code, message=UNREACHABLE, node=1)
+    st = plan.status
+    assert (st["phase"], st["reason"]) == ("Failed", "RendezvousUnreachable")
+    assert UNREACHABLE in st["message"] and "j-node-1-r0" in st["message"]
+    assert "retryableExitCodes" in st["message"]
+    assert (st["lastFailure"]["reason"], st["lastFailure"]["exitCode"]) == ("RendezvousUnreachable", 69)
+    assert [(e.type, e.reason) for e in plan.events] == [("Warning", "RendezvousUnreachable")]
