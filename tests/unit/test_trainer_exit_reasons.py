@@ -123,7 +123,8 @@ def test_when_retried_by_the_users_policy_the_root_cause_still_names_it() -> Non
 
 UNREACHABLE = (
     "the rendezvous store at j-node-0.j.ns.svc:29400 (node 0) was not reachable within 600 s: "
-    "j-node-0.j.ns.svc does not resolve yet. Node 0's pod is the one to look at (pending, pulling its image, or failed)."
+    "j-node-0.j.ns.svc does not resolve yet. Node 0's pod is the one to look at (pending, pulling its "
+    "image, or failed)."
 )
 
 
