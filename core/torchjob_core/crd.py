@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from torchjob_core import constants
-from torchjob_core.spec.api import METADATA, RESTART_COUNT_DESCRIPTION, SPEC, STATUS
+from torchjob_core.spec.api import METADATA, RESTART_COUNT_DESCRIPTION, ROOT_RULES, SPEC, STATUS
 from torchjob_core.spec.fields import Object
 
 Schema = dict[str, Any]
@@ -34,6 +34,7 @@ def _root() -> Schema:
             "status": STATUS.schema(),
         },
         "required": ["spec"],
+        "x-kubernetes-validations": [r.schema() for r in ROOT_RULES],
     }
 
 

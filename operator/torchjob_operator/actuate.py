@@ -36,6 +36,8 @@ class Api(Protocol):
     async def ensure_podgroup(self, job: JobKey, body: Mapping[str, Any]) -> None: ...
     async def ensure_claim_template(self, job: JobKey, body: Mapping[str, Any]) -> None: ...
     async def ensure_claim(self, job: JobKey, body: Mapping[str, Any]) -> None: ...
+    async def delete_podgroup(self, job: JobKey, body: Mapping[str, Any]) -> None: ...
+    async def delete_claim_template(self, job: JobKey, body: Mapping[str, Any]) -> None: ...
     async def patch_status(
         self, job: JobKey, status: Mapping[str, Any], resource_version: str | None
     ) -> dict[str, Any]: ...
@@ -84,6 +86,7 @@ def cost(plan: reconcile.Plan, status_changed: bool) -> int:
         map(int, (plan.ensure_service, plan.ensure_podgroup, plan.ensure_claim_template, plan.ensure_claim))
     )
     deletes = min(len(plan.delete), 1) if plan.delete_all_active else len(plan.delete)
+    deletes += 2 * int(plan.delete_pod_children)
     return (
         ensures + len(plan.create) + deletes + int(status_changed) + len(plan.events) + int(plan.delete_job)
     )
@@ -117,6 +120,8 @@ async def execute(
     for name in deletes:
         inflight.deleted[name] = now
     out.deleted = len(deletes)
+    if plan.delete_pod_children:
+        await _delete_pod_children(job, api)
 
     bodies = [render_pod(job, key.node, key.attempt, key.replacement) for key in plan.create]
     bodies = [b for b in bodies if b["metadata"]["name"] not in inflight.created]
@@ -169,6 +174,15 @@ def _rejected(
     return reconcile.blocked(
         job, plan, (rejections.reason(error.code, error.message), message), observed, now
     )
+
+
+async def _delete_pod_children(job: TrainingJob, api: Api) -> None:
+    """The job's PodGroup and claim template as its spec renders them (delete-if-present)."""
+    key = (job.namespace, job.name)
+    if (podgroup := render_podgroup(job)) is not None:
+        await api.delete_podgroup(key, podgroup)
+    if (claim_template := render_claim_template(job)) is not None:
+        await api.delete_claim_template(key, claim_template)
 
 
 async def _ensure_named_objects(

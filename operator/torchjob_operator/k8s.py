@@ -315,6 +315,18 @@ class KubeApi:
                 ) from exc
             raise
 
+    async def _delete_namespaced(self, job: JobKey, body: Mapping[str, Any], plural: str) -> None:
+        """Delete-if-present of a namespaced object of any API group (an API not served: none to delete)."""
+        group, version = str(body["apiVersion"]).split("/")
+        name = str(body["metadata"]["name"])
+        await self._delete(job, namespaced(job[0], plural, name, group=group, version=version))
+
+    async def delete_podgroup(self, job: JobKey, body: Mapping[str, Any]) -> None:
+        await self._delete_namespaced(job, body, "podgroups")
+
+    async def delete_claim_template(self, job: JobKey, body: Mapping[str, Any]) -> None:
+        await self._delete_namespaced(job, body, "resourceclaimtemplates")
+
     def _job_path(self, job: JobKey, *rest: str) -> str:
         return namespaced(
             job[0], constants.PLURAL, job[1], *rest, group=constants.GROUP, version=constants.VERSION

@@ -6,7 +6,9 @@ says lives here and is unit-tested table by table. `torchjob_operator.actuate` c
 Rules, in the order a pass applies them:
 1. A finished job (Succeeded/Failed) only applies cleanPodPolicy (Failed pods are always kept for their
    logs) and, once `ttlSecondsAfterFinished` has passed since completionTime, deletes the TrainingJob.
-2. `suspend: true` deletes every active pod and sets Suspended; deadlines do not count while suspended.
+2. `suspend: true` deletes every active pod, the PodGroup and the claim template, and sets Suspended;
+   deadlines do not count while suspended. The spec may change while Suspended (CEL freezes it otherwise):
+   the resume renders pods and those children from the spec as it is then.
 3. activeDeadlineSeconds counts from startTime (first pods created; set again on resume, as Kubernetes
    Jobs do); startupDeadlineSeconds counts from the moment the current attempt's pods could first be
    created (startTime, or lastRestartTime plus its backoff, whichever is later) until every rank runs.
@@ -76,6 +78,9 @@ class Plan:
     ensure_podgroup: bool = False
     ensure_claim_template: bool = False  # the GPUs' ResourceClaimTemplate (DRA), before any pod
     ensure_claim: bool = False  # the checkpoint PersistentVolumeClaim, before any pod
+    #: Suspending: delete the PodGroup and the claim template (created once, never updated) with the pods,
+    #: so that the resume creates them from the spec as it is then, which may have changed meanwhile.
+    delete_pod_children: bool = False
     delete_job: bool = False
     events: list[Event] = dataclasses.field(default_factory=list)
     requeue_after: float | None = None
@@ -264,6 +269,10 @@ def _suspended(p: _Pass) -> bool:
     if not p.job.spec.run_policy.suspend:
         return False
     _delete_all_active(p.plan, p.pods)
+    if p.phase != "Suspended":
+        p.plan.delete_pod_children = (
+            p.job.spec.scheduling.gang or p.job.spec.resources.gpu_device_class_name is not None
+        )
     p.move("Suspended", reasons.SUSPENDED.format())
     return True
 

@@ -138,3 +138,117 @@ def test_rendered_children_are_valid_core_objects(kubectl: Kubectl, namespace: s
     for obj in children:
         result = _dry_run(kubectl, namespace, obj)
         assert result.returncode == 0, f"{obj['kind']} {obj['metadata']['name']}: {result.stderr}"
+
+
+# Edits of a live job (transition rules): each case patches spec and, for a suspended job, status first.
+RUNNING_JOB = {"image": "torchjob-trainer:0.1.0", "nodes": 2}
+FROZEN_EDITS = [
+    ("nodes", {"nodes": 3}),
+    ("image", {"image": "torchjob-trainer:0.2.0"}),
+    ("args", {"args": ["--lr", "0.1"]}),
+    ("env", {"env": [{"name": "A", "value": "1"}]}),
+    ("resources", {"resources": {"requests": {"cpu": "2"}}}),
+    ("elastic", {"elastic": {"minNodes": 1, "maxNodes": 4}}),
+    ("nodeSelector", {"nodeSelector": {"pool": "a"}}),
+    ("scheduling", {"scheduling": {"queue": "team-a"}}),
+    ("template", {"template": {"metadata": {"labels": {"a": "b"}}}}),
+    ("checkpoint.dir", {"checkpoint": {"dir": "/ckpt"}}),
+]
+
+
+def _job(kubectl: Kubectl, namespace: str, name: str, spec_: dict[str, Any], phase: str | None) -> None:
+    manifest = {"apiVersion": "torchjob.dev/v1alpha1", "kind": "TrainingJob", "metadata": {"name": name}}
+    kubectl("create", "-n", namespace, "-f", "-", input=json.dumps({**manifest, "spec": spec_}))
+    if phase is not None:
+        _patch(
+            kubectl, namespace, name, {"status": {"phase": phase}}, "--subresource=status"
+        ).check_returncode()
+
+
+def _patch(kubectl: Kubectl, namespace: str, name: str, patch: dict[str, Any], *flags: str) -> Any:
+    return kubectl(
+        "patch", "tj", name, "-n", namespace, "--type=merge", "-p", json.dumps(patch), *flags, check=False
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(("field", "edit"), FROZEN_EDITS, ids=[f for f, _ in FROZEN_EDITS])
+def test_editing_a_running_job_is_rejected_naming_the_field(
+    crd: Any, kubectl: Kubectl, namespace: str, field: str, edit: dict[str, Any]
+) -> None:
+    _job(kubectl, namespace, "live", RUNNING_JOB, "Running")
+    result = _patch(kubectl, namespace, "live", {"spec": edit})
+    assert result.returncode != 0, f"accepted: {field}"
+    assert f"spec.{field}: Invalid value" in result.stderr, result.stderr
+    assert f"spec.{field} is immutable while the job runs: suspend it" in result.stderr, result.stderr
+
+
+def test_every_edit_is_rejected_at_once_before_the_operator_saw_suspend(
+    crd: Any, kubectl: Kubectl, namespace: str
+) -> None:
+    # suspend: true in the same edit, or before the operator reported Suspended (its pods may still run).
+    _job(kubectl, namespace, "racing", RUNNING_JOB, "Running")
+    result = _patch(kubectl, namespace, "racing", {"spec": {"nodes": 3, "runPolicy": {"suspend": True}}})
+    assert result.returncode != 0 and "spec.nodes is immutable" in result.stderr, result.stderr
+    _patch(kubectl, namespace, "racing", {"spec": {"runPolicy": {"suspend": True}}}).check_returncode()
+    result = _patch(kubectl, namespace, "racing", {"spec": {"nodes": 3}})
+    assert result.returncode != 0 and "spec.nodes is immutable" in result.stderr, result.stderr
+
+
+def test_run_policy_edits_of_a_running_job_are_accepted(crd: Any, kubectl: Kubectl, namespace: str) -> None:
+    _job(kubectl, namespace, "policy", RUNNING_JOB, "Running")
+    run_policy = {
+        "backoffLimit": 7,
+        "backoffSeconds": 5,
+        "activeDeadlineSeconds": 3600,
+        "startupDeadlineSeconds": 600,
+        "ttlSecondsAfterFinished": 60,
+        "cleanPodPolicy": "All",
+        "retryableExitCodes": [137],
+        "permanentExitCodes": [2],
+    }
+    for patch in (
+        {"runPolicy": run_policy},
+        {"runPolicy": {"suspend": True}},
+        {"runPolicy": {"suspend": False}},
+    ):
+        _patch(kubectl, namespace, "policy", {"spec": patch}).check_returncode()
+    got = json.loads(kubectl("get", "tj", "policy", "-n", namespace, "-o", "json").stdout)["spec"]
+    assert got["runPolicy"] == {**run_policy, "suspend": False}
+
+
+@pytest.mark.parametrize("phase", ["Suspended", None], ids=["reported", "never-reconciled"])
+def test_a_suspended_job_accepts_any_edit(
+    crd: Any, kubectl: Kubectl, namespace: str, phase: str | None
+) -> None:
+    _job(kubectl, namespace, "paused", {**RUNNING_JOB, "runPolicy": {"suspend": True}}, phase)
+    for _, edit in FROZEN_EDITS:
+        _patch(kubectl, namespace, "paused", {"spec": edit}).check_returncode()
+    # Resuming together with an edit is one more edit of a suspended job.
+    _patch(
+        kubectl, namespace, "paused", {"spec": {"nodes": 4, "runPolicy": {"suspend": False}}}
+    ).check_returncode()
+    got = json.loads(kubectl("get", "tj", "paused", "-n", namespace, "-o", "json").stdout)["spec"]
+    assert (
+        got["nodes"] == 4
+        and got["image"] == "torchjob-trainer:0.2.0"
+        and got["runPolicy"]["suspend"] is False
+    )
+    result = _patch(kubectl, namespace, "paused", {"spec": {"nodes": 2}})
+    assert result.returncode != 0 and "spec.nodes is immutable" in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("phase", ["Running", "Suspended"])
+def test_managed_by_and_checkpoint_storage_never_change(
+    crd: Any, kubectl: Kubectl, namespace: str, phase: str
+) -> None:
+    storage = {"checkpoint": {"storage": {"size": "1Gi"}}}
+    suspended = {"runPolicy": {"suspend": phase == "Suspended"}}
+    _job(kubectl, namespace, "fixed", {**RUNNING_JOB, **storage, **suspended}, phase)
+    for edit, field in (
+        ({"managedBy": "kueue.x-k8s.io/multikueue"}, "spec.managedBy"),
+        ({"checkpoint": {"storage": {"size": "2Gi"}}}, "spec.checkpoint.storage"),
+        ({"checkpoint": {"storage": None}}, "spec.checkpoint.storage"),
+    ):
+        result = _patch(kubectl, namespace, "fixed", {"spec": edit})
+        assert result.returncode != 0, f"accepted: {edit}"
+        assert f"{field}: Invalid value" in result.stderr and "is immutable" in result.stderr, result.stderr

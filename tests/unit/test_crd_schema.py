@@ -13,6 +13,7 @@ import jsonschema
 import pytest
 import yaml
 from torchjob_core import constants, crd, spec
+from torchjob_core.spec import api
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD = crd.crd()
@@ -69,6 +70,31 @@ def test_cel_rules_have_messages_and_spec_rules_name_fields() -> None:
         ".managedBy",
         ".resources.limits.memory",
     }
+
+
+def test_spec_outside_run_policy_is_frozen_unless_suspended() -> None:
+    rules = {r["fieldPath"]: r for r in SCHEMA["x-kubernetes-validations"]}
+    frozen = {f".spec.{n}" for n in SCHEMA["properties"]["spec"]["properties"]} - {
+        ".spec.runPolicy",  # read afresh by every pass
+        ".spec.managedBy",  # its own rules: immutable always
+        ".spec.checkpoint",  # split below
+    }
+    assert set(rules) == frozen | {".spec.checkpoint.dir", ".spec.checkpoint.storage"}
+    for path in frozen | {".spec.checkpoint.dir"}:
+        rule = rules[path]
+        assert "oldSelf.spec.runPolicy.suspend" in rule["rule"] and "oldSelf.status.phase" in rule["rule"]
+        assert f"self{path} == oldSelf{path}" in rule["rule"]
+        assert rule["message"].startswith(f"{path[1:]} is immutable while the job runs: suspend it")
+    storage = rules[".spec.checkpoint.storage"]
+    assert "suspend" not in storage["rule"] and "is immutable" in storage["message"]
+
+
+def test_transition_rules_are_left_to_admission() -> None:
+    # The CLI's load sees one version: a rule with oldSelf has no Python predicate to run there.
+    rules = [*api.ROOT_RULES, *api.SPEC.properties["managedBy"].rules]
+    assert rules and all("oldSelf" in r.cel and r.holds is None for r in rules)
+    job = spec.load({"metadata": {"name": "j"}, "spec": {"image": "i", "runPolicy": {"suspend": False}}})
+    assert job.spec.nodes == 1
 
 
 def test_reserved_env_rule_lists_every_reserved_name() -> None:

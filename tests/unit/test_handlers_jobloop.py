@@ -60,6 +60,12 @@ class FakeApi:
     async def ensure_claim_template(self, job: Key, body: Mapping[str, Any]) -> None:
         self.calls.append(("create", "resourceclaimtemplate"))
 
+    async def delete_podgroup(self, job: Key, body: Mapping[str, Any]) -> None:
+        self.calls.append(("delete", "podgroup"))
+
+    async def delete_claim_template(self, job: Key, body: Mapping[str, Any]) -> None:
+        self.calls.append(("delete", "resourceclaimtemplate"))
+
     async def ensure_claim(self, job: Key, body: Mapping[str, Any]) -> None:
         self.calls.append(("create", "persistentvolumeclaim"))
         self.claims[body["metadata"]["name"]] = copy.deepcopy(dict(body))

@@ -497,6 +497,21 @@ def test_suspended_from_the_start_creates_nothing() -> None:
     assert "startTime" not in plan.status
 
 
+def test_suspending_a_gang_deletes_its_podgroup_once() -> None:
+    # Created once and never updated: the resume creates it from the spec as it is then.
+    suspending = decide(make_job(2, gang=True, suspend=True), [pod(0), pod(1)], status("Running"))
+    assert suspending.delete_pod_children
+    again = decide(make_job(2, gang=True, suspend=True), [], suspending.status)
+    assert not again.delete_pod_children
+    assert not decide(make_job(2, suspend=True), [pod(0)], status("Running")).delete_pod_children
+
+
+def test_resume_renders_the_spec_changed_while_suspended() -> None:
+    resumed = decide(make_job(3, gang=True), [], status("Suspended", nodes={"total": 2}))
+    assert resumed.create == [(0, 0, 0), (1, 0, 0), (2, 0, 0)]
+    assert resumed.ensure_podgroup and resumed.status["nodesReady"] == "0/3"
+
+
 def test_resume_waits_for_terminating_pods_then_recreates() -> None:
     st = status("Suspended")
     waiting = decide(make_job(2), [pod(0, deleting=True)], st)

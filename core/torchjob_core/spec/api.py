@@ -455,7 +455,12 @@ def _run_policy_lifecycle() -> dict[str, Field]:
             enum=constants.CLEAN_POD_POLICIES,
             default=constants.DEFAULT_CLEAN_POD_POLICY,
         ),
-        "suspend": Bool("true deletes the pods and keeps the status; false resumes.", default=False),
+        "suspend": Bool(
+            "true deletes the pods and keeps the status; false resumes. The spec outside runPolicy may "
+            "change only while the job is suspended and status.phase is Suspended; the resume renders the "
+            "new spec.",
+            default=False,
+        ),
     }
 
 
@@ -761,6 +766,57 @@ SPEC: Final = Object(
     },
     rules=_spec_rules(),
 )
+
+# Edits of a live job. Transition rules (oldSelf: updates only; load sees one version, so each has no Python
+# predicate). They sit on the CRD's root, the one node that sees both the old spec and the old status.
+_OLD_SUSPENDED: Final = (
+    "has(oldSelf.spec.runPolicy) && has(oldSelf.spec.runPolicy.suspend) && oldSelf.spec.runPolicy.suspend "
+    "&& (!has(oldSelf.status) || !has(oldSelf.status.phase) || oldSelf.status.phase == 'Suspended')"
+)
+# runPolicy is read live by every pass; managedBy and checkpoint.storage never change (their own rules).
+_MUTABLE_WHILE_RUNNING: Final = ("runPolicy",)
+_NEVER_MUTABLE: Final = ("managedBy",)
+_CHECKPOINT_STORAGE_IMMUTABLE_MSG: Final = (
+    "spec.checkpoint.storage is immutable: the claim is created once and holds the job's checkpoints; "
+    "to change it, delete the job and create it again (with whenJobDeleted: Retain the new job mounts the "
+    "same claim)"
+)
+
+
+def _unchanged(path: str) -> str:
+    """`path` (under self and oldSelf) absent in both or equal in both."""
+    return f"has(self.{path}) == has(oldSelf.{path}) && (!has(self.{path}) || self.{path} == oldSelf.{path})"
+
+
+def _frozen_while_running(path: str) -> Rule:
+    return Rule(
+        f"({_OLD_SUSPENDED}) || ({_unchanged(path)})",
+        f"{path} is immutable while the job runs: suspend it (spec.runPolicy.suspend: true) and change it "
+        "once status.phase is Suspended",
+        None,
+        f".{path}",
+    )
+
+
+def _transition_rules() -> tuple[Rule, ...]:
+    """The spec is frozen while the job runs, except runPolicy (suspend, deadlines, TTL, backoff and exit
+    codes: every pass reads them afresh). Once the old object is suspended and the operator has reported
+    Suspended (its pods are deleted), the rest may change: resume renders the pods from the new spec.
+    checkpoint.storage never changes: its claim is created once and kept."""
+    frozen = [n for n in SPEC.properties if n not in (*_MUTABLE_WHILE_RUNNING, *_NEVER_MUTABLE, "checkpoint")]
+    return (
+        *(_frozen_while_running(f"spec.{name}") for name in frozen),
+        _frozen_while_running("spec.checkpoint.dir"),
+        Rule(
+            _unchanged("spec.checkpoint.storage"),
+            _CHECKPOINT_STORAGE_IMMUTABLE_MSG,
+            None,
+            ".spec.checkpoint.storage",
+        ),
+    )
+
+
+ROOT_RULES: Final = _transition_rules()
 
 # What load reads of metadata. The CRD may restrict only metadata.name (the apiserver owns the rest), so
 # the CRD takes just `name` from here.

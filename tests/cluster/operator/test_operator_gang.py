@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from harness.kubectl import Kubectl, apply_crds
+from harness.polling import eventually
 
 from .conftest import Jobs, OperatorProcess
 
@@ -45,3 +46,20 @@ def test_gang_creates_the_podgroup_before_its_pods(
         assert pod.metadata.labels["scheduling.x-k8s.io/pod-group"] == "gang"
         # Created after its PodGroup: the gang scheduler must know the group before it sees a member.
         assert pod.metadata.creation_timestamp >= group_created
+
+
+def test_a_gang_resized_while_suspended_gets_a_podgroup_of_the_new_size(
+    coscheduling_api: None, operator: OperatorProcess, jobs: Jobs
+) -> None:
+    # The PodGroup is created once and never updated: suspend deletes it, the resume renders it again.
+    jobs.create("regang", nodes=2, scheduling={"gang": True, "gangScheduler": "coscheduling"})
+    jobs.wait_phase("regang", "Running")
+    jobs.patch_spec("regang", {"runPolicy": {"suspend": True}})
+    jobs.wait_phase("regang", "Suspended")
+    eventually(lambda: not jobs.pods("regang"), 60, "pods deleted while suspended")
+    jobs.patch_spec("regang", {"nodes": 3, "runPolicy": {"suspend": False}})
+    assert jobs.wait_phase("regang", "Running")["nodesReady"] == "3/3"
+    group = jobs.custom.get_namespaced_custom_object(
+        "scheduling.x-k8s.io", "v1alpha1", jobs.ns, "podgroups", "regang"
+    )
+    assert group["spec"]["minMember"] == 3

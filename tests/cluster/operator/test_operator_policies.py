@@ -63,6 +63,22 @@ def test_suspend_deletes_pods_and_resume_recreates_them(operator: OperatorProces
     assert {"JobSuspended", "JobResumed"} <= set(jobs.events("pause"))
 
 
+def test_nodes_raised_while_suspended_apply_on_resume(operator: OperatorProcess, jobs: Jobs) -> None:
+    jobs.create("grow", nodes=2)
+    jobs.wait_phase("grow", "Running")
+    jobs.patch_spec("grow", {"runPolicy": {"suspend": True}})
+    jobs.wait_phase("grow", "Suspended")
+    eventually(lambda: not jobs.pods("grow"), 60, "pods deleted while suspended")
+    jobs.patch_spec("grow", {"nodes": 3, "runPolicy": {"suspend": False}})
+    st = jobs.wait_phase("grow", "Running")
+    assert st["nodesReady"] == "3/3"
+    pods = jobs.pods("grow")
+    assert [p.metadata.name for p in pods] == ["grow-node-0-r0", "grow-node-1-r0", "grow-node-2-r0"]
+    for p in pods:
+        (trainer,) = [c for c in p.spec.containers if c.name == "trainer"]
+        assert {e.name: e.value for e in trainer.env}["PET_NNODES"] == "3", p.metadata.name
+
+
 def test_job_created_suspended_starts_on_resume(operator: OperatorProcess, jobs: Jobs) -> None:
     jobs.create("queued", nodes=1, runPolicy={"suspend": True})
     jobs.wait_phase("queued", "Suspended")
