@@ -116,3 +116,26 @@ def test_the_worker_start_setting_picks_fork_or_exec(tmp_path: Path, start: str,
     line = next(line for line in output.splitlines() if startup.PHASES_PREFIX in line)
     phases = json.loads(line.split(startup.PHASES_PREFIX)[1].split("; ")[0])
     assert [p for p in phases if p in ("forked", "interpreter", "imports")][-1] == first_phase
+
+
+def test_a_socket_interface_the_pod_lacks_fails_before_any_worker(tmp_path: Path) -> None:
+    """spec.networkInterface naming an interface this machine lacks: one line naming it and what there
+    is, also in the termination message, exit 1 before torchrun starts (gloo would fail later, NCCL
+    obscurely)."""
+    termination_log = tmp_path / "termination-log"
+    termination_log.write_text("")
+    env = trainer_env(
+        GLOO_SOCKET_IFNAME="nosuch0",
+        NCCL_SOCKET_IFNAME="nosuch0",
+        TORCHJOB_TERMINATION_LOG=str(termination_log),
+    )
+    cmd = [LAUNCH, "--standalone", "--nproc-per-node", "1", "--", "torchjob-train"]
+    with running(cmd, env, tmp_path / "out.log") as proc:
+        rc = proc.wait(timeout=120)
+        output = proc.output()
+    assert rc == 1, output[-3000:]
+    message = termination_log.read_text()
+    assert "GLOO_SOCKET_IFNAME=nosuch0: no interface nosuch0 in this pod (it has: lo" in message
+    assert "NCCL_SOCKET_IFNAME=nosuch0: matches no interface" in message
+    assert message in output
+    assert "joined process group" not in output

@@ -8,7 +8,8 @@ same elastic agent (configured by `PET_*` env and torchrun's flags, then `-- cmd
 - the first failing worker's exit code (a worker killed by signal N gives 128+N);
 - 128+N when the launcher itself got signal N (SIGTERM/SIGINT are forwarded to the workers by the
   agent, which waits for them up to its shutdown timeout);
-- 1 for launcher errors (bad flags, rendezvous failures);
+- 1 for launcher errors (bad flags, rendezvous failures, a GLOO/NCCL_SOCKET_IFNAME naming an interface
+  the pod lacks);
 - `EXIT_RENDEZVOUS_UNREACHABLE` (69) when a node other than node 0 could not reach the rendezvous store
   before it started torchrun (`rendezvous_wait`: pods start in any order).
 
@@ -47,7 +48,7 @@ from torch.distributed.launcher.api import elastic_launch
 from torch.distributed.run import config_from_args, parse_args
 from torchjob_core import constants
 
-from torchjob_trainer import forkstart, rendezvous_wait, termination
+from torchjob_trainer import forkstart, interfaces, rendezvous_wait, termination
 from torchjob_trainer.config import env_name
 
 log = logging.getLogger("torchjob_trainer.launch")
@@ -170,6 +171,20 @@ def create_store_loss_tolerant_handler(params: RendezvousParameters) -> Rendezvo
 rendezvous_handler_registry.register(STORE_LOSS_BACKEND, create_store_loss_tolerant_handler)
 
 
+def fail_before_start(message: str, code: int, env: Mapping[str, str]) -> NoReturn:
+    """One error line, the same line as the container's termination message, and the exit code."""
+    log.error("%s", message)
+    termination.write(env.get(env_name("termination_log")), message)
+    sys.exit(code)
+
+
+def check_network_interfaces(env: Mapping[str, str]) -> None:
+    """Fail at once when GLOO/NCCL_SOCKET_IFNAME name interfaces this pod lacks (`interfaces`)."""
+    message = interfaces.check(env)
+    if message is not None:
+        fail_before_start(message, EXIT_LAUNCHER_ERROR, env)
+
+
 def wait_for_rendezvous_store(
     backend: str, endpoint: str, rdzv_configs: Mapping[str, object], env: Mapping[str, str]
 ) -> None:
@@ -183,9 +198,7 @@ def wait_for_rendezvous_store(
     if why is None:
         return
     message = rendezvous_wait.unreachable_message(store, timeout_s, why)
-    log.error("%s", message)
-    termination.write(env.get(env_name("termination_log")), message)
-    sys.exit(constants.EXIT_RENDEZVOUS_UNREACHABLE)
+    fail_before_start(message, constants.EXIT_RENDEZVOUS_UNREACHABLE, env)
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
@@ -209,6 +222,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         timeout = shutdown_timeout(os.environ)
         if timeout is not None:
             config.shutdown_timeout = timeout
+        check_network_interfaces(os.environ)
         wait_for_rendezvous_store(config.rdzv_backend, config.rdzv_endpoint, config.rdzv_configs, os.environ)
         if config.rdzv_backend == "c10d":
             config.rdzv_backend = STORE_LOSS_BACKEND
