@@ -194,12 +194,15 @@ def base_env(environ: Mapping[str, str]) -> dict[str, str]:
 
 def local_values(job: TrainingJob, node_rank: int, ports: Ports, run_dir: Path) -> dict[str, str]:
     """The pod env values a process here must not take from the pod, by name: the rendezvous env as
-    torchrun_env renders it for 127.0.0.1 and free ports, metrics ports no other node's ranks use, and
-    the run dir's checkpoints in place of the pod's volume (shared by the nodes and kept between runs,
-    so a rerun resumes)."""
-    rendezvous = renv.torchrun_env(
-        job, node_rank, master_addr=LOCALHOST, master_port=ports.master, rdzv_port=ports.rdzv
-    )
+    torchrun_env and node_env render it for 127.0.0.1 and free ports, metrics ports no other node's ranks
+    use, and the run dir's checkpoints in place of the pod's volume (shared by the nodes and kept between
+    runs, so a rerun resumes)."""
+    rendezvous = [
+        *renv.torchrun_env(
+            job, node_rank, master_addr=LOCALHOST, master_port=ports.master, rdzv_port=ports.rdzv
+        ),
+        *renv.node_env(job, node_rank, master_addr=LOCALHOST, master_port=ports.master, rdzv_port=ports.rdzv),
+    ]
     metrics_port = ports.metrics_base + node_rank * job.nproc_per_node if ports.metrics_base else 0
     return {
         **{str(e["name"]): str(e["value"]) for e in rendezvous},

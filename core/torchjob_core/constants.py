@@ -155,6 +155,11 @@ DEFAULT_CLEAN_POD_POLICY: Final = "Running"
 DEFAULT_ELASTIC_MIN_NODES: Final = 1
 DEFAULT_ELASTIC_MAX_RESTARTS: Final = 3
 MAX_ELASTIC_RESTARTS: Final = 1000
+# c10d rendezvous timeouts (PET_RDZV_CONF; spec.elastic's descriptions say why these defaults).
+DEFAULT_ELASTIC_LAST_CALL_SECONDS: Final = 5
+MAX_ELASTIC_LAST_CALL_SECONDS: Final = 3600
+DEFAULT_ELASTIC_JOIN_TIMEOUT_SECONDS: Final = 600  # torch's own
+MAX_ELASTIC_JOIN_TIMEOUT_SECONDS: Final = 86400
 
 # /dev/shm sizing (see torchjob_core.sizing).
 SHM_MIN_BYTES: Final = 256 * 1024 * 1024

@@ -120,7 +120,10 @@ def test_node_env_is_the_rendered_pods_env_in_its_order(tmp_path: Path, elastic:
             assert env[entry["name"]] == want, entry["name"]
     assert env["TORCHJOB_CPU_LIMIT"] == "2"  # the container's limits.cpu, as the downward API gives it
     endpoint = env.get("PET_RDZV_ENDPOINT") or f"{env['PET_MASTER_ADDR']}:{env['PET_MASTER_PORT']}"
-    assert endpoint in ("127.0.0.1:30001", "127.0.0.1:30002")
+    assert endpoint == ("127.0.0.1:30002" if elastic else "127.0.0.1:30001")
+    # The node env names the same local endpoint torchrun is given.
+    assert f"{env['TORCHJOB_MASTER_ADDR']}:{env['TORCHJOB_MASTER_PORT']}" == endpoint
+    assert (env["TORCHJOB_NODE_INDEX"], env["TORCHJOB_NUM_NODES"]) == ("1", "2")
 
 
 def test_template_env_and_references_resolve_as_the_kubelet_does(tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
-"""Every TORCHJOB_* env the renderer emits is a trainer flag (`TORCHJOB_<FLAG>`), per docs/contracts.md."""
+"""Every TORCHJOB_* env the renderer emits is a trainer flag (`TORCHJOB_<FLAG>`) or the node's identity
+(which every container gets), per docs/contracts.md."""
 
 from __future__ import annotations
 
@@ -22,12 +23,17 @@ def test_rendered_torchjob_env_are_trainer_flags(path: Path) -> None:
     job = spec.load(yaml.safe_load(path.read_text()))
     container = pods.render_pod(job, 0, 0)["spec"]["containers"][0]
     emitted = {e["name"] for e in container["env"] if e["name"].startswith("TORCHJOB_")}
-    always = set(env.TRAINER_ENV_NAMES) - set(env.OPTIONAL_TRAINER_ENV_NAMES)
-    assert always <= emitted <= set(env.TRAINER_ENV_NAMES)
-    assert emitted <= config.env_names()
+    declared = set(env.TRAINER_ENV_NAMES) | set(env.NODE_ENV_NAMES)
+    always = declared - set(env.OPTIONAL_TRAINER_ENV_NAMES)
+    assert always <= emitted <= declared
+    assert emitted - set(env.NODE_ENV_NAMES) <= config.env_names()
+
+
+def test_the_trainer_reads_its_name_from_the_node_env() -> None:
+    assert {env.TORCHJOB_JOB_NAME, env.TORCHJOB_NAMESPACE} <= set(env.NODE_ENV_NAMES) & config.env_names()
 
 
 def test_contract_table_lists_every_emitted_name() -> None:
     contracts = (Path(__file__).resolve().parents[2] / "docs" / "contracts.md").read_text()
-    for name in env.TRAINER_ENV_NAMES:
+    for name in (*env.NODE_ENV_NAMES, *env.TRAINER_ENV_NAMES):
         assert f"`{name}`" in contracts

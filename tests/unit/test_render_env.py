@@ -1,4 +1,4 @@
-"""torchrun_env and trainer_env: the env contract of docs/contracts.md."""
+"""torchrun_env, node_env and trainer_env: the env contract of docs/contracts.md."""
 
 from __future__ import annotations
 
@@ -73,7 +73,7 @@ def as_dict(items: list[dict[str, Any]]) -> dict[str, Any]:
                 "PET_RDZV_BACKEND": "c10d",
                 "PET_RDZV_ENDPOINT": "m.svc:29400",
                 "PET_RDZV_ID": "mnist",
-                "PET_RDZV_CONF": "is_host=0",
+                "PET_RDZV_CONF": "is_host=0,last_call_timeout=5,join_timeout=600",
                 "PET_MAX_RESTARTS": "5",
                 "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1",
             },
@@ -88,7 +88,7 @@ def as_dict(items: list[dict[str, Any]]) -> dict[str, Any]:
                 "PET_RDZV_BACKEND": "c10d",
                 "PET_RDZV_ENDPOINT": "localhost:30000",
                 "PET_RDZV_ID": "mnist",
-                "PET_RDZV_CONF": "is_host=1",
+                "PET_RDZV_CONF": "is_host=1,last_call_timeout=5,join_timeout=600",
                 "PET_MAX_RESTARTS": "3",
                 "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1",
             },
@@ -106,8 +106,6 @@ def test_torchrun_env(
 
 def test_trainer_env_defaults_with_downward_api_cpu() -> None:
     assert env.trainer_env(job_of()) == [
-        {"name": "TORCHJOB_JOB_NAME", "value": "mnist"},
-        {"name": "TORCHJOB_NAMESPACE", "value": "ml"},
         {"name": "TORCHJOB_BACKEND", "value": "gloo"},
         {"name": "TORCHJOB_NUM_WORKERS", "value": "auto"},
         {"name": "TORCHJOB_PIN_MEMORY", "value": "auto"},
@@ -141,8 +139,6 @@ def test_trainer_env_settings_and_plain_cpu_limit() -> None:
         checkpoint={"dir": "/ckpt"},
     )
     assert as_dict(env.trainer_env(job, cpu_limit="3")) == {
-        "TORCHJOB_JOB_NAME": "mnist",
-        "TORCHJOB_NAMESPACE": "ml",
         "TORCHJOB_BACKEND": "nccl",
         "TORCHJOB_NUM_WORKERS": "6",
         "TORCHJOB_PIN_MEMORY": "false",
@@ -157,9 +153,61 @@ def test_trainer_env_settings_and_plain_cpu_limit() -> None:
     }
 
 
+@pytest.mark.parametrize(
+    ("elastic", "rank", "expected"),
+    [
+        ({"maxNodes": 4, "lastCallTimeoutSeconds": 1}, 0, "is_host=1,last_call_timeout=1,join_timeout=600"),
+        (
+            {"maxNodes": 4, "lastCallTimeoutSeconds": 60, "joinTimeoutSeconds": 1800},
+            3,
+            "is_host=0,last_call_timeout=60,join_timeout=1800",
+        ),
+    ],
+    ids=["short-last-call", "both-set"],
+)
+def test_rdzv_conf_carries_the_elastic_timeouts(elastic: dict[str, Any], rank: int, expected: str) -> None:
+    rendered = as_dict(env.torchrun_env(job_of(nodes=4, elastic=elastic), rank, master_addr="m"))
+    assert rendered["PET_RDZV_CONF"] == expected
+
+
+@pytest.mark.parametrize(
+    ("fields", "kwargs", "addr", "port"),
+    [
+        ({"nodes": 3}, {}, "m.svc", "29500"),
+        ({"nodes": 3}, {"master_port": 31000, "rdzv_port": 32000}, "m.svc", "31000"),
+        ({"nodes": 3, "elastic": {"maxNodes": 4}}, {}, "m.svc", "29400"),
+        (
+            {"nodes": 3, "elastic": {"maxNodes": 4}},
+            {"master_port": 31000, "rdzv_port": 32000},
+            "m.svc",
+            "32000",
+        ),
+    ],
+    ids=["static", "static-port", "elastic", "elastic-port"],
+)
+def test_node_env_is_the_nodes_identity_and_rendezvous_endpoint(
+    fields: dict[str, Any], kwargs: dict[str, Any], addr: str, port: str
+) -> None:
+    job = job_of(**fields)
+    assert env.node_env(job, 2, master_addr=addr, **kwargs) == [
+        {"name": "TORCHJOB_JOB_NAME", "value": "mnist"},
+        {"name": "TORCHJOB_NAMESPACE", "value": "ml"},
+        {"name": "TORCHJOB_NODE_INDEX", "value": "2"},
+        {"name": "TORCHJOB_NUM_NODES", "value": "3"},
+        {"name": "TORCHJOB_MASTER_ADDR", "value": addr},
+        {"name": "TORCHJOB_MASTER_PORT", "value": port},
+    ]
+    # The same endpoint torchrun is given.
+    pet = as_dict(env.torchrun_env(job, 2, master_addr=addr, **kwargs))
+    assert pet.get("PET_RDZV_ENDPOINT", f"{pet.get('PET_MASTER_ADDR')}:{pet.get('PET_MASTER_PORT')}") == (
+        f"{addr}:{port}"
+    )
+
+
 def test_every_rendered_name_is_reserved_for_users() -> None:
     job = job_of(elastic={"maxNodes": 2}, nodes=2, resources={"gpusPerNode": 1, "gpuMemoryFraction": 0.9})
-    names = [e["name"] for e in env.torchrun_env(job, 0, master_addr="m") + env.trainer_env(job)]
+    rendered = env.torchrun_env(job, 0, master_addr="m") + env.node_env(job, 0, master_addr="m")
+    names = [e["name"] for e in rendered + env.trainer_env(job)]
     assert all(spec.is_reserved_env(n) for n in names)
     moved = env.termination_log_env({"terminationMessagePath": "/tmp/why"})
     assert all(spec.is_reserved_env(e["name"]) for e in moved)

@@ -97,6 +97,10 @@ def test_cpu_example_node_1() -> None:
                         {"name": "PET_MASTER_PORT", "value": "29500"},
                         {"name": "TORCHJOB_JOB_NAME", "value": "cpu-gloo"},
                         {"name": "TORCHJOB_NAMESPACE", "value": "team"},
+                        {"name": "TORCHJOB_NODE_INDEX", "value": "1"},
+                        {"name": "TORCHJOB_NUM_NODES", "value": "2"},
+                        {"name": "TORCHJOB_MASTER_ADDR", "value": "cpu-gloo-node-0.cpu-gloo.team.svc"},
+                        {"name": "TORCHJOB_MASTER_PORT", "value": "29500"},
                         {"name": "TORCHJOB_BACKEND", "value": "gloo"},
                         {"name": "TORCHJOB_NUM_WORKERS", "value": "1"},
                         {"name": "TORCHJOB_PIN_MEMORY", "value": "auto"},
@@ -186,6 +190,13 @@ def test_gpu_example_node_0_third_attempt() -> None:
                         {"name": "PET_MASTER_PORT", "value": "29500"},
                         {"name": "TORCHJOB_JOB_NAME", "value": "resnet18-nccl"},
                         {"name": "TORCHJOB_NAMESPACE", "value": "ml"},
+                        {"name": "TORCHJOB_NODE_INDEX", "value": "0"},
+                        {"name": "TORCHJOB_NUM_NODES", "value": "2"},
+                        {
+                            "name": "TORCHJOB_MASTER_ADDR",
+                            "value": "resnet18-nccl-node-0.resnet18-nccl.ml.svc",
+                        },
+                        {"name": "TORCHJOB_MASTER_PORT", "value": "29500"},
                         {"name": "TORCHJOB_BACKEND", "value": "nccl"},
                         {"name": "TORCHJOB_NUM_WORKERS", "value": "auto"},
                         {"name": "TORCHJOB_PIN_MEMORY", "value": "auto"},
@@ -390,7 +401,7 @@ def test_template_is_merged_under_our_fields() -> None:
     assert [v["name"] for v in spec_["volumes"]] == ["cache", "dshm", "torchjob-checkpoints"]
     assert spec_["volumes"][1]["emptyDir"]["medium"] == "Memory"
     sidecar, trainer = spec_["containers"]
-    assert sidecar == {"name": "sidecar", "image": "busybox"}
+    assert sidecar == {"name": "sidecar", "image": "busybox", "env": NODE_0_ENV}
     assert trainer["image"] == "img:1"
     assert trainer["command"] == ["torchjob-launch", "--", "torchjob-train"]
     assert "args" not in trainer
@@ -402,6 +413,77 @@ def test_template_is_merged_under_our_fields() -> None:
     assert trainer["resources"] == {"limits": {"example.com/fpga": "1"}}
     assert trainer["volumeMounts"][0] == {"name": "cache", "mountPath": "/cache"}
     assert trainer["securityContext"] == {**CONTAINER_SECURITY, "readOnlyRootFilesystem": True}
+
+
+# The identity env of node 0 of job_of()'s job (one node, static rendezvous), in every container.
+NODE_0_ENV = [
+    {"name": "TORCHJOB_JOB_NAME", "value": "j"},
+    {"name": "TORCHJOB_NAMESPACE", "value": "ns"},
+    {"name": "TORCHJOB_NODE_INDEX", "value": "0"},
+    {"name": "TORCHJOB_NUM_NODES", "value": "1"},
+    {"name": "TORCHJOB_MASTER_ADDR", "value": "j-node-0.j.ns.svc"},
+    {"name": "TORCHJOB_MASTER_PORT", "value": "29500"},
+]
+
+
+def test_init_containers_and_sidecars_get_the_nodes_identity_env() -> None:
+    fetch = {
+        "name": "fetch-shard",
+        "image": "busybox",
+        "command": ["sh", "-c", "fetch shard-$(TORCHJOB_NODE_INDEX)-of-$(TORCHJOB_NUM_NODES)"],
+        "env": [
+            {"name": "BUCKET", "value": "s3://data"},
+            {"name": "TORCHJOB_NODE_INDEX", "value": "7"},  # torchjob's name: dropped, ours wins
+            {"name": "RANK", "value": "3"},  # reserved, as in the trainer container: dropped
+            {"name": "SHARD", "value": "$(TORCHJOB_NODE_INDEX)"},
+        ],
+    }
+    proxy = {"name": "proxy", "image": "envoy", "restartPolicy": "Always"}  # a native sidecar
+    logs = {"name": "logs", "image": "fluent-bit", "env": [{"name": "LEVEL", "value": "info"}]}
+    template = {"spec": {"initContainers": [fetch, proxy], "containers": [logs]}}
+    job = job_of(
+        nodes=3,
+        elastic={"minNodes": 2, "maxNodes": 4},
+        env=[{"name": "TRAINER_ONLY", "value": "1"}],
+        debug=True,
+        template=template,
+    )
+    pod = pods.render_pod(job, 2, 0, replacement=1)
+    node_2 = [
+        {"name": "TORCHJOB_JOB_NAME", "value": "j"},
+        {"name": "TORCHJOB_NAMESPACE", "value": "ns"},
+        {"name": "TORCHJOB_NODE_INDEX", "value": "2"},
+        {"name": "TORCHJOB_NUM_NODES", "value": "3"},
+        {"name": "TORCHJOB_MASTER_ADDR", "value": "j-node-0.j.ns.svc"},
+        {"name": "TORCHJOB_MASTER_PORT", "value": "29400"},
+    ]
+    init = pod["spec"]["initContainers"]
+    assert init == [
+        {
+            **fetch,
+            "env": [
+                *node_2,
+                {"name": "BUCKET", "value": "s3://data"},
+                {"name": "SHARD", "value": "$(TORCHJOB_NODE_INDEX)"},
+            ],
+        },
+        {**proxy, "env": node_2},
+    ]
+    trainer, sidecar = pod["spec"]["containers"]
+    assert sidecar == {**logs, "env": [*node_2, {"name": "LEVEL", "value": "info"}]}
+    # Only the trainer gets torchrun's and the trainer's settings, the presets and spec.env.
+    assert {e["name"] for e in trainer["env"]} >= {e["name"] for e in node_2} | {
+        "PET_RDZV_CONF",
+        "TORCHJOB_BACKEND",
+        "TORCH_DISTRIBUTED_DEBUG",
+        "TRAINER_ONLY",
+    }
+    assert [e for e in trainer["env"] if e["name"] in {e["name"] for e in node_2}] == node_2
+    assert len(fetch["env"]) == 4 and "env" not in proxy  # the template is not modified
+
+
+def test_a_pod_without_init_containers_gets_none() -> None:
+    assert "initContainers" not in pods.render_pod(job_of(), 0, 0)["spec"]
 
 
 def test_template_image_is_used_without_spec_image() -> None:

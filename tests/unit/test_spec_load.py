@@ -56,7 +56,7 @@ def test_full_manifest() -> None:
                 "procsPerNode": 2,
                 "backend": "gloo",
                 "resources": {"requests": {"cpu": 4, "memory": "8Gi"}, "limits": {"memory": "16Gi"}},
-                "elastic": {"minNodes": 2, "maxNodes": 8, "maxRestarts": 1},
+                "elastic": {"minNodes": 2, "maxNodes": 8, "maxRestarts": 1, "joinTimeoutSeconds": 900},
                 "runPolicy": {
                     "backoffLimit": 5,
                     "backoffSeconds": 30,
@@ -77,7 +77,9 @@ def test_full_manifest() -> None:
     s = job.spec
     assert s.command == ("python", "train.py") and s.args == ("--lr", "0.1")
     assert s.resources.requests == {"cpu": "4", "memory": "8Gi"}
-    assert s.elastic == spec.Elastic(min_nodes=2, max_nodes=8, max_restarts=1)
+    assert s.elastic == spec.Elastic(
+        min_nodes=2, max_nodes=8, max_restarts=1, last_call_timeout_seconds=5, join_timeout_seconds=900
+    )
     assert s.run_policy == spec.RunPolicy(5, 30, (137,), (1, 2), 3600, 600, 0, "All", True)
     assert s.scheduling.effective_gang_scheduler == "coscheduling"
     assert s.scheduling.queue == "team-a"

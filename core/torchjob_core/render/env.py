@@ -1,16 +1,21 @@
-"""The env a node's trainer container gets: torchrun's PET_* and the trainer's TORCHJOB_* (see contracts)."""
+"""The env of a node's pod (see contracts): the node's identity in every container, and in the trainer
+container also torchrun's PET_* and the trainer's TORCHJOB_* settings."""
 
 from __future__ import annotations
 
 from typing import Any, Final
 
 from torchjob_core import constants
-from torchjob_core.spec import TrainingJob
+from torchjob_core.spec import Elastic, TrainingJob
 
 EnvVar = dict[str, Any]
 
 TORCHJOB_JOB_NAME: Final = "TORCHJOB_JOB_NAME"
 TORCHJOB_NAMESPACE: Final = "TORCHJOB_NAMESPACE"
+TORCHJOB_NODE_INDEX: Final = "TORCHJOB_NODE_INDEX"
+TORCHJOB_NUM_NODES: Final = "TORCHJOB_NUM_NODES"
+TORCHJOB_MASTER_ADDR: Final = "TORCHJOB_MASTER_ADDR"
+TORCHJOB_MASTER_PORT: Final = "TORCHJOB_MASTER_PORT"
 TORCHJOB_BACKEND: Final = "TORCHJOB_BACKEND"
 TORCHJOB_NUM_WORKERS: Final = "TORCHJOB_NUM_WORKERS"
 TORCHJOB_PIN_MEMORY: Final = "TORCHJOB_PIN_MEMORY"
@@ -25,10 +30,18 @@ TORCHJOB_CHECKPOINT_DIR: Final = "TORCHJOB_CHECKPOINT_DIR"
 TORCHJOB_TERMINATION_LOG: Final = "TORCHJOB_TERMINATION_LOG"
 TORCHJOB_SUMMARY_FILE: Final = "TORCHJOB_SUMMARY_FILE"  # only the CLI's local run sets it
 
-# Every TORCHJOB_* trainer_env can emit; tests/unit/test_env_contract.py checks each is a trainer flag.
-TRAINER_ENV_NAMES: Final = (
+# What node_env emits, in every container of a pod. The trainer reads the job name and namespace; the
+# rest are for the user's command, init containers and sidecars.
+NODE_ENV_NAMES: Final = (
     TORCHJOB_JOB_NAME,
     TORCHJOB_NAMESPACE,
+    TORCHJOB_NODE_INDEX,
+    TORCHJOB_NUM_NODES,
+    TORCHJOB_MASTER_ADDR,
+    TORCHJOB_MASTER_PORT,
+)
+# Every TORCHJOB_* trainer_env can emit; tests/unit/test_env_contract.py checks each is a trainer flag.
+TRAINER_ENV_NAMES: Final = (
     TORCHJOB_BACKEND,
     TORCHJOB_NUM_WORKERS,
     TORCHJOB_PIN_MEMORY,
@@ -73,12 +86,34 @@ def rdzv_port(job: TrainingJob) -> int:
     return constants.ELASTIC_RDZV_PORT if job.spec.elastic is not None else constants.STATIC_RDZV_PORT
 
 
+def _rendezvous_port(job: TrainingJob, static: int | None, elastic: int | None) -> int:
+    """The port node 0 serves the rendezvous on: `static` (torchrun_env's master_port) for a fixed-size
+    job, `elastic` (its rdzv_port) for an elastic one, else the default rdzv_port(job)."""
+    given = static if job.spec.elastic is None else elastic
+    return given if given is not None else rdzv_port(job)
+
+
 def nnodes(job: TrainingJob) -> str:
-    """torchrun --nnodes: `N` for a fixed size (no 30 s last call), `MIN:MAX` when elastic."""
+    """torchrun --nnodes: `N` for a fixed size (no last call), `MIN:MAX` when elastic."""
     elastic = job.spec.elastic
     if elastic is None:
         return str(job.spec.nodes)
     return f"{elastic.min_nodes}:{elastic.max_nodes}"
+
+
+def rdzv_conf(elastic: Elastic, node_rank: int) -> str:
+    """torchrun --rdzv-conf for the c10d rendezvous: the keys torch's dynamic handler reads.
+
+    Node 0 hosts the c10d store, always: torch's own guess (hostname match, else whoever binds first)
+    can pick another node, whose loss then takes the rendezvous with it. The timeouts come from
+    spec.elastic, never torch's defaults (its 30 s last call would stall every round of a job with
+    nodes < maxNodes).
+    """
+    return (
+        f"is_host={1 if node_rank == 0 else 0},"
+        f"last_call_timeout={elastic.last_call_timeout_seconds},"
+        f"join_timeout={elastic.join_timeout_seconds}"
+    )
 
 
 def torchrun_env(
@@ -95,23 +130,20 @@ def torchrun_env(
     rendezvous hosted by node 0, and torchrun assigns ranks.
     """
     env = [_var("PET_NNODES", nnodes(job)), _var("PET_NPROC_PER_NODE", job.nproc_per_node)]
+    port = _rendezvous_port(job, master_port, rdzv_port)
     elastic = job.spec.elastic
     if elastic is None:
-        port = master_port if master_port is not None else constants.STATIC_RDZV_PORT
         env += [
             _var("PET_NODE_RANK", node_rank),
             _var("PET_MASTER_ADDR", master_addr),
             _var("PET_MASTER_PORT", port),
         ]
     else:
-        port = rdzv_port if rdzv_port is not None else constants.ELASTIC_RDZV_PORT
         env += [
             _var("PET_RDZV_BACKEND", "c10d"),
             _var("PET_RDZV_ENDPOINT", f"{master_addr}:{port}"),
             _var("PET_RDZV_ID", job.name),
-            # Node 0 hosts the c10d store, always: torch's own guess (hostname match, else whoever binds
-            # first) can pick another node, whose loss then takes the rendezvous with it.
-            _var("PET_RDZV_CONF", f"is_host={1 if node_rank == 0 else 0}"),
+            _var("PET_RDZV_CONF", rdzv_conf(elastic, node_rank)),
             _var("PET_MAX_RESTARTS", elastic.max_restarts),
             # torch shares the rendezvous TCPStore with the workers, but then a node that joins a later
             # round (a replacement, or scale-up) waits forever for MASTER_ADDR, which only the first
@@ -119,6 +151,32 @@ def torchrun_env(
             _var(constants.TORCH_DISABLE_SHARED_STORE_ENV, "1"),
         ]
     return env
+
+
+def node_env(
+    job: TrainingJob,
+    node_index: int,
+    *,
+    master_addr: str,
+    master_port: int | None = None,
+    rdzv_port: int | None = None,
+) -> list[EnvVar]:
+    """The node's identity, which every container of its pod gets (init containers and sidecars too,
+    e.g. to fetch a node's shard of the data before the trainer starts).
+
+    TORCHJOB_NODE_INDEX is the pod's node index, 0 to nodes - 1 (PET_NODE_RANK of a fixed-size job; an
+    elastic job's replacement pod keeps the index, while torchrun assigns the ranks). TORCHJOB_NUM_NODES
+    is spec.nodes, the pods torchjob creates. TORCHJOB_MASTER_ADDR/PORT is node 0's rendezvous endpoint,
+    the ports as torchrun_env takes them.
+    """
+    return [
+        _var(TORCHJOB_JOB_NAME, job.name),
+        _var(TORCHJOB_NAMESPACE, job.namespace),
+        _var(TORCHJOB_NODE_INDEX, node_index),
+        _var(TORCHJOB_NUM_NODES, job.spec.nodes),
+        _var(TORCHJOB_MASTER_ADDR, master_addr),
+        _var(TORCHJOB_MASTER_PORT, _rendezvous_port(job, master_port, rdzv_port)),
+    ]
 
 
 def preset_env(job: TrainingJob) -> list[EnvVar]:
@@ -141,7 +199,7 @@ def termination_log_env(container: dict[str, Any]) -> list[EnvVar]:
 
 
 def trainer_env(job: TrainingJob, *, cpu_limit: str | None = None) -> list[EnvVar]:
-    """The trainer's TORCHJOB_* settings.
+    """The trainer's TORCHJOB_* settings (its job name and namespace come with node_env).
 
     In pods TORCHJOB_CPU_LIMIT comes from the downward API (whole cores, rounded up); a local run passes
     `cpu_limit` as a plain value instead.
@@ -162,8 +220,6 @@ def trainer_env(job: TrainingJob, *, cpu_limit: str | None = None) -> list[EnvVa
     else:
         cpu = _var(TORCHJOB_CPU_LIMIT, cpu_limit)
     return [
-        _var(TORCHJOB_JOB_NAME, job.name),
-        _var(TORCHJOB_NAMESPACE, job.namespace),
         _var(TORCHJOB_BACKEND, job.backend),
         _var(TORCHJOB_NUM_WORKERS, dl.num_workers),
         _var(TORCHJOB_PIN_MEMORY, dl.pin_memory),

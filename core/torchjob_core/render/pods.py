@@ -2,7 +2,8 @@
 
 Merge order, lowest first: secure defaults, then `spec.template` (the escape hatch), then the fields the spec
 and the operator own. So a template may relax a default (say, `runAsUser`), but never the name, hostname,
-restart policy, command, the PET_*/TORCHJOB_* env or /dev/shm.
+restart policy, command, the PET_*/TORCHJOB_* env or /dev/shm. Every other container of the template
+(init containers and sidecars) gets the node's identity env through the same merge (`_merged_env`).
 """
 
 from __future__ import annotations
@@ -96,6 +97,36 @@ def _resources(job: TrainingJob, base: JSON) -> JSON:
     return out
 
 
+def _node_env(job: TrainingJob, index: int) -> list[JSON]:
+    return env.node_env(job, index, master_addr=meta.master_addr(job))
+
+
+def _merged_env(
+    ours: list[JSON], container: JSON, *, presets: Iterable[JSON] = (), user: Iterable[JSON] = ()
+) -> list[JSON]:
+    """The one env merge of every container: ours, presets, the template container's env, then spec.env.
+
+    Ours come first, so that later values may reference them as $(TORCHJOB_JOB_NAME). torchjob's names
+    win in every container: a template entry with one of them, or with any reserved name (which
+    admission rejects in spec.env), is dropped. Presets are defaults the template's or spec.env's entry
+    of the same name replaces.
+    """
+    user = list(user)
+    taken = {e["name"] for e in ours + user}
+    template_env = [
+        e for e in container.get("env") or [] if e.get("name") not in taken and not is_reserved_env(e["name"])
+    ]
+    overridden = taken | {e["name"] for e in template_env}
+    return ours + [e for e in presets if e["name"] not in overridden] + template_env + user
+
+
+def _other_container(job: TrainingJob, index: int, base: JSON) -> JSON:
+    """An init container or sidecar of the template: as written, plus the node's identity env."""
+    c = copy.deepcopy(base)
+    c["env"] = _merged_env(_node_env(job, index), c)
+    return c
+
+
 def _trainer_container(job: TrainingJob, index: int, base: JSON) -> JSON:
     spec = job.spec
     c = copy.deepcopy(base)
@@ -109,17 +140,9 @@ def _trainer_container(job: TrainingJob, index: int, base: JSON) -> JSON:
     if spec.args:
         c["args"] = list(spec.args)
 
-    # Operator env first, so that user values may reference it as $(TORCHJOB_JOB_NAME).
-    ours = env.torchrun_env(job, index, master_addr=meta.master_addr(job)) + env.trainer_env(job)
-    ours += env.termination_log_env(c)
-    user = copy.deepcopy(list(spec.env))
-    taken = {e["name"] for e in ours + user}
-    template_env = [
-        e for e in c.get("env") or [] if e.get("name") not in taken and not is_reserved_env(e["name"])
-    ]
-    overridden = taken | {e["name"] for e in template_env}
-    presets = [e for e in env.preset_env(job) if e["name"] not in overridden]
-    c["env"] = ours + presets + template_env + user
+    ours = env.torchrun_env(job, index, master_addr=meta.master_addr(job)) + _node_env(job, index)
+    ours += env.trainer_env(job) + env.termination_log_env(c)
+    c["env"] = _merged_env(ours, c, presets=env.preset_env(job), user=copy.deepcopy(list(spec.env)))
     env_from = list(c.get("envFrom") or []) + copy.deepcopy(list(spec.env_from))
     if env_from:
         c["envFrom"] = env_from
@@ -136,12 +159,16 @@ def _trainer_container(job: TrainingJob, index: int, base: JSON) -> JSON:
 
 
 def _containers(job: TrainingJob, index: int, template_spec: JSON) -> list[JSON]:
-    containers = list(template_spec.get("containers") or [])
-    for i, c in enumerate(containers):
-        if c.get("name") == constants.CONTAINER_NAME:
-            containers[i] = _trainer_container(job, index, c)
-            return containers
-    return [_trainer_container(job, index, {}), *containers]
+    template = list(template_spec.get("containers") or [])
+    containers = [
+        _trainer_container(job, index, c)
+        if c.get("name") == constants.CONTAINER_NAME
+        else _other_container(job, index, c)
+        for c in template
+    ]
+    if not any(c.get("name") == constants.CONTAINER_NAME for c in template):
+        containers.insert(0, _trainer_container(job, index, {}))
+    return containers
 
 
 def _scheduler_name(job: TrainingJob, template_spec: JSON) -> str | None:
@@ -179,6 +206,8 @@ def render_pod(job: TrainingJob, index: int, attempt: int, replacement: int = 0)
     pod_spec["restartPolicy"] = "Never"
     pod_spec["automountServiceAccountToken"] = spec.automount_service_account_token
     pod_spec["containers"] = _containers(job, index, tspec)
+    if tspec.get("initContainers"):
+        pod_spec["initContainers"] = [_other_container(job, index, c) for c in tspec["initContainers"]]
     volumes = [*copy.deepcopy(list(spec.volumes)), shm.shm_volume(job)]
     checkpoints = storage.checkpoint_volume(job, index)
     if checkpoints is not None:

@@ -379,7 +379,7 @@ def _metrics() -> Object:
 def _elastic() -> Object:
     return Object(
         "Elastic training (torchrun --nnodes MIN:MAX, c10d rendezvous). Absent: a fixed number "
-        "of nodes, which never waits the 30 s rendezvous last call.",
+        "of nodes, whose rendezvous never waits a last call.",
         properties={
             "minNodes": Int(
                 "Fewest nodes to train with.",
@@ -394,8 +394,35 @@ def _elastic() -> Object:
                 minimum=0,
                 maximum=constants.MAX_ELASTIC_RESTARTS,
             ),
+            "lastCallTimeoutSeconds": Int(
+                "c10d rendezvous last_call_timeout: once minNodes have joined a rendezvous round (the "
+                "start, and each re-rendezvous after a node loss), how long it waits for more nodes "
+                "before it starts with those it has (maxNodes joined ends it at once). torchjob creates "
+                "all spec.nodes pods together, so they join within seconds of one another; beyond "
+                "spec.nodes only replacement pods come, which join at a later round anyway. Hence 5 s "
+                "rather than torch's 30 s, which a job with nodes < maxNodes would wait every round.",
+                default=constants.DEFAULT_ELASTIC_LAST_CALL_SECONDS,
+                minimum=1,
+                maximum=constants.MAX_ELASTIC_LAST_CALL_SECONDS,
+            ),
+            "joinTimeoutSeconds": Int(
+                "c10d rendezvous join_timeout: how long a round may take to reach minNodes (last call "
+                "included) before torchrun gives up and the launcher exits 1 (torch's default, 600 s).",
+                default=constants.DEFAULT_ELASTIC_JOIN_TIMEOUT_SECONDS,
+                minimum=1,
+                maximum=constants.MAX_ELASTIC_JOIN_TIMEOUT_SECONDS,
+            ),
         },
         required=("maxNodes",),
+        rules=(
+            Rule(
+                "self.lastCallTimeoutSeconds < self.joinTimeoutSeconds",
+                "lastCallTimeoutSeconds must be less than joinTimeoutSeconds: the last call is part of "
+                "the join, so the join would time out before the last call ends",
+                lambda e: e["lastCallTimeoutSeconds"] < e["joinTimeoutSeconds"],
+                ".lastCallTimeoutSeconds",
+            ),
+        ),
     )
 
 
@@ -538,7 +565,10 @@ def _template() -> Object:
     )
     return Object(
         "Escape hatch: a core/v1 PodTemplateSpec merged under the fields above (torchjob's "
-        "fields win; its secure defaults such as runAsUser may be overridden here).",
+        "fields win; its secure defaults such as runAsUser may be overridden here). Its init "
+        "containers and other containers get the node's identity env (TORCHJOB_JOB_NAME, "
+        "TORCHJOB_NAMESPACE, TORCHJOB_NODE_INDEX, TORCHJOB_NUM_NODES, TORCHJOB_MASTER_ADDR, "
+        "TORCHJOB_MASTER_PORT) ahead of their own; an entry of theirs with a reserved name is dropped.",
         properties={
             "metadata": metadata,
             "spec": opaque("core/v1 PodSpec: see `kubectl explain pod.spec`.", containers=containers),

@@ -85,6 +85,8 @@ class Elastic:
     max_nodes: int
     min_nodes: int = constants.DEFAULT_ELASTIC_MIN_NODES
     max_restarts: int = constants.DEFAULT_ELASTIC_MAX_RESTARTS
+    last_call_timeout_seconds: int = constants.DEFAULT_ELASTIC_LAST_CALL_SECONDS
+    join_timeout_seconds: int = constants.DEFAULT_ELASTIC_JOIN_TIMEOUT_SECONDS
 
 
 @dataclass(frozen=True)

@@ -97,10 +97,28 @@ def test_gang_without_a_gang_scheduler_starts_no_pod(operator: OperatorProcess, 
 
 
 def test_elastic_job_succeeds_with_its_first_node(operator: OperatorProcess, jobs: Jobs) -> None:
-    jobs.create("elastic", nodes=2, elastic={"minNodes": 1, "maxNodes": 2})
+    # An init container and a sidecar from the template: both get the node's identity env.
+    fetch = {"name": "fetch", "image": "busybox", "env": [{"name": "BUCKET", "value": "b"}]}
+    template = {"spec": {"initContainers": [fetch], "containers": [{"name": "logs", "image": "fluent-bit"}]}}
+    jobs.create("elastic", nodes=2, elastic={"minNodes": 1, "maxNodes": 3}, template=template)
     jobs.wait_phase("elastic", "Running")
-    env = {e.name: e.value for e in jobs.pods("elastic")[0].spec.containers[0].env}
-    assert env["PET_NNODES"] == "1:2"
+    pod = jobs.pods("elastic")[1]
+    env = {e.name: e.value for e in pod.spec.containers[0].env}
+    assert env["PET_NNODES"] == "1:3"
+    assert env["PET_RDZV_CONF"] == "is_host=0,last_call_timeout=5,join_timeout=600"
+    identity = {
+        "TORCHJOB_JOB_NAME": "elastic",
+        "TORCHJOB_NAMESPACE": jobs.ns,
+        "TORCHJOB_NODE_INDEX": "1",
+        "TORCHJOB_NUM_NODES": "2",
+        "TORCHJOB_MASTER_ADDR": f"elastic-node-0.elastic.{jobs.ns}.svc",
+        "TORCHJOB_MASTER_PORT": "29400",
+    }
+    (init,) = pod.spec.init_containers
+    sidecar = next(c for c in pod.spec.containers if c.name == "logs")
+    assert {e.name: e.value for e in init.env} == {**identity, "BUCKET": "b"}
+    assert {e.name: e.value for e in sidecar.env} == identity
+    assert {k: env[k] for k in identity} == identity
     jobs.exit("elastic-node-0-r0", 0)
     st = jobs.wait_phase("elastic", "Succeeded")
     assert st["reason"] == "JobSucceeded"
