@@ -84,6 +84,42 @@ def test_a_checkpoint_write_failure_fails_with_its_reason_and_message(
     eventually(lambda: "CheckpointWriteFailed" in jobs.events("ckfull"), 20, "Warning event")
 
 
+def test_a_node_that_never_reached_node_0_fails_as_rendezvous_unreachable(
+    operator: OperatorProcess, jobs: Jobs
+) -> None:
+    # What torchjob-launch leaves on a node whose wait for node 0's store ran out (tests/torchrun covers
+    # that side): exit 69 and the endpoint with the last reason in /dev/termination-log.
+    message = (
+        "the rendezvous store at unreach-node-0.unreach:29500 (node 0) was not reachable within 600 s: "
+        "unreach-node-0.unreach does not resolve yet."
+    )
+    jobs.create("unreach", nodes=2, runPolicy={"backoffLimit": 3})
+    jobs.wait_phase("unreach", "Running")
+    jobs.exit("unreach-node-1-r0", 69, message)
+    st = jobs.wait_phase("unreach", "Failed")
+    assert (st["reason"], st["restartCount"], st["lastExitCode"]) == ("RendezvousUnreachable", 0, 69)
+    assert message in st["message"] and "unreach-node-1-r0" in st["message"]
+    assert (st["lastFailure"]["reason"], st["lastFailure"]["message"]) == ("RendezvousUnreachable", message)
+    eventually(lambda: "RendezvousUnreachable" in jobs.events("unreach"), 20, "Warning event")
+
+
+def test_the_users_exit_code_lists_override_the_default_rule(operator: OperatorProcess, jobs: Jobs) -> None:
+    # 143 (preempted) is retryable by default and 1 permanent; the job's lists turn both around.
+    policy = {"backoffLimit": 2, "permanentExitCodes": [143], "retryableExitCodes": [1]}
+    jobs.create("lists", nodes=1, runPolicy=policy)
+    jobs.wait_phase("lists", "Running")
+    jobs.exit("lists-node-0-r0", 1)
+    jobs.wait(
+        "lists",
+        lambda s: s.get("attempt") == 1 and s.get("phase") == "Running",
+        "attempt 1 running after exit 1",
+        timeout=90,
+    )
+    jobs.exit("lists-node-0-r1", 143)
+    st = jobs.wait_phase("lists", "Failed")
+    assert (st["reason"], st["restartCount"], st["lastExitCode"]) == ("PermanentExitCode", 1, 143)
+
+
 def test_backoff_limit_exhausted_fails(operator: OperatorProcess, jobs: Jobs) -> None:
     jobs.create("limit", nodes=1, runPolicy={"backoffLimit": 1})
     jobs.wait_phase("limit", "Running")
