@@ -44,8 +44,6 @@ sys.path.insert(0, str(REPO_ROOT / "tests"))
 GROUP, VERSION, PLURAL = "torchjob.dev", "v1alpha1", "trainingjobs"
 SMALL = {"cpu": "1m", "memory": "1Mi"}
 NODE_LABEL, ATTEMPT_LABEL = "torchjob.dev/node-index", "torchjob.dev/attempt"
-# The operator's own client and Kopf's, as the audit log names them.
-OPERATOR_AGENTS = ("torchjob-operator", "kopf/")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -272,17 +270,7 @@ def operator_requests(log: Path, ns: str) -> collections.Counter[str]:
     """verb -> requests the operator (its client, and Kopf's) made in `ns`, from the audit log."""
     from harness import audit
 
-    counts: collections.Counter[str] = collections.Counter()
-    for event in audit.events(log):
-        agent = str(event.get("userAgent", ""))
-        if event.get("stage") != "ResponseComplete" or not agent.startswith(OPERATOR_AGENTS):
-            continue
-        if (event.get("objectRef") or {}).get("namespace") != ns:
-            continue
-        ref = event["objectRef"]
-        resource = ref.get("resource", "") + (f"/{ref['subresource']}" if ref.get("subresource") else "")
-        counts[f"{event.get('verb')} {resource}"] += 1
-    return counts
+    return audit.operator_requests(audit.events(log), ns)
 
 
 def api_requests(metrics_text: str) -> float:
@@ -392,8 +380,9 @@ def operator_run(
         if log is not None:
             verbs = operator_requests(log, ns)
             result["audit_requests_per_job"] = sum(verbs.values()) / jobs
-            writes = sum(n for k, n in verbs.items() if not k.startswith(("get ", "list ", "watch ")))
-            result["audit_writes_per_job"] = writes / jobs
+            from harness import audit
+
+            result["audit_writes_per_job"] = sum(audit.writes(verbs).values()) / jobs
             result["audit_by_verb_per_job"] = {k: n / jobs for k, n in sorted(verbs.items())}
             result["http_429"] = status_429s(log)
         result["operator_idle_rss_mib"] = rss_idle

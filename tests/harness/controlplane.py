@@ -57,6 +57,7 @@ class ControlPlane:
         workdir: Path | None = None,
         default_nodes: bool = True,
         audit: bool = False,
+        audit_namespaces: tuple[str, ...] = (),
         startup_timeout_s: float = 120.0,
         node_ip: str | None = None,
     ) -> None:
@@ -64,8 +65,10 @@ class ControlPlane:
         self._own_dir = workdir is None
         self.dir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="torchjob-cp-"))
         self.default_nodes = default_nodes
-        # With `audit`, the apiserver logs every request here (see harness.audit).
-        self.audit_log: Path | None = self.dir / "audit.log" if audit else None
+        # With `audit`, the apiserver logs every request here (see harness.audit); with `audit_namespaces`
+        # only those in these namespaces.
+        self.audit_log: Path | None = self.dir / "audit.log" if audit or audit_namespaces else None
+        self.audit_namespaces = audit_namespaces
         self.startup_timeout_s = startup_timeout_s
         # For a real node (harness.realnode): the apiserver serves on this IP instead of loopback and
         # reconciles the `kubernetes` Service endpoint to it, so pods reach it with in-cluster config.
@@ -166,7 +169,7 @@ class ControlPlane:
             argv = nodeflags.apiserver_for_node(argv, kubelet_client, keys.ca_cert, self.node_ip)
         if self.audit_log is not None:
             policy = self.dir / "audit-policy.json"
-            policy.write_text(json.dumps(audit.POLICY))
+            policy.write_text(json.dumps(audit.policy(self.audit_namespaces)))
             argv += [f"--audit-policy-file={policy}", f"--audit-log-path={self.audit_log}",
                      "--audit-log-format=json", "--audit-log-mode=blocking"]  # fmt: skip
         self._wait_apiserver_ready(sup.start("kube-apiserver", argv), budget)
