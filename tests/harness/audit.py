@@ -21,7 +21,7 @@ POLICY = {
 }
 
 
-# The namespace whose requests the cluster tier's apiserver logs (tests/cluster/operator/test_operator_requests).
+# The namespace whose requests the cluster tier's apiserver logs (test_operator_requests.py).
 AUDITED_NAMESPACE = "t-audited-requests"
 
 
