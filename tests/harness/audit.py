@@ -49,7 +49,7 @@ OPERATOR_AGENTS = ("torchjob-operator", "kopf/")
 
 
 def operator_requests(lines: Iterable[dict[str, Any]], namespace: str) -> Counter[str]:
-    """"verb resource[/subresource]" -> requests the operator (its client and Kopf's) made in `namespace`."""
+    """`verb resource[/subresource]` -> requests the operator (its client and Kopf's) made in `namespace`."""
     counts: Counter[str] = Counter()
     for event in lines:
         agent = str(event.get("userAgent", ""))
