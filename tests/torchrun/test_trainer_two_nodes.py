@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from harness.polling import eventually
 from harness.ports import free_port
 from torchjob_core import constants
@@ -13,6 +14,7 @@ from torchrun.trainer_procs import (
     running,
     samples,
     scrape_all_while_training,
+    trainer_env,
     two_node_env,
 )
 
@@ -55,26 +57,29 @@ def test_two_agents_rendezvous_and_train(tmp_path: Path) -> None:
     assert [r["steps"] for r in summary["ranks"]] == [200, 200]
 
 
-def test_a_node_started_before_node_0_waits_for_its_store_then_trains(tmp_path: Path) -> None:
-    """Pods start in any order: node 1 (is_host=0, as rendered) starts first and waits for the store
-    instead of failing after torch's 60 s connect timeout; node 0 starts later and both train."""
+def _late_host_env(rendezvous: str, rdzv: int, node: int) -> dict[str, str]:
+    """What the operator renders for an elastic job (c10d, node 0 `is_host=1`) or a fixed-size one
+    (static: node ranks and node 0's address), on 127.0.0.1."""
+    quiet = {"TORCHJOB_NUM_WORKERS": "0", "TORCHJOB_METRICS_PORT": "0"}
+    if rendezvous == "c10d":
+        return two_node_env(rdzv, "late-host", PET_RDZV_CONF=f"is_host={1 if node == 0 else 0}", **quiet)
+    static = {"PET_NODE_RANK": str(node), "PET_MASTER_ADDR": "127.0.0.1", "PET_MASTER_PORT": str(rdzv)}
+    return trainer_env(PET_NNODES="2", PET_NPROC_PER_NODE="1", **static, **quiet)
+
+
+@pytest.mark.parametrize("rendezvous", ["c10d", "static"])
+def test_a_node_started_before_node_0_waits_for_its_store_then_trains(
+    tmp_path: Path, rendezvous: str
+) -> None:
+    """Pods start in any order: node 1 starts first and waits for node 0's store instead of failing at
+    torch's connect timeout (60 s for c10d); node 0 starts later and both train."""
     rdzv = free_port()
     args = ["--steps-per-epoch", "5", "--batch-size", "8", "--sample-cost-us", "0"]
-
-    def env(node: int) -> dict[str, str]:
-        return two_node_env(
-            rdzv,
-            "late-host",
-            PET_RDZV_CONF=f"is_host={1 if node == 0 else 0}",
-            TORCHJOB_NUM_WORKERS="0",
-            TORCHJOB_METRICS_PORT="0",
-        )
-
     cmd = [LAUNCH, "--", "torchjob-train", *args]
-    with running(cmd, env(1), tmp_path / "node1.log") as node1:
+    with running(cmd, _late_host_env(rendezvous, rdzv, 1), tmp_path / "node1.log") as node1:
         eventually(lambda: "waiting for the rendezvous store" in node1.output(), 60, "node 1 waiting")
         assert node1.popen.poll() is None, node1.output()[-3000:]
-        with running(cmd, env(0), tmp_path / "node0.log") as node0:
+        with running(cmd, _late_host_env(rendezvous, rdzv, 0), tmp_path / "node0.log") as node0:
             rcs = [node0.wait(timeout=240), node1.wait(timeout=240)]
             outputs = [node0.output(), node1.output()]
     assert rcs == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]

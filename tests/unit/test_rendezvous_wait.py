@@ -19,7 +19,9 @@ STORE = rw.Endpoint("job-node-0.job.ns.svc", 29400)
         ("c10d", "job-node-0.job.ns.svc:29400", {}, None),  # torch decides: it may host it itself
         ("c10d", "localhost:0", {"is_host": "0"}, None),  # a store that picks its own port
         ("c10d", "job-node-0", {"is_host": "0"}, None),  # no port: torch's default and its own errors
-        ("static", "job-node-0:29500", {"is_host": "0"}, None),
+        ("static", "job-node-0:29500", {"rank": 1, "timeout": 900}, rw.Endpoint("job-node-0", 29500)),
+        ("static", "job-node-0:29500", {"rank": 0, "timeout": 900}, None),  # node rank 0 hosts it
+        ("etcd-v2", "etcd:2379", {"is_host": "0"}, None),
         ("c10d", "[fd00::1]:29400", {"is_host": "0"}, rw.Endpoint("fd00::1", 29400)),
     ],
 )

@@ -2,14 +2,15 @@
 
 Pods start in any order. A node that starts its agent while node 0's pod is still pulling its image or
 waiting for a node finds no DNS record (the headless Service publishes an address only once the pod
-has one) or nothing listening yet, and torch's c10d client gives up after its `read_timeout` (60 s):
-exit 1, which the failure policy rightly calls permanent. A name that resolves is not enough either:
+has one) or nothing listening yet. torch's c10d client (elastic jobs) gives up after its `read_timeout`
+(60 s), the static rendezvous (fixed-size jobs) after 900 s, each with exit 1, which the failure policy
+rightly calls permanent, and neither says that node 0 is what it waited for. A name that resolves is not enough either:
 the store listens only once node 0's agent has started (seconds after its container), so the wait is
 a TCP connect to the endpoint itself, as the rendezvous will make.
 
-Only nodes told that they do not host the store (`is_host=0` in the rendezvous config, as the operator
-renders for every node but node 0) wait; `--standalone` and single-node runs, which host their own store,
-never do.
+Only nodes that do not host the store wait: in an elastic job those told so (`is_host=0` in the
+rendezvous config, as the operator renders for every node but node 0), in a fixed-size job every node
+rank but 0. `--standalone` and single-node runs, which host their own store, never do.
 After `TORCHJOB_RENDEZVOUS_WAIT_SECONDS` (default 600, torch's own join timeout) the launcher exits
 with `EXIT_RENDEZVOUS_UNREACHABLE` and a termination message naming the endpoint.
 """
@@ -44,8 +45,14 @@ class Endpoint:
 
 def endpoint_to_wait_for(backend: str, endpoint: str, rdzv_configs: Mapping[str, object]) -> Endpoint | None:
     """The store this node must reach before it starts, or None when it hosts the store or may host it
-    (no `is_host` given: torch then tries to serve it itself)."""
-    if backend != "c10d" or str(rdzv_configs.get("is_host", "")).lower() not in FALSE_WORDS:
+    (c10d without `is_host`: torch then tries to serve it itself)."""
+    if backend == "c10d":
+        hosts = str(rdzv_configs.get("is_host", "")).lower() not in FALSE_WORDS
+    elif backend == "static":
+        hosts = str(rdzv_configs.get("rank", "0")) == "0"  # torchrun's --node-rank
+    else:
+        return None
+    if hosts:
         return None
     host, sep, port = endpoint.rpartition(":")
     if not sep or not port.isdigit():
