@@ -4,9 +4,9 @@ Pods start in any order. A node that starts its agent while node 0's pod is stil
 waiting for a node finds no DNS record (the headless Service publishes an address only once the pod
 has one) or nothing listening yet. torch's c10d client (elastic jobs) gives up after its `read_timeout`
 (60 s), the static rendezvous (fixed-size jobs) after 900 s, each with exit 1, which the failure policy
-rightly calls permanent, and neither says that node 0 is what it waited for. A name that resolves is not enough either:
-the store listens only once node 0's agent has started (seconds after its container), so the wait is
-a TCP connect to the endpoint itself, as the rendezvous will make.
+rightly calls permanent, and neither says that node 0 is what it waited for. A name that resolves is
+not enough either: the store listens only once node 0's agent has started (seconds after its
+container), so the wait is a TCP connect to the endpoint itself, as the rendezvous will make.
 
 Only nodes that do not host the store wait: in an elastic job those told so (`is_host=0` in the
 rendezvous config, as the operator renders for every node but node 0), in a fixed-size job every node
