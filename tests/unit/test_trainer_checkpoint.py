@@ -73,16 +73,15 @@ def test_position_without_its_world_is_taken_as_is() -> None:
 
 
 def test_converted_position_skips_exactly_the_samples_already_trained() -> None:
-    from torchjob_trainer.data.loader import ResumableDistributedSampler
+    from torch.utils.data import DistributedSampler
+    from torchjob_trainer.data.loader import RunSampler
 
     data = list(range(640))
 
-    def order(world: int, rank: int, skip: int = 0) -> list[int]:
-        sampler = ResumableDistributedSampler(
-            data, num_replicas=world, rank=rank, shuffle=True, drop_last=True
-        )
-        sampler.set_epoch(3)
-        sampler.skip_next_epoch_start(skip)
+    def order(world: int, rank: int, step: int = 0) -> list[int]:
+        share = DistributedSampler(data, num_replicas=world, rank=rank, shuffle=True, drop_last=True)
+        sampler = RunSampler(share, batch_size=16, epochs=4)
+        sampler.start_at(3, step)
         return list(sampler)
 
     trained = {i for rank in range(2) for i in order(2, rank)[: 10 * 16]}  # 10 steps on 2 ranks x 16
@@ -93,5 +92,5 @@ def test_converted_position_skips_exactly_the_samples_already_trained() -> None:
         "extra": {"world_size": 2, "batch_size": 16},
     }
     step = checkpoint.position_of(payload, world_size=1, batch_size=16).step_in_epoch
-    rest = order(1, 0, skip=step * 16)
+    rest = order(1, 0, step)
     assert trained.isdisjoint(rest) and trained | set(rest) == set(data)

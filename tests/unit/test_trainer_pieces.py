@@ -9,11 +9,12 @@ import pytest
 import torch
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
+from torch.utils.data import DistributedSampler
 from torchjob_trainer import logs, summary
 from torchjob_trainer import main as main_module
 from torchjob_trainer.config import TrainerConfig
 from torchjob_trainer.data.datasets import SyntheticDataset
-from torchjob_trainer.data.loader import LoaderSettings, ResumableDistributedSampler, make_loader
+from torchjob_trainer.data.loader import LoaderSettings, RunSampler, make_loader
 from torchjob_trainer.metrics import RankLabels, TrainerMetrics
 from torchjob_trainer.models import build_model
 from torchjob_trainer.train import build_workload
@@ -42,15 +43,43 @@ def test_summary_aggregates_ranks(tmp_path: Path) -> None:
     assert "all" in summary.format_table(s)
 
 
-def test_sampler_skips_the_resumed_position_once() -> None:
+def _epoch_order(ds: SyntheticDataset, epoch: int) -> list[int]:
+    share = DistributedSampler(ds, num_replicas=2, rank=0, shuffle=True, seed=1, drop_last=True)
+    share.set_epoch(epoch)
+    return list(share)
+
+
+def test_run_sampler_streams_every_epoch_left_each_in_its_own_order() -> None:
+    ds = SyntheticDataset(20, (1,), 2)  # 10 samples per rank: 2 batches of 4 (drop_last: 2 left out)
+    share = DistributedSampler(ds, num_replicas=2, rank=0, shuffle=True, seed=1, drop_last=True)
+    sampler = RunSampler(share, batch_size=4, epochs=3)
+    assert sampler.steps_per_epoch == 2
+    assert list(sampler) == [i for e in range(3) for i in _epoch_order(ds, e)[:8]]
+    assert len(sampler) == 24
+
+
+def test_run_sampler_resumes_mid_epoch_and_caps_steps() -> None:
     ds = SyntheticDataset(20, (1,), 2)
-    sampler = ResumableDistributedSampler(ds, num_replicas=2, rank=0, shuffle=True, seed=1)
-    sampler.set_epoch(3)
-    full = list(sampler)
-    sampler.skip_next_epoch_start(4)
-    assert len(sampler) == 6
-    assert list(sampler) == full[4:]
-    assert list(sampler) == full
+    share = DistributedSampler(ds, num_replicas=2, rank=0, shuffle=True, seed=1, drop_last=True)
+    sampler = RunSampler(share, batch_size=4, epochs=3)
+    sampler.cap_steps(1)  # --steps-per-epoch 1
+    sampler.start_at(1, 0)
+    assert list(sampler) == _epoch_order(ds, 1)[:4] + _epoch_order(ds, 2)[:4]
+    sampler.cap_steps(5)  # a cap above the epoch changes nothing
+    assert sampler.steps_per_epoch == 1
+    full = RunSampler(share, batch_size=4, epochs=2)
+    full.start_at(1, 1)  # one step of epoch 1 already trained
+    assert list(full) == _epoch_order(ds, 1)[4:8]
+    assert len(full) == 4
+
+
+def test_one_loader_iterator_serves_every_epoch_in_whole_batches() -> None:
+    ds = SyntheticDataset(20, (1,), 2)
+    share = DistributedSampler(ds, num_replicas=2, rank=0, shuffle=True, seed=1, drop_last=True)
+    sampler = RunSampler(share, batch_size=4, epochs=2)
+    settings = LoaderSettings(num_workers=1, pin_memory=False, persistent_workers=True, prefetch_factor=2)
+    batches = list(make_loader(ds, sampler, 4, settings))
+    assert len(batches) == 4 and all(b[1].shape[0] == 4 for b in batches)
 
 
 def test_batched_fetch_gives_collated_batches() -> None:

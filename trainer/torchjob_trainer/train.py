@@ -24,7 +24,7 @@ from torchjob_trainer.data import autotune, cpu, probe
 from torchjob_trainer.data.datasets import build_dataset
 from torchjob_trainer.data.loader import (
     LoaderSettings,
-    ResumableDistributedSampler,
+    RunSampler,
     make_loader,
     resolve_settings,
     shm_safe,
@@ -307,9 +307,9 @@ class Trainer:
         cuda = self.device.type == "cuda"
         return DistributedDataParallel(self.model, device_ids=[self.device.index] if cuda else None)
 
-    def _build_loader(self) -> tuple[ResumableDistributedSampler, DataLoader[Any]]:
+    def _build_loader(self) -> tuple[RunSampler, DataLoader[Any]]:
         config, env, dataset, settings = self.config, self.env, self.workload.dataset, self.settings
-        sampler = ResumableDistributedSampler(
+        ranks_share: DistributedSampler[Any] = DistributedSampler(
             dataset,
             num_replicas=env.world_size,
             rank=env.rank,
@@ -317,6 +317,7 @@ class Trainer:
             seed=config.seed,
             drop_last=True,
         )
+        sampler = RunSampler(ranks_share, batch_size=config.batch_size, epochs=config.epochs)
         loader = make_loader(dataset, sampler, config.batch_size, settings, seed=config.seed)
         log.info("DataLoader: %s batch_size=%d", settings.describe(), config.batch_size)
         self.metrics.workers.set(settings.num_workers)
@@ -324,9 +325,9 @@ class Trainer:
         return sampler, loader
 
     def _steps_per_epoch(self) -> int:
-        steps = len(self.loader)
         if self.config.steps_per_epoch:
-            steps = min(steps, self.config.steps_per_epoch)
+            self.sampler.cap_steps(self.config.steps_per_epoch)
+        steps = self.sampler.steps_per_epoch
         if steps == 0:
             raise ValueError(
                 f"--batch-size (TORCHJOB_BATCH_SIZE): {self.config.batch_size} x world size "
@@ -404,8 +405,12 @@ class Trainer:
         epochs, every = self.config.epochs, self.config.checkpoint_every
         preempted = False
         self.net.train()
+        # One iterator for every epoch left (RunSampler): the next epoch's batches are prefetched while
+        # this one's last steps train.
+        self.sampler.start_at(self.epoch, self.step_in_epoch)
+        batches = iter(self.loader)
         while self.epoch < epochs:
-            if self._train_epoch():
+            if self._train_epoch(batches):
                 preempted = True
                 break
             if not every or self.epoch + 1 == epochs:
@@ -417,13 +422,10 @@ class Trainer:
         self._report_summary("preempted" if preempted else "completed")
         return EXIT_PREEMPTED if preempted else 0
 
-    def _train_epoch(self) -> bool:
+    def _train_epoch(self, batches: Iterator[Any]) -> bool:
         """Trains the rest of the current epoch; True if the ranks agreed to stop (preemption)."""
         every = self.config.checkpoint_every
-        self.sampler.set_epoch(self.epoch)
-        self.sampler.skip_next_epoch_start(self.step_in_epoch * self.config.batch_size)
         self.metrics.epoch.set(self.epoch)
-        batches = iter(self.loader)
         while self.step_in_epoch < self.steps_per_epoch:
             self.profiler.step(self.global_step)
             if not self._next_step(batches):

@@ -1,4 +1,4 @@
-"""Build the DataLoader: resolved knobs, a resumable DistributedSampler, batched fetch, shm safety."""
+"""Build the DataLoader: resolved knobs, one sampler over the run's epochs, batched fetch, shm safety."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from torch.utils.data._utils.collate import default_collate
 from torchjob_core import constants
 
@@ -69,24 +69,42 @@ def resolve_settings(
     return LoaderSettings(workers, pin, config.persistent_workers, config.prefetch_factor)
 
 
-class ResumableDistributedSampler(DistributedSampler[Any]):
-    """A DistributedSampler that can skip the batches already trained in the epoch being resumed."""
+class RunSampler(Sampler[int]):
+    """Every remaining epoch's indices in one stream, so that one loader iterator serves the whole run.
 
-    def __init__(self, dataset: Dataset[Any], **kwargs: Any) -> None:
-        super().__init__(dataset, **kwargs)
-        self._skip = 0
+    Each epoch is `inner`'s order for that epoch (a DistributedSampler: this rank's share, shuffled by
+    seed and epoch) cut to `steps_per_epoch` batches; the first epoch starts after the batches a resumed
+    checkpoint already trained. A loader iterator created per epoch starts prefetching the next epoch
+    only at `iter()`, so its first batch waits for a whole batch fetch by one worker (3.5 steps measured,
+    docs/benchmarks-dataloader.md); over one stream the workers fetch the next epoch's first batches
+    while the current epoch's last steps train, and no prefetched batch is dropped at an epoch's cap.
+    """
 
-    def skip_next_epoch_start(self, samples: int) -> None:
-        """Skip `samples` indices of the next iteration only (the sampler position of a checkpoint)."""
-        self._skip = samples
+    def __init__(self, inner: DistributedSampler[Any], *, batch_size: int, epochs: int) -> None:
+        self.inner, self.batch_size, self.epochs = inner, batch_size, epochs
+        self.steps_per_epoch = len(inner) // batch_size
+        self._epoch, self._skip_steps = 0, 0
 
-    def __iter__(self) -> Iterator[Any]:
-        indices = list(super().__iter__())
-        skip, self._skip = self._skip, 0
-        return iter(indices[skip:])
+    def cap_steps(self, steps_per_epoch: int) -> None:
+        """Train at most `steps_per_epoch` batches of each epoch (--steps-per-epoch)."""
+        self.steps_per_epoch = min(self.steps_per_epoch, steps_per_epoch)
+
+    def start_at(self, epoch: int, step_in_epoch: int) -> None:
+        """Where the next iteration starts: a checkpoint's position (or the start, 0 and 0)."""
+        self._epoch, self._skip_steps = epoch, step_in_epoch
+
+    def epoch_indices(self, epoch: int) -> list[int]:
+        self.inner.set_epoch(epoch)
+        return list(self.inner)[: self.steps_per_epoch * self.batch_size]
+
+    def __iter__(self) -> Iterator[int]:
+        for epoch in range(self._epoch, self.epochs):
+            skip = self._skip_steps * self.batch_size if epoch == self._epoch else 0
+            yield from self.epoch_indices(epoch)[skip:]
 
     def __len__(self) -> int:
-        return max(0, self.num_samples - self._skip)
+        epochs_left = max(0, self.epochs - self._epoch)
+        return max(0, epochs_left * self.steps_per_epoch - self._skip_steps) * self.batch_size
 
 
 def collate(batch: Any) -> Any:
