@@ -3,6 +3,7 @@ dry-run), and the chart's RBAC grants the operator exactly what it needs and no 
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,8 +16,14 @@ from harness.kubectl import Kubectl, apply_crds
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "torchjob"
 MANIFESTS = ROOT / "manifests"
-# prometheus-operator's CRDs are not installed in the test cluster; the tools tier checks those objects.
-NOT_SERVED_HERE = {"ServiceMonitor", "PodMonitor"}
+# prometheus-operator's objects: dry-run where its CRDs are installed (`monitoring_crds`), else left out.
+NOT_SERVED_HERE = {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
+MONITORING = [
+    "serviceMonitor.enabled=true",
+    "podMonitor.enabled=true",
+    "prometheusRule.enabled=true",
+    "prometheusRule.labels.release=kube-prometheus-stack",
+]
 
 
 @pytest.fixture(scope="module")
@@ -36,12 +43,31 @@ def operator_namespace(kubectl: Kubectl) -> Iterator[str]:
             kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
-def render(helm: str, namespace: str, *sets: str) -> str:
+@pytest.fixture(scope="module")
+def monitoring_crds(kubectl: Kubectl) -> None:
+    """prometheus-operator's CRDs (ServiceMonitor, PodMonitor, PrometheusRule, ...) from the module
+    hack/promoperator.sh pins, served by the apiserver with their OpenAPI validation."""
+    from harness import monitoring
+
+    try:
+        bin_dir = monitoring.locate()
+    except RuntimeError as exc:
+        pytest.skip(f"prometheus-operator CRDs unavailable: {exc}")
+    monitoring.install_crds(kubectl, bin_dir)
+
+
+def rendered(helm: str, namespace: str, *sets: str) -> list[dict[str, Any]]:
     cmd = [helm, "template", "tj", str(CHART), "--namespace", namespace, "--set", "crds.enabled=false"]
     for item in sets:
         cmd += ["--set", item]
     docs = yaml.safe_load_all(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
-    return yaml.safe_dump_all([d for d in docs if d and d["kind"] not in NOT_SERVED_HERE])
+    return [d for d in docs if d]
+
+
+def render(helm: str, namespace: str, *sets: str) -> str:
+    return yaml.safe_dump_all(
+        [d for d in rendered(helm, namespace, *sets) if d["kind"] not in NOT_SERVED_HERE]
+    )
 
 
 def dry_run(kubectl: Kubectl, text: str) -> str:
@@ -70,12 +96,7 @@ def test_namespaced_static_manifest_passes_server_side_dry_run(
     "sets",
     [
         [],
-        [
-            "replicaCount=1",
-            "dashboard.enabled=true",
-            "serviceMonitor.enabled=true",
-            "podMonitor.enabled=true",
-        ],
+        ["replicaCount=1", "dashboard.enabled=true", *MONITORING],
         ["priorityClassName=system-cluster-critical", "image.digest=sha256:" + "0" * 64],
     ],
     ids=["default", "monitoring", "pinned-priority"],  # an id "gpu" would trigger the --gpu gate
@@ -131,3 +152,33 @@ def test_namespaced_rbac_grants_the_contract_and_no_secrets(
         assert not can(verb, resource), f"{verb} {resource}"
     assert not can("create", "pods", namespace, "--subresource=exec")
     assert not can("list", "pods", "default"), "a namespaced install must not reach other namespaces"
+
+
+@pytest.mark.usefixtures("monitoring_crds")
+def test_monitoring_objects_pass_server_side_dry_run_with_prometheus_operator_crds(
+    kubectl: Kubectl, helm: str, namespace: str
+) -> None:
+    objects = [d for d in rendered(helm, namespace, *MONITORING) if d["kind"] in NOT_SERVED_HERE]
+    assert sorted(d["kind"] for d in objects) == ["PodMonitor", "PrometheusRule", "ServiceMonitor"]
+    out = dry_run(kubectl, yaml.safe_dump_all(objects))
+    for kind in ("servicemonitor", "podmonitor", "prometheusrule"):
+        assert f"{kind}.monitoring.coreos.com/" in out and "serverside-applied (server dry run)" in out, out
+
+
+@pytest.mark.usefixtures("monitoring_crds")
+def test_prometheus_rule_is_stored_whole_and_its_schema_is_enforced(
+    kubectl: Kubectl, helm: str, namespace: str
+) -> None:
+    """Applied for real and read back: the apiserver kept every group, rule and field (nothing pruned
+    as unknown); a `for` that is no duration is refused by the CRD's own validation."""
+    (rule,) = [d for d in rendered(helm, namespace, *MONITORING) if d["kind"] == "PrometheusRule"]
+    kubectl("apply", "--server-side", "-f", "-", input=yaml.safe_dump(rule))
+    name = rule["metadata"]["name"]
+    stored = json.loads(kubectl("get", "prometheusrule", name, "-n", namespace, "-o", "json").stdout)
+    assert stored["spec"] == rule["spec"]
+    assert stored["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    rule["spec"]["groups"][0]["rules"][0]["for"] = "soon"
+    proc = kubectl(
+        "apply", "--server-side", "--dry-run=server", "-f", "-", input=yaml.safe_dump(rule), check=False
+    )
+    assert proc.returncode != 0 and "for" in proc.stderr, proc.stdout + proc.stderr

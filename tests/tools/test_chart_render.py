@@ -222,6 +222,34 @@ def test_dashboard_configmap_carries_the_dashboard_json(chart: Any) -> None:
     assert json.loads(text) == on_disk
 
 
+def test_prometheus_rule_is_off_by_default_and_selects_this_releases_operator(chart: Any) -> None:
+    assert not by_kind(chart.render(CI / "default-values.yaml"), "PrometheusRule")
+    docs = chart.render(CI / "monitoring-on-values.yaml")
+    rule = one(docs, "PrometheusRule")
+    assert rule["apiVersion"] == "monitoring.coreos.com/v1"
+    assert rule["metadata"]["namespace"] == "torchjob-system"
+    assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert rule["metadata"]["labels"]["app.kubernetes.io/instance"] == "tj"
+    # The operator alerts select the ServiceMonitor's scrape job: Prometheus Operator names it after the
+    # Service (no jobLabel), in the operator's namespace.
+    service = one(docs, "Service")["metadata"]["name"]
+    assert "jobLabel" not in one(docs, "ServiceMonitor")["spec"]
+    exprs = {r["alert"]: r["expr"] for g in rule["spec"]["groups"] for r in g["rules"]}
+    assert f'up{{job="{service}", namespace="torchjob-system"}}' in exprs["TorchjobOperatorDown"]
+    for name in ("TrainingJobFailed", "TrainingJobRestartingOften", "TrainingJobStuckPending"):
+        assert f'job="{service}"' in exprs[name], name
+
+
+def test_prometheus_rule_takes_thresholds_from_values(chart: Any) -> None:
+    sets = ["prometheusRule.enabled=true", "serviceMonitor.enabled=true"]
+    sets += ["prometheusRule.rules.restartsThreshold=7", "prometheusRule.rules.pendingFor=2h"]
+    docs = chart.render(sets=sets, namespace="ml-ops")
+    rules = {r["alert"]: r for g in one(docs, "PrometheusRule")["spec"]["groups"] for r in g["rules"]}
+    assert rules["TrainingJobRestartingOften"]["expr"].endswith("> 7")
+    assert rules["TrainingJobStuckPending"]["for"] == "2h"
+    assert 'namespace="ml-ops"' in rules["TorchjobOperatorDown"]["expr"]
+
+
 def test_gpu_scenario(chart: Any) -> None:
     docs = chart.render(CI / "gpu-values.yaml")
     pod = one(docs, "Deployment")["spec"]["template"]["spec"]
@@ -260,6 +288,8 @@ def test_names_fit_dns_labels_for_a_long_release_name(chart: Any) -> None:
         (["watchNamespaces={Team_A}"], "watchNamespaces"),
         (["metrics.port=70000"], "metrics/port"),
         (["podMonitor.interval=soon"], "podMonitor/interval"),
+        (["prometheusRule.enabled=true"], "serviceMonitor.enabled=true"),
+        (["prometheusRule.rules.pendingFor=soon"], "prometheusRule/rules/pendingFor"),
         (["kueue.localQueues[0].name=q", "kueue.localQueues[0].clusterQueue=cq"], "kueue.localQueues"),
         (["watchNamespaces={a}", "kueue.localQueues[0].name=q"], "clusterQueue"),
     ],

@@ -95,6 +95,9 @@ Checks the schema cannot express (relations between keys). Each message names th
 {{- if and .Values.serviceMonitor.enabled (not .Values.metrics.service.enabled) }}
 {{- $messages = append $messages "serviceMonitor.enabled: the ServiceMonitor selects the metrics Service; set metrics.service.enabled=true" }}
 {{- end }}
+{{- if and .Values.prometheusRule.enabled (not .Values.serviceMonitor.enabled) }}
+{{- $messages = append $messages "prometheusRule.enabled: the operator alerts read what the chart's ServiceMonitor scrapes (job <release>-torchjob-operator-metrics); set serviceMonitor.enabled=true" }}
+{{- end }}
 {{- if and .Values.kueue.localQueues (not .Values.watchNamespaces) }}
 {{- $messages = append $messages "kueue.localQueues: a LocalQueue is created in each of watchNamespaces; set watchNamespaces, or create the LocalQueues yourself" }}
 {{- end }}
