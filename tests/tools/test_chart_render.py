@@ -28,8 +28,9 @@ CONTRACT_RULES = {
         for g in ("scheduling.volcano.sh", "scheduling.x-k8s.io")
         for v in ("get", "list", "watch", "create", "patch", "delete")
     ),
-    *(("scheduling.k8s.io", "podgroups", v) for v in ("get", "list", "watch", "create")),
-    ("resource.k8s.io", "resourceclaimtemplates", "create"),
+    # Deleted on suspend too: the resume renders them from the spec as it is then.
+    *(("scheduling.k8s.io", "podgroups", v) for v in ("get", "list", "watch", "create", "delete")),
+    *(("resource.k8s.io", "resourceclaimtemplates", v) for v in ("create", "delete")),
 }
 PEERING_VERBS = ("get", "list", "watch", "patch")
 CLUSTER_ONLY = {
