@@ -39,8 +39,8 @@ def assert_headroom_and_epoch_two(result: dict[str, Any]) -> None:
     assert all(r[k] > 0 for r in result["rows"] for k in keys)
     for r in result["rows"]:
         assert r["headroom"] == pytest.approx(r[keys[0]] / r[keys[1]])
-    assert [e["name"] for e in result["epoch2"]] == ["persistent", "non-persistent"]
-    assert [e["settings"]["persistent_workers"] for e in result["epoch2"]] == [True, False]
+    assert [e["name"] for e in result["epoch2"]] == ["one iterator", "persistent", "non-persistent"]
+    assert [e["settings"]["persistent_workers"] for e in result["epoch2"]] == [True, True, False]
     keys = ("epoch2_first_batch_seconds", "epoch1_median_step_seconds", "epoch2_first_batch_in_steps")
     assert all(e[k] > 0 for e in result["epoch2"] for k in keys)
     assert all(len(result["machine"][k]) == 3 for k in ("load_average_start", "load_average_end"))
