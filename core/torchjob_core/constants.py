@@ -42,6 +42,19 @@ LABEL_KUEUE_QUEUE: Final = "kueue.x-k8s.io/queue-name"
 LABEL_KUEUE_POD_GROUP: Final = "kueue.x-k8s.io/pod-group-name"
 ANNOTATION_KUEUE_POD_GROUP_TOTAL: Final = "kueue.x-k8s.io/pod-group-total-count"
 KUEUE_ADMISSION_GATE: Final = "kueue.x-k8s.io/admission"
+# spec.scheduling.workloadPriorityClass: Kueue reads this label from the group's pods for its Workload's
+# priority (pkg/controller/constants WorkloadPriorityClassLabel).
+LABEL_KUEUE_PRIORITY_CLASS: Final = "kueue.x-k8s.io/priority-class"
+# spec.scheduling.topology: Kueue's Topology-Aware Scheduling request of the group's PodSet, read from the
+# pods' annotations (apis/kueue/v1beta2 PodSet*TopologyAnnotation). A pod may carry at most one of the three.
+ANNOTATION_KUEUE_REQUIRED_TOPOLOGY: Final = "kueue.x-k8s.io/podset-required-topology"
+ANNOTATION_KUEUE_PREFERRED_TOPOLOGY: Final = "kueue.x-k8s.io/podset-preferred-topology"
+ANNOTATION_KUEUE_UNCONSTRAINED_TOPOLOGY: Final = "kueue.x-k8s.io/podset-unconstrained-topology"
+KUEUE_TOPOLOGY_ANNOTATIONS: Final = (
+    ANNOTATION_KUEUE_REQUIRED_TOPOLOGY,
+    ANNOTATION_KUEUE_PREFERRED_TOPOLOGY,
+    ANNOTATION_KUEUE_UNCONSTRAINED_TOPOLOGY,
+)
 # The pod condition Kueue sets on the pods it stops (preemption, eviction) before it deletes them.
 KUEUE_TERMINATION_CONDITION: Final = "TerminationTarget"
 ANNOTATION_VOLCANO_GROUP: Final = "scheduling.k8s.io/group-name"

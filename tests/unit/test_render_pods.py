@@ -273,6 +273,32 @@ def test_launcher_command(fields: dict[str, Any], expected_command: list[str]) -
             {"kueue.x-k8s.io/pod-group-total-count": "1"},
             None,
         ),
+        (
+            {
+                "queue": "team-a",
+                "workloadPriorityClass": "prod",
+                "topology": {"required": "example.com/block"},
+            },
+            {
+                "kueue.x-k8s.io/queue-name": "team-a",
+                "kueue.x-k8s.io/pod-group-name": "j",
+                "kueue.x-k8s.io/priority-class": "prod",
+            },
+            {
+                "kueue.x-k8s.io/pod-group-total-count": "1",
+                "kueue.x-k8s.io/podset-required-topology": "example.com/block",
+            },
+            None,
+        ),
+        (
+            {"queue": "team-a", "topology": {"preferred": "kubernetes.io/hostname"}},
+            {"kueue.x-k8s.io/queue-name": "team-a", "kueue.x-k8s.io/pod-group-name": "j"},
+            {
+                "kueue.x-k8s.io/pod-group-total-count": "1",
+                "kueue.x-k8s.io/podset-preferred-topology": "kubernetes.io/hostname",
+            },
+            None,
+        ),
         ({"gang": True}, {}, {"scheduling.k8s.io/group-name": "j"}, "volcano"),
         ({"gang": True, "gangScheduler": "coscheduling"}, {"scheduling.x-k8s.io/pod-group": "j"}, {}, None),
     ],
@@ -593,6 +619,43 @@ def test_debug_and_network_presets_yield_to_the_users_env() -> None:
     assert names.count("NCCL_DEBUG") == 1 and names.count("LOGLEVEL") == 1  # no duplicate env names
     got = env_of(gpu)
     assert (got["NCCL_DEBUG"], got["LOGLEVEL"], got["NCCL_DEBUG_SUBSYS"]) == ("WARN", "DEBUG", "INIT,NET")
+
+
+TEMPLATE_KUEUE_METADATA = {
+    "labels": {"kueue.x-k8s.io/priority-class": "from-template"},
+    "annotations": {
+        "kueue.x-k8s.io/podset-preferred-topology": "example.com/rack",
+        "kueue.x-k8s.io/podset-unconstrained-topology": "true",
+        "kueue.x-k8s.io/podset-slice-size": "2",
+    },
+}
+
+
+def test_kueue_fields_win_over_the_template_and_drop_its_topology_request() -> None:
+    # Kueue rejects a pod with two topology requests, so the template's go; its other annotations stay.
+    scheduling = {
+        "queue": "q",
+        "workloadPriorityClass": "prod",
+        "topology": {"required": "example.com/block"},
+    }
+    pod = pods.render_pod(job_of(scheduling=scheduling, template={"metadata": TEMPLATE_KUEUE_METADATA}), 0, 0)
+    assert pod["metadata"]["labels"]["kueue.x-k8s.io/priority-class"] == "prod"
+    kueue_annotations = {k: v for k, v in pod["metadata"]["annotations"].items() if k.startswith("kueue.")}
+    assert kueue_annotations == {
+        "kueue.x-k8s.io/podset-required-topology": "example.com/block",
+        "kueue.x-k8s.io/podset-slice-size": "2",
+        "kueue.x-k8s.io/pod-group-total-count": "1",
+    }
+
+
+def test_without_the_kueue_fields_the_template_metadata_reaches_the_pods() -> None:
+    # The escape hatch keeps working: only a field that is set takes the key over.
+    pod = pods.render_pod(
+        job_of(scheduling={"queue": "q"}, template={"metadata": TEMPLATE_KUEUE_METADATA}), 0, 0
+    )
+    assert pod["metadata"]["labels"]["kueue.x-k8s.io/priority-class"] == "from-template"
+    for key, value in TEMPLATE_KUEUE_METADATA["annotations"].items():
+        assert pod["metadata"]["annotations"][key] == value
 
 
 def test_kueue_pod_group_spans_attempts_and_counts_nodes() -> None:

@@ -193,7 +193,7 @@ def render_pod(job: TrainingJob, index: int, attempt: int, replacement: int = 0)
     annotations["kubectl.kubernetes.io/default-container"] = constants.CONTAINER_NAME
     if spec.scheduling.effective_gang_scheduler == "volcano":
         annotations[constants.ANNOTATION_VOLCANO_GROUP] = meta.podgroup_name(job)
-    annotations.update(kueue.pod_group_annotations(job))
+    annotations = kueue.pod_group_annotations(job, annotations)
 
     pod_spec: JSON = {
         "terminationGracePeriodSeconds": constants.DEFAULT_TERMINATION_GRACE_SECONDS,

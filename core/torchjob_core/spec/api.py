@@ -46,6 +46,13 @@ DNS_SUBDOMAIN_PATTERN: Final = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z
 NETWORK_INTERFACE_PATTERN: Final = r"^[A-Za-z0-9_.:@-]+(,[A-Za-z0-9_.:@-]+)*$"
 MAX_NETWORK_INTERFACE_LENGTH: Final = 256
 LABEL_VALUE_PATTERN: Final = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
+# A label key (what a Kueue Topology level names): an optional DNS-subdomain prefix and `/`, then a name of
+# at most 63 characters; at most as long as Kueue lets a Topology level's nodeLabel be.
+LABEL_KEY_PATTERN: Final = (
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+)
+MAX_LABEL_KEY_LENGTH: Final = 316
 ENV_NAME_PATTERN: Final = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
 ABS_PATH_PATTERN: Final = r"^/"
 
@@ -507,6 +514,45 @@ def _run_policy() -> Object:
     )
 
 
+def _topology() -> Object:
+    def level(description: str) -> Str:
+        return Str(description, max_length=MAX_LABEL_KEY_LENGTH, pattern=LABEL_KEY_PATTERN)
+
+    return Object(
+        "Kueue Topology-Aware Scheduling: place all pods within one domain (nodes sharing a value) of a "
+        "level of the Topology that the queue's ResourceFlavor names (its spec.topologyName), such as a "
+        "block, a rack or kubernetes.io/hostname. Set as the annotation "
+        f"{constants.ANNOTATION_KUEUE_REQUIRED_TOPOLOGY} or {constants.ANNOTATION_KUEUE_PREFERRED_TOPOLOGY} "
+        "on every pod (the template's own topology annotations are dropped). Needs queue.",
+        properties={
+            "required": level(
+                "Node label of the level one of whose domains must hold every pod; the job stays queued "
+                "until one has room."
+            ),
+            "preferred": level(
+                "Node label of the level to try first: when no domain of it has room Kueue tries the "
+                "levels above, and at the top admits the pods spread over domains."
+            ),
+        },
+        rules=(
+            Rule(
+                "has(self.required) != has(self.preferred)",
+                "set exactly one of required or preferred",
+                lambda t: ("required" in t) != ("preferred" in t),
+            ),
+        ),
+    )
+
+
+def _needs_queue(key: str) -> Rule:
+    return Rule(
+        f"!has(self.{key}) || (has(self.queue) && self.queue != '')",
+        f"{key} needs spec.scheduling.queue: Kueue reads it only on the pods of a job it queues",
+        lambda s: key not in s or bool(s.get("queue")),
+        f".{key}",
+    )
+
+
 def _scheduling() -> Object:
     return Object(
         "Gang scheduling and queueing.",
@@ -527,6 +573,16 @@ def _scheduling() -> Object:
                 max_length=63,
                 pattern=LABEL_VALUE_PATTERN,
             ),
+            "workloadPriorityClass": Str(
+                "Kueue WorkloadPriorityClass of the job's Workload, set as the label "
+                f"{constants.LABEL_KUEUE_PRIORITY_CLASS} on every pod (over a template label of that name): "
+                "Kueue orders its queue and preempts by this class's value instead of the pods' "
+                "PriorityClass, which priorityClassName still sets for kube-scheduler. Kueue creates no "
+                "Workload while the class does not exist. Needs queue.",
+                max_length=63,
+                pattern=DNS_SUBDOMAIN_PATTERN,
+            ),
+            "topology": _topology(),
         },
         default={},
         rules=(
@@ -536,6 +592,8 @@ def _scheduling() -> Object:
                 lambda s: "gangScheduler" not in s or s["gang"],
                 ".gangScheduler",
             ),
+            _needs_queue("workloadPriorityClass"),
+            _needs_queue("topology"),
         ),
     )
 

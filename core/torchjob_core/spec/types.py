@@ -103,11 +103,21 @@ class RunPolicy:
 
 
 @dataclass(frozen=True)
+class Topology:
+    """Kueue Topology-Aware Scheduling: exactly one of the two is a topology level's node label."""
+
+    required: str | None = None
+    preferred: str | None = None
+
+
+@dataclass(frozen=True)
 class Scheduling:
     gang: bool = False
     # As written; `effective_gang_scheduler` applies the default.
     gang_scheduler: str | None = None
     queue: str | None = None
+    workload_priority_class: str | None = None
+    topology: Topology | None = None
 
     @property
     def effective_gang_scheduler(self) -> str | None:

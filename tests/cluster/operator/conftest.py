@@ -254,9 +254,27 @@ def kueue_manager(control_plane: ControlPlane, crd: Any) -> Iterator[kueue.Kueue
         manager.stop()
 
 
+KUEUE_KINDS = {
+    "resourceflavors": "ResourceFlavor",
+    "clusterqueues": "ClusterQueue",
+    "localqueues": "LocalQueue",
+    "topologies": "Topology",
+}
+
+
 def _kueue_obj(plural: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
-    kind = {"resourceflavors": "ResourceFlavor", "clusterqueues": "ClusterQueue", "localqueues": "LocalQueue"}
-    return {"apiVersion": "/".join(KUEUE), "kind": kind[plural], "metadata": {"name": name}, "spec": spec}
+    return {
+        "apiVersion": "/".join(KUEUE),
+        "kind": KUEUE_KINDS[plural],
+        "metadata": {"name": name},
+        "spec": spec,
+    }
+
+
+def workload(kube: client.ApiClient, namespace: str, job: str) -> dict[str, Any]:
+    """The Workload Kueue made for a job's pod group (named like the group, which is named like the job)."""
+    custom: Any = client.CustomObjectsApi(kube)
+    return dict(custom.get_namespaced_custom_object(*KUEUE, namespace, "workloads", job))
 
 
 @pytest.fixture
@@ -302,3 +320,46 @@ def priorities(kube: client.ApiClient, namespace: str) -> Iterator[tuple[str, st
     yield names
     for name in names:
         sched.delete_priority_class(name)
+
+
+@pytest.fixture
+def workload_priorities(
+    kube: client.ApiClient, namespace: str, kueue_manager: kueue.Kueue
+) -> Iterator[dict[str, int]]:
+    """Two Kueue WorkloadPriorityClasses, {name: value}, low first: Kueue orders and preempts the workloads
+    of jobs that name one (scheduling.workloadPriorityClass) by its value."""
+    custom: Any = client.CustomObjectsApi(kube)
+    classes = {f"wlow-{namespace[-6:]}": 100, f"whigh-{namespace[-6:]}": 10000}
+    for name, value in classes.items():
+        body = {"apiVersion": "/".join(KUEUE), "kind": "WorkloadPriorityClass", "metadata": {"name": name},
+                "value": value}  # fmt: skip
+        custom.create_cluster_custom_object(*KUEUE, "workloadpriorityclasses", body)
+    yield classes
+    for name in classes:
+        custom.delete_cluster_custom_object(*KUEUE, "workloadpriorityclasses", name)
+
+
+@pytest.fixture
+def make_topology(
+    kube: client.ApiClient, namespace: str, kueue_manager: kueue.Kueue
+) -> Iterator[Callable[[list[str]], str]]:
+    """make_topology(level node labels, top first) -> the name of a Kueue Topology with those levels. Ask for
+    it before make_queues, so that it is deleted after the ResourceFlavor naming it (Kueue holds a Topology
+    in use by its finalizer)."""
+    custom: Any = client.CustomObjectsApi(kube)
+    made: list[str] = []
+
+    def make(levels: list[str]) -> str:
+        name = f"topo-{namespace[-6:]}-{len(made)}"
+        spec = {"levels": [{"nodeLabel": label} for label in levels]}
+        custom.create_cluster_custom_object(*KUEUE, "topologies", _kueue_obj("topologies", name, spec))
+        made.append(name)
+        return name
+
+    yield make
+    for name in made:
+        try:
+            custom.delete_cluster_custom_object(*KUEUE, "topologies", name)
+        except client.ApiException as exc:
+            if exc.status != 404:
+                raise

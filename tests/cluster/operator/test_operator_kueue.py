@@ -3,19 +3,23 @@ control plane: the pod-group integration holds a job's pods behind Kueue's sched
 ClusterQueue has quota for all of them (docs/scheduling.md).
 
 Kueue starts once for this module (conftest's `kueue_manager`). Each test makes its own ResourceFlavor,
-ClusterQueue (serving only the test's namespace) and LocalQueue.
+ClusterQueue (serving only the test's namespace) and LocalQueue; the topology test also its own Topology
+and KWOK nodes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
+from harness import nodes
 from harness.controlplane import ControlPlane, service_account_kubeconfig
 from harness.kubectl import Kubectl
+from harness.polling import eventually
 from kubernetes import client
 
-from .conftest import Jobs, MakeQueues, OperatorProcess
+from .conftest import Jobs, MakeQueues, OperatorProcess, workload
 from .test_operator_rbac import grant
 
 QUEUE = "team"
@@ -139,3 +143,113 @@ def test_an_elastic_replacement_joins_the_admitted_group(
     assert not replacement.spec.scheduling_gates and replacement.spec.node_name == NODE
     jobs.exit("el-node-0-r0", 0)
     jobs.wait_phase("el", "Succeeded", timeout=60)
+
+
+def test_a_workload_priority_class_sets_the_workloads_priority_and_preempts(
+    kube: client.ApiClient,
+    jobs: Jobs,
+    queues: str,
+    workload_priorities: dict[str, int],
+    operator: OperatorProcess,
+) -> None:
+    """scheduling.workloadPriorityClass reaches Kueue's Workload; with the pods' own priority equal (none),
+    the higher class alone makes Kueue preempt the lower job."""
+    low, high = workload_priorities
+    jobs.create("wlow", nodes=2, scheduling={"queue": QUEUE, "workloadPriorityClass": low})
+    jobs.wait_phase("wlow", "Running", timeout=90)
+    wl = workload(kube, jobs.ns, "wlow")
+    ref = {"group": "kueue.x-k8s.io", "kind": "WorkloadPriorityClass", "name": low}
+    assert (wl["spec"]["priorityClassRef"], wl["spec"]["priority"]) == (ref, workload_priorities[low])
+
+    jobs.create("whigh", nodes=2, scheduling={"queue": QUEUE, "workloadPriorityClass": high})
+    jobs.wait("wlow", lambda st: st.get("disruptions", 0) >= 1, "preempted by the higher class", timeout=90)
+    jobs.wait_phase("whigh", "Running", timeout=90)
+    wl = workload(kube, jobs.ns, "whigh")
+    assert (wl["spec"]["priorityClassRef"]["name"], wl["spec"]["priority"]) == (
+        high,
+        workload_priorities[high],
+    )
+    assert all(p.spec.priority_class_name is None for p in jobs.pods("whigh"))
+    queued = jobs.wait("wlow", lambda st: st.get("reason") == "QueuedByKueue", "queued again", timeout=60)
+    assert queued["restartCount"] - queued["disruptions"] == 0
+
+
+# Topology-Aware Scheduling: a two-level Topology (block, then host) over nodes of 1 CPU each, block `a` of
+# one node and block `b` of two. A job of two 1-CPU pods that requires one block fits only in `b`.
+BLOCK = "torchjob.dev/test-block"
+POOL = "torchjob.dev/test-tas-pool"
+HOSTNAME = "kubernetes.io/hostname"
+
+
+@pytest.fixture
+def tas_nodes(
+    kube: client.ApiClient, namespace: str, make_topology: Callable[[list[str]], str], make_queues: MakeQueues
+) -> Iterator[dict[str, str]]:
+    """{node: block} of this test's nodes; LocalQueue QUEUE's flavor is a TAS flavor over them (4 CPUs)."""
+    blocks = {
+        f"tas-{namespace[-6:]}-a0": "a",
+        f"tas-{namespace[-6:]}-b0": "b",
+        f"tas-{namespace[-6:]}-b1": "b",
+    }
+    for name, block in blocks.items():
+        nodes.create_node(kube, name, cpu="1", labels={POOL: namespace, BLOCK: block}, wait_ready_s=None)
+    try:
+        nodes.wait_ready(kube, list(blocks), 60)
+        topology = make_topology([BLOCK, HOSTNAME])
+        make_queues(QUEUE, {"nodeLabels": {POOL: namespace}, "topologyName": topology}, 4)
+        yield blocks
+    finally:
+        for name in blocks:
+            nodes.delete_node(kube, name)
+
+
+def assigned_hosts(topology_assignment: dict[str, Any]) -> list[str]:
+    """The nodes of a Workload's topologyAssignment whose lowest level is the hostname (v1beta2 slices:
+    values per level, written as `universal` or as `individual` roots sharing a prefix and suffix)."""
+    assert topology_assignment["levels"][-1] == HOSTNAME, topology_assignment
+    hosts = []
+    for piece in topology_assignment["slices"]:
+        values = piece["valuesPerLevel"][-1]
+        if "universal" in values:
+            hosts.append(values["universal"])
+            continue
+        ind = values["individual"]
+        hosts += [ind.get("prefix", "") + root + ind.get("suffix", "") for root in ind["roots"]]
+    return sorted(hosts)
+
+
+def test_required_topology_places_the_whole_job_in_one_block(
+    kube: client.ApiClient, jobs: Jobs, tas_nodes: dict[str, str], operator: OperatorProcess
+) -> None:
+    """Three pods fit the quota and the free CPUs, but no block: the job waits. Two pods fit only block b:
+    Kueue admits them there and pins each pod to its host."""
+    jobs.create("wide", nodes=3, scheduling={"queue": QUEUE, "topology": {"required": BLOCK}})
+    jobs.wait("wide", lambda st: st.get("reason") == "QueuedByKueue", "queued: no block holds 3", timeout=60)
+
+    def pending_reason() -> str | None:
+        try:
+            conditions = workload(kube, jobs.ns, "wide").get("status", {}).get("conditions", [])
+        except client.ApiException as exc:
+            if exc.status == 404:  # Kueue makes it once all three pods exist
+                return None
+            raise
+        quota = [c["message"] for c in conditions if c["type"] == "QuotaReserved" and c["status"] == "False"]
+        return quota[0] if quota else None
+
+    why = eventually(pending_reason, 30, "wide's Workload says why it waits", interval_s=0.2)
+    assert "allows to fit only 2 out of 3 pod(s)" in why, why  # block b's two nodes, not the quota
+
+    jobs.create("tas", nodes=2, scheduling={"queue": QUEUE, "topology": {"required": BLOCK}})
+    jobs.wait_phase("tas", "Running", timeout=90)
+    wl = workload(kube, jobs.ns, "tas")
+    (pod_set,) = wl["spec"]["podSets"]
+    assert pod_set["topologyRequest"]["required"] == BLOCK
+    (assignment,) = wl["status"]["admission"]["podSetAssignments"]
+    block_b = sorted(n for n, block in tas_nodes.items() if block == "b")
+    assert assigned_hosts(assignment["topologyAssignment"]) == block_b
+    pods = jobs.pods("tas")
+    assert sorted(p.spec.node_name for p in pods) == block_b
+    assert all((p.spec.node_selector or {}).get(HOSTNAME) == p.spec.node_name for p in pods)
+
+    assert "admission" not in workload(kube, jobs.ns, "wide").get("status", {})
+    assert jobs.status("wide")["phase"] == "Pending"
