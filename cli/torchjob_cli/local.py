@@ -11,6 +11,7 @@ from rich.console import Console
 from torchjob_core import checkpoint_files
 from torchjob_core.render import storage
 from torchjob_core.spec import TrainingJob
+from torchjob_core.success_policy import SuccessPolicy
 
 from torchjob_cli import localplan, manifests, summary
 from torchjob_cli.localrun import NodePlan, Outcome, RunResult, run_gang
@@ -51,7 +52,12 @@ def run(opts: RunOptions, console: Console) -> int:
         Scraper(urls, tracker.add_scraped, interval=opts.scrape_interval) as scraper,
     ):
         result = run_gang(
-            plans, localplan.policy(job), on_line=out.line, on_event=out.event, grace=opts.grace
+            plans,
+            localplan.policy(job),
+            on_line=out.line,
+            on_event=out.event,
+            grace=opts.grace,
+            success=SuccessPolicy.of(job),
         )
     _report(
         console, job, run_dir, result, tracker=tracker, scrapes_ok=scraper.scrapes_ok, plot_path=opts.plot

@@ -1,7 +1,9 @@
 """Run the planned nodes as local process sessions: stream output, watch exits, restart per policy.
 
 One attempt starts every node's agent, pumps their output lines through a queue to the caller's
-sink, and ends when all nodes succeed, one fails, or the user interrupts. What a failure leads to is
+sink, and ends when the job's successPolicy holds (`success_policy.after_success`, the operator's own
+rule: every node, node 0, or the first node to exit 0; the nodes still running are then stopped as the
+operator's cleanPodPolicy deletes their pods), one fails, or the user interrupts. What a failure leads to is
 `failure_policy.after_failure`, the operator's own decision: fail (permanent exit code, backoff limit),
 restart the gang (after stopping the other nodes: SIGTERM to each, SIGKILL after the grace), or, for an
 elastic job that can go on without the failed node, keep the others running and start that node again
@@ -23,6 +25,7 @@ from types import FrameType
 from typing import IO
 
 from torchjob_core.failure_policy import Action, Decision, Exit, Failure, RestartPolicy, after_failure
+from torchjob_core.success_policy import Success, SuccessPolicy, after_success
 
 from torchjob_cli import procs
 
@@ -152,26 +155,35 @@ def run_gang(
     on_event: EventSink,
     grace: float = procs.GRACE_SECONDS,
     sleep: Callable[[float], None] = time.sleep,
+    success: SuccessPolicy | None = None,
 ) -> RunResult:
     """Run attempts until success, a permanent failure, the backoff limit, or an interrupt.
+
+    `success` is the job's successPolicy (None: the default of the job's kind, elastic when `policy`
+    has elastic_min_nodes).
 
     `plans_for_attempt(attempt)` renders the nodes afresh for each gang attempt (new rendezvous ports, so
     a restarted gang never meets a half-closed store of the last one). A node replaced alone keeps its
     attempt's plan: the survivors' rendezvous is still up. `restarts` counts both, as the operator's
     `restartCount` does.
     """
+    if success is None:
+        success = SuccessPolicy(elastic=policy.elastic_min_nodes is not None)
+    rules = _Rules(policy, success)
     restarts = 0
     gang = 0
     with _Interrupt() as interrupt:
         while True:
             plans = {p.node_rank: p for p in plans_for_attempt(gang)}
             decision, restarts = _run_attempt(
-                plans, gang, restarts, policy, interrupt, on_line=on_line, on_event=on_event, grace=grace
+                plans, gang, restarts, rules, interrupt, on_line=on_line, on_event=on_event, grace=grace
             )
             if interrupt.signum is not None:
                 return _interrupted(interrupt, restarts)
-            if decision is None:
-                return RunResult(Outcome.SUCCEEDED, 0, restarts)
+            if isinstance(decision, Success):
+                _, message = decision.reason_message(_node_name)
+                return RunResult(Outcome.SUCCEEDED, 0, restarts, message=message)
+            assert decision is not None
             if decision.fails:
                 return _failed(policy, decision, restarts)
             restarts = decision.restarts
@@ -185,23 +197,35 @@ def run_gang(
                 return _interrupted(interrupt, restarts)
 
 
+@dataclasses.dataclass(frozen=True)
+class _Rules:
+    """The job's two shared decisions: after a failure, and when it succeeded."""
+
+    restart: RestartPolicy
+    success: SuccessPolicy
+
+
+def _node_name(node: int) -> str:
+    return f"node {node}"
+
+
 def _run_attempt(
     plans: Mapping[int, NodePlan],
     gang: int,
     restarts: int,
-    policy: RestartPolicy,
+    rules: _Rules,
     interrupt: _Interrupt,
     *,
     on_line: LineSink,
     on_event: EventSink,
     grace: float,
-) -> tuple[Decision | None, int]:
-    """Start gang attempt `gang`, watch it to its end, stop what is left; the decision that ended it
-    (None: every node succeeded, or an interrupt) and the restarts counted so far."""
+) -> tuple[Decision | Success | None, int]:
+    """Start gang attempt `gang`, watch it to its end, stop what is left; what ended it (the success, the
+    failure's decision, or None: an interrupt) and the restarts counted so far."""
     attempt = _Attempt(list(plans.values()), gang)
     try:
         decision, restarts = _watch(
-            attempt, plans, restarts, policy, interrupt, on_line=on_line, on_event=on_event
+            attempt, plans, restarts, rules, interrupt, on_line=on_line, on_event=on_event
         )
         if interrupt.signum is not None:
             on_event("interrupted: stopping every node (Ctrl-C again to kill at once)")
@@ -218,14 +242,16 @@ def _watch(
     attempt: _Attempt,
     plans: Mapping[int, NodePlan],
     restarts: int,
-    policy: RestartPolicy,
+    rules: _Rules,
     interrupt: _Interrupt,
     *,
     on_line: LineSink,
     on_event: EventSink,
-) -> tuple[Decision | None, int]:
-    """Poll the nodes until all succeed, an interrupt, or a failure that failure_policy does not
-    absorb by replacing the lost nodes alone (those it starts again here, after the backoff)."""
+) -> tuple[Decision | Success | None, int]:
+    """Poll the nodes until the successPolicy holds (checked first, as the operator does: a node that
+    failed meanwhile restarts nothing), an interrupt, or a failure that failure_policy does not absorb
+    by replacing the lost nodes alone (those it starts again here, after the backoff)."""
+    policy = rules.restart
     replacing: dict[int, float] = {}  # node -> when (monotonic clock) it starts again
     while True:
         attempt.drain(on_line)
@@ -237,6 +263,13 @@ def _watch(
                 del replacing[node]
                 attempt.start_node(plans[node], f"--- node {node} replaced (restart {restarts})")
         codes = {n: node.proc.poll() for n, node in attempt.nodes.items() if n not in replacing}
+        succeeded = [n for n, c in codes.items() if c == 0]
+        success = after_success(rules.success, succeeded, nodes=len(plans))
+        if success is not None:
+            if success.left:  # the rest are stopped, as cleanPodPolicy deletes their pods
+                _, message = success.reason_message(_node_name)
+                on_event(f"{message.removesuffix('.')}: stopping the rest")
+            return success, restarts  # a replacement still waiting is not started (AllNodes waits)
         exits = [Exit(n, _exit_code(c)) for n, c in codes.items() if c not in (None, 0)]
         if exits:
             running = [n for n, c in codes.items() if c is None]
@@ -253,8 +286,6 @@ def _watch(
                 f"{policy.backoff_limit}); node(s) {', '.join(map(str, running))} keep training"
             )
             continue
-        if all(c == 0 for c in codes.values()):
-            return None, restarts  # done: a replacement still waiting is not needed any more
         time.sleep(POLL_SECONDS)
 
 

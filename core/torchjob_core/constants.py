@@ -165,6 +165,9 @@ EXIT_CHECKPOINT_WRITE_FAILED: Final = 73
 EXIT_RENDEZVOUS_UNREACHABLE: Final = 69
 CLEAN_POD_POLICIES: Final = ("None", "Running", "All")
 DEFAULT_CLEAN_POD_POLICY: Final = "Running"
+# spec.runPolicy.successPolicy (success_policy.py): every node, node 0, or the first node to succeed. No
+# schema default: absent means AllNodes for a fixed-size job and AnyNode for an elastic one.
+SUCCESS_POLICIES: Final = ("AllNodes", "Node0", "AnyNode")
 DEFAULT_ELASTIC_MIN_NODES: Final = 1
 DEFAULT_ELASTIC_MAX_RESTARTS: Final = 3
 MAX_ELASTIC_RESTARTS: Final = 1000

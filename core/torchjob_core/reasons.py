@@ -47,9 +47,11 @@ NODE_REPLACED = Reason(
     "{delay:g}s ({budget}).",
     warning=True,
 )
-SUCCEEDED = Reason("JobSucceeded", "All {total} nodes succeeded.")
-ELASTIC_SUCCEEDED = Reason(
-    "JobSucceeded", "Pod {pod} succeeded (elastic: the first node to finish ends the job)."
+# success_policy.Success.reason_message fills these: {policy} is the successPolicy in effect (and whether
+# it is the default), {who} the pod (locally: the node) whose success ended the job.
+SUCCEEDED = Reason("JobSucceeded", "All {total} nodes succeeded (successPolicy {policy}).")
+NODE_SUCCEEDED = Reason(
+    "JobSucceeded", "{who} succeeded (successPolicy {policy}: {rule}), before node(s) {left}."
 )
 PERMANENT_EXIT = Reason("PermanentExitCode", "Pod {pod} exited with permanent code {code}.", warning=True)
 CHECKPOINT_WRITE_FAILED = Reason(

@@ -12,7 +12,13 @@ Rules, in the order a pass applies them:
 3. activeDeadlineSeconds counts from startTime (first pods created; set again on resume, as Kubernetes
    Jobs do); startupDeadlineSeconds counts from the moment the current attempt's pods could first be
    created (startTime, or lastRestartTime plus its backoff, whichever is later) until every rank runs.
-4. A failed pod of the current attempt decides the attempt: a permanent exit code fails the job at once;
+4. Success: `spec.runPolicy.successPolicy` holds over the current attempt's Succeeded pods
+   (`torchjob_core.success_policy`): AllNodes (every node; the default of a fixed-size job), Node0
+   (node 0, Kubeflow's "Master succeeded"), or AnyNode (the first node; the default of an elastic job,
+   as torchrun ends every agent once the worker group finishes). The pods still running are then
+   cleaned up per cleanPodPolicy. It comes before failures: once it holds the training is done, and a
+   peer that failed meanwhile (in teardown) restarts nothing.
+5. A failed pod of the current attempt decides the attempt: a permanent exit code fails the job at once;
    a retryable one restarts the whole gang unless backoffLimit restarts were used. A disruption
    (DisruptionTarget condition, eviction, node loss, a pod deleted by someone else or vanished while the
    job was Running) restarts it too, without counting against backoffLimit (`status.disruptions`) and
@@ -24,14 +30,13 @@ Rules, in the order a pass applies them:
    without it, and again with the replacement once it joins. That bumps
    `status.nodeReplacements[index]`, which names the replacement pod; it counts against backoffLimit
    exactly as a gang restart would.
-5. Success: every node Succeeded (elastic jobs: the first node to succeed, as torchrun ends every agent
-   once the worker group finishes).
 6. Otherwise create missing pods of the current attempt and report Pending (with the blocking pod's
    reason) or Running (every rank running).
 
 `decide` applies these as named functions over one `_Pass` (`_finished`, `_suspended`, `_past_deadline`,
-`_failures`, `_succeeded`, `_create_missing`, then `_report`); what follows a failure is
-`torchjob_core.failure_policy.after_failure`, the rule the CLI's local run uses too.
+`_succeeded`, `_failures`, `_create_missing`, then `_report`); when the job succeeded is
+`torchjob_core.success_policy.after_success` and what follows a failure
+`torchjob_core.failure_policy.after_failure`, the rules the CLI's local run uses too.
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ import datetime as dt
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, NamedTuple
 
-from torchjob_core import constants, failure_policy, reasons, status
+from torchjob_core import constants, failure_policy, reasons, status, success_policy
 from torchjob_core.render import meta, storage
 from torchjob_core.spec import TrainingJob
 
@@ -299,16 +304,16 @@ def _past_deadline(p: _Pass) -> bool:
 
 
 def _succeeded(p: _Pass) -> bool:
-    """Every node Succeeded; for an elastic job the first one (torchrun then ends every agent)."""
-    succeeded = [pod for pod in p.pods.current.values() if pod.phase == "Succeeded"]
-    if p.job.spec.elastic is None and p.counts["succeeded"] == p.job.spec.nodes:
-        reason_message = reasons.SUCCEEDED.format(total=p.job.spec.nodes)
-    elif p.job.spec.elastic is not None and succeeded:
-        reason_message = reasons.ELASTIC_SUCCEEDED.format(pod=succeeded[0].name)
-    else:
+    """The job's successPolicy holds over the current attempt's Succeeded pods (`success_policy`):
+    Succeeded, and the rest of the pods go as at any finish (cleanPodPolicy)."""
+    current = p.pods.current
+    succeeded = [i for i, pod in current.items() if pod.phase == "Succeeded"]
+    policy = success_policy.SuccessPolicy.of(p.job)
+    success = success_policy.after_success(policy, succeeded, nodes=p.job.spec.nodes)
+    if success is None:
         return False
     p.plan.status["completionTime"] = status.timestamp(p.now)
-    p.move("Succeeded", reason_message)
+    p.move("Succeeded", success.reason_message(lambda i: f"Pod {current[i].name}"))
     _finish(p.job, p.pods, p.plan, p.now)
     return True
 
@@ -653,7 +658,7 @@ _RULES: tuple[Callable[[_Pass], bool], ...] = (
     _finished,
     _suspended,
     _past_deadline,
-    _failures,
     _succeeded,
+    _failures,
     _create_missing,
 )

@@ -203,6 +203,7 @@ def test_run_policy_edits_of_a_running_job_are_accepted(crd: Any, kubectl: Kubec
         "startupDeadlineSeconds": 600,
         "ttlSecondsAfterFinished": 60,
         "cleanPodPolicy": "All",
+        "successPolicy": "Node0",
         "retryableExitCodes": [137],
         "permanentExitCodes": [2],
     }

@@ -1,5 +1,6 @@
 """The gang loop under `torchjob run` with plain-Python stand-in agents (no torch): signal deaths are
-retryable, and a process that left its agent's process group is still swept up."""
+retryable, a process that left its agent's process group is still swept up, and the run ends when the
+job's successPolicy holds, stopping the nodes that linger."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 
 from torchjob_cli.localrun import NodePlan, Outcome, run_gang
 from torchjob_core.failure_policy import RestartPolicy
+from torchjob_core.success_policy import SuccessPolicy
 
 KILL_SELF = "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"
 
@@ -135,4 +137,65 @@ def test_elastic_failures_the_survivors_cannot_absorb_restart_the_gang(tmp_path:
             grace=2,
         )
         assert (result.outcome, result.restarts) == (Outcome.SUCCEEDED, 1), (name, events)
-        assert len(events) == 1 and "restarting the gang" in events[0], (name, events)
+        assert "restarting the gang" in events[0], (name, events)
+        # Elastic: the first node to succeed ends the run (AnyNode, as in a cluster), stopping the rest.
+        assert all("succeeded (successPolicy AnyNode" in e for e in events[1:]), (name, events)
+
+
+LINGER = "import os, time; print(os.getpid(), flush=True); time.sleep(600)"
+
+
+def test_node0_success_ends_the_run_and_stops_a_lingering_node(tmp_path: Path) -> None:
+    lines: list[tuple[int, str]] = []
+    events: list[str] = []
+    started = time.monotonic()
+    result = run_gang(
+        lambda attempt: [
+            plan(tmp_path, 0, _wait_file(tmp_path / "node-1.log") + "\nprint('done')"),
+            plan(tmp_path, 1, LINGER),
+        ],
+        RestartPolicy(backoff_limit=2),
+        on_line=lambda n, s: lines.append((n, s)),
+        on_event=events.append,
+        grace=2,
+        success=SuccessPolicy("Node0"),
+    )
+    assert (result.outcome, result.exit_code, result.restarts) == (Outcome.SUCCEEDED, 0, 0)
+    assert time.monotonic() - started < 30
+    message = "node 0 succeeded (successPolicy Node0: node 0 finishing ends the job), before node(s) 1."
+    assert result.message == message
+    assert events == [message.removesuffix(".") + ": stopping the rest"]
+    lingering = next(int(s) for n, s in lines if n == 1 and s.isdigit())
+    assert not alive(lingering)
+
+
+def test_the_default_waits_for_every_node_of_a_fixed_size_job(tmp_path: Path) -> None:
+    flag = tmp_path / "node-0-done"
+    node0 = f"import pathlib\npathlib.Path({str(flag)!r}).touch()"
+    events: list[str] = []
+    result = run_gang(
+        lambda attempt: [plan(tmp_path, 0, node0), plan(tmp_path, 1, _wait_file(flag) + "\ntime.sleep(1)")],
+        RestartPolicy(backoff_limit=2),
+        on_line=lambda n, s: None,
+        on_event=events.append,
+        grace=2,
+    )
+    assert (result.outcome, events) == (Outcome.SUCCEEDED, [])
+    assert result.message == "All 2 nodes succeeded (successPolicy AllNodes, the default)."
+    assert (tmp_path / "node-1.log").read_text().count("--- ") == 1  # node 1 ran to its end, not stopped
+
+
+def test_an_elastic_run_ends_with_its_first_node_as_the_operator_does(tmp_path: Path) -> None:
+    events: list[str] = []
+    result = run_gang(
+        lambda attempt: [plan(tmp_path, 0, LINGER), plan(tmp_path, 1, "print('done')")],
+        RestartPolicy(backoff_limit=2, elastic_min_nodes=1),  # no success given: the elastic default
+        on_line=lambda n, s: None,
+        on_event=events.append,
+        grace=2,
+    )
+    assert result.outcome is Outcome.SUCCEEDED
+    assert events == [
+        "node 1 succeeded (successPolicy AnyNode, the elastic default: the first node to finish ends the "
+        "job), before node(s) 0: stopping the rest"
+    ]

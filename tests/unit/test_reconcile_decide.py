@@ -216,6 +216,80 @@ def test_elastic_succeeds_when_the_first_node_succeeds() -> None:
     assert plan.delete == ["j-node-1-r0", "j-node-2-r0"]  # cleanPodPolicy Running
 
 
+def test_elastic_success_names_the_pod_and_the_default_policy() -> None:
+    plan = decide(make_job(3, elastic=True), [pod(0), pod(1, "Succeeded"), pod(2)], status("Running"))
+    assert plan.status["message"] == (
+        "Pod j-node-1-r0 succeeded (successPolicy AnyNode, the elastic default: the first node to finish "
+        "ends the job), before node(s) 0, 2."
+    )
+
+
+NODE0_DONE = (
+    "Pod j-node-0-r0 succeeded (successPolicy Node0: node 0 finishing ends the job), before node(s) 1, 2."
+)
+
+
+@pytest.mark.parametrize(
+    ("clean", "deleted"),
+    [
+        ("Running", ["j-node-1-r0", "j-node-2-r0"]),
+        ("All", ["j-node-0-r0", "j-node-1-r0", "j-node-2-r0"]),
+        ("None", []),
+    ],
+)
+def test_node0_success_ends_the_job_while_the_others_linger(clean: str, deleted: list[str]) -> None:
+    job = make_job(3, successPolicy="Node0", cleanPodPolicy=clean)
+    pods = [pod(0, "Succeeded"), pod(1), pod(2, "Pending")]
+    plan = decide(job, pods, status("Running", reason="AllRanksRunning"), at=7)
+    assert (plan.status["phase"], plan.status["reason"]) == ("Succeeded", "JobSucceeded")
+    assert plan.status["message"] == NODE0_DONE
+    assert plan.status["completionTime"] == ts(7)
+    cond = next(c for c in plan.status["conditions"] if c["type"] == "Succeeded")
+    assert (cond["status"], cond["reason"], cond["message"]) == ("True", "JobSucceeded", NODE0_DONE)
+    assert plan.events == [reconcile.Event("Normal", "JobSucceeded", NODE0_DONE)]
+    assert plan.delete == deleted and plan.create == []
+    # The next pass (the lingering pods still terminating) keeps it and says nothing again.
+    again = decide(job, [dataclasses.replace(p, deleting=True) if p.index else p for p in pods], plan.status)
+    assert again.status["phase"] == "Succeeded" and again.events == []
+
+
+@pytest.mark.parametrize(
+    ("run_policy", "elastic", "pods", "phase"),
+    [
+        ({}, False, [pod(0, "Succeeded"), pod(1)], "Running"),  # AllNodes, the default: node 1 still runs
+        ({"successPolicy": "AllNodes"}, True, [pod(0, "Succeeded"), pod(1)], "Running"),
+        ({"successPolicy": "Node0"}, False, [pod(0), pod(1, "Succeeded")], "Running"),  # not node 0
+        ({"successPolicy": "Node0"}, True, [pod(0), pod(1, "Succeeded")], "Running"),
+        ({"successPolicy": "AnyNode"}, False, [pod(0), pod(1, "Succeeded")], "Succeeded"),
+        ({"successPolicy": "Node0"}, True, [pod(0, "Succeeded"), pod(1)], "Succeeded"),
+    ],
+)
+def test_success_policy_per_job_kind(
+    run_policy: dict[str, Any], elastic: bool, pods: list[PodObs], phase: str
+) -> None:
+    plan = decide(make_job(2, elastic=elastic, **run_policy), pods, status("Running"))
+    assert plan.status["phase"] == phase
+
+
+def test_a_peer_failing_after_node0_succeeded_restarts_nothing() -> None:
+    pods = [pod(0, "Succeeded"), pod(1, "Failed", exit_code=1)]
+    plan = decide(make_job(2, successPolicy="Node0"), pods, status("Running"))
+    assert (plan.status["phase"], plan.status["reason"]) == ("Succeeded", "JobSucceeded")
+    assert plan.status["attempt"] == 0 and "lastFailure" not in plan.status
+    assert plan.delete == []  # the failed pod keeps its logs
+    # Every node must succeed under AllNodes: the same pods fail the job.
+    failed = decide(make_job(2), pods, status("Running"))
+    assert (failed.status["phase"], failed.status["reason"]) == ("Failed", "PermanentExitCode")
+
+
+def test_success_policy_edited_on_a_running_job_applies_at_the_next_pass() -> None:
+    pods = [pod(0, "Succeeded"), pod(1)]
+    before = decide(make_job(2), pods, status("Running"))
+    assert before.status["phase"] == "Running"
+    after = decide(make_job(2, successPolicy="Node0"), pods, before.status, at=2)
+    assert after.status["phase"] == "Succeeded"
+
+
 def test_elastic_replaces_a_lost_node_alone_and_keeps_running() -> None:
     job = make_job(3, elastic=True)
     pods = [pod(0), pod(1, "Failed", exit_code=137), pod(2)]

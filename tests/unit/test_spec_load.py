@@ -6,7 +6,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from torchjob_core import quantity, sizing, spec
+from torchjob_core import quantity, sizing, spec, success_policy
 
 
 def manifest_of(**spec_fields: Any) -> dict[str, Any]:
@@ -67,6 +67,7 @@ def test_full_manifest() -> None:
                     "ttlSecondsAfterFinished": 0,
                     "cleanPodPolicy": "All",
                     "suspend": True,
+                    "successPolicy": "Node0",
                 },
                 "scheduling": {"gang": True, "gangScheduler": "coscheduling", "queue": "team-a"},
             },
@@ -80,7 +81,9 @@ def test_full_manifest() -> None:
     assert s.elastic == spec.Elastic(
         min_nodes=2, max_nodes=8, max_restarts=1, last_call_timeout_seconds=5, join_timeout_seconds=900
     )
-    assert s.run_policy == spec.RunPolicy(5, 30, (137,), (1, 2), 3600, 600, 0, "All", True)
+    assert s.run_policy == spec.RunPolicy(
+        5, 30, (137,), (1, 2), 3600, 600, 0, "All", True, success_policy="Node0"
+    )
     assert s.scheduling.effective_gang_scheduler == "coscheduling"
     assert s.scheduling.queue == "team-a"
 
@@ -136,6 +139,30 @@ def test_gang_scheduler_defaults_to_volcano() -> None:
         spec.load(manifest_of(scheduling={"gang": True})).spec.scheduling.effective_gang_scheduler
         == "volcano"
     )
+
+
+@pytest.mark.parametrize(
+    ("fields", "written", "effective"),
+    [
+        ({}, None, "AllNodes"),
+        ({"elastic": {"maxNodes": 2}}, None, "AnyNode"),
+        ({"runPolicy": {"successPolicy": "Node0"}}, "Node0", "Node0"),
+        ({"elastic": {"maxNodes": 2}, "runPolicy": {"successPolicy": "AllNodes"}}, "AllNodes", "AllNodes"),
+    ],
+)
+def test_success_policy_defaults_per_job_kind(
+    fields: dict[str, Any], written: str | None, effective: str
+) -> None:
+    job = spec.load(manifest_of(**fields))
+    assert job.spec.run_policy.success_policy == written  # no schema default: the kind decides
+    assert success_policy.SuccessPolicy.of(job).name == effective
+
+
+def test_success_policy_error_names_the_field_and_the_values() -> None:
+    with pytest.raises(spec.SpecError) as info:
+        spec.load(manifest_of(runPolicy={"successPolicy": "Master"}))
+    assert str(info.value).count("spec.runPolicy.successPolicy") == 1
+    assert 'Unsupported value: "Master": supported values: "AllNodes", "Node0", "AnyNode"' in str(info.value)
 
 
 @pytest.mark.parametrize(

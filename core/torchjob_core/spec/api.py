@@ -489,6 +489,15 @@ def _run_policy_lifecycle() -> dict[str, Field]:
             enum=constants.CLEAN_POD_POLICIES,
             default=constants.DEFAULT_CLEAN_POD_POLICY,
         ),
+        "successPolicy": Str(
+            "When the job Succeeded: AllNodes (every node's pod Succeeded), Node0 (node 0's pod "
+            "Succeeded, like Kubeflow's Master: torchrun's ranks finish together, so nodes still running "
+            "then, e.g. a sidecar or a process stuck in teardown, are cleaned up per cleanPodPolicy) or "
+            "AnyNode (the first node to succeed). Absent: AllNodes for a fixed-size job, AnyNode for an "
+            "elastic one (torchrun ends every agent once the worker group is done). Once it holds, a node "
+            "that failed meanwhile restarts nothing.",
+            enum=constants.SUCCESS_POLICIES,
+        ),
         "suspend": Bool(
             "true deletes the pods and keeps the status; false resumes. The spec outside runPolicy may "
             "change only while the job is suspended and status.phase is Suspended; the resume renders the "
@@ -887,9 +896,10 @@ def _frozen_while_running(path: str) -> Rule:
 
 
 def _transition_rules() -> tuple[Rule, ...]:
-    """The spec is frozen while the job runs, except runPolicy (suspend, deadlines, TTL, backoff and exit
-    codes: every pass reads them afresh). Once the old object is suspended and the operator has reported
-    Suspended (its pods are deleted), the rest may change: resume renders the pods from the new spec.
+    """The spec is frozen while the job runs, except runPolicy (suspend, deadlines, TTL, backoff, exit
+    codes, cleanPodPolicy and successPolicy: every pass reads them afresh). Once the old object is
+    suspended and the operator has reported Suspended (its pods are deleted), the rest may change:
+    resume renders the pods from the new spec.
     checkpoint.storage never changes: its claim is created once and kept."""
     frozen = [n for n in SPEC.properties if n not in (*_MUTABLE_WHILE_RUNNING, *_NEVER_MUTABLE, "checkpoint")]
     return (

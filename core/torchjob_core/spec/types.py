@@ -100,6 +100,8 @@ class RunPolicy:
     ttl_seconds_after_finished: int | None = None
     clean_pod_policy: Literal["None", "Running", "All"] = constants.DEFAULT_CLEAN_POD_POLICY
     suspend: bool = False
+    # As written; `success_policy.SuccessPolicy.of` applies the default of the job's kind.
+    success_policy: Literal["AllNodes", "Node0", "AnyNode"] | None = None
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Deadlines, TTL, cleanPodPolicy and suspend/resume against the real API."""
+"""Deadlines, TTL, cleanPodPolicy, successPolicy and suspend/resume against the real API."""
 
 from __future__ import annotations
 
@@ -48,6 +48,34 @@ def test_clean_pod_policy_all_keeps_only_failed_pods(operator: OperatorProcess, 
     jobs.exit("tidy-node-0-r0", 3)
     jobs.wait_phase("tidy", "Failed")
     jobs.wait_pods("tidy", {"tidy-node-0-r0": "Failed"})
+
+
+def test_node0_success_ends_the_job_while_node_1_lingers(operator: OperatorProcess, jobs: Jobs) -> None:
+    # Kubeflow's "Master succeeded": node 0 exits 0, node 1 keeps running (a sidecar, a stuck teardown).
+    jobs.create("lead", nodes=2, runPolicy={"successPolicy": "Node0"})
+    jobs.wait_phase("lead", "Running")
+    jobs.exit("lead-node-0-r0", 0)
+    st = jobs.wait_phase("lead", "Succeeded")
+    message = (
+        "Pod lead-node-0-r0 succeeded (successPolicy Node0: node 0 finishing ends the job), before node(s) 1."
+    )
+    assert (st["reason"], st["message"]) == ("JobSucceeded", message)
+    assert st["completionTime"] and st["attempt"] == 0 and st["restartCount"] == 0
+    cond = next(c for c in st["conditions"] if c["type"] == "Succeeded")
+    assert (cond["status"], cond["message"]) == ("True", message)
+    jobs.wait_pods("lead", {"lead-node-0-r0": "Succeeded"})  # cleanPodPolicy Running deleted node 1's pod
+    eventually(lambda: "JobSucceeded" in jobs.events("lead"), 20, "JobSucceeded Event")
+
+
+def test_all_nodes_by_default_waits_for_the_last_node(operator: OperatorProcess, jobs: Jobs) -> None:
+    jobs.create("every", nodes=2)
+    jobs.wait_phase("every", "Running")
+    jobs.exit("every-node-0-r0", 0)
+    jobs.wait_pods("every", {"every-node-0-r0": "Succeeded", "every-node-1-r0": "Running"})
+    assert jobs.status("every")["phase"] == "Running"
+    jobs.exit("every-node-1-r0", 0)
+    st = jobs.wait_phase("every", "Succeeded")
+    assert st["message"] == "All 2 nodes succeeded (successPolicy AllNodes, the default)."
 
 
 def test_suspend_deletes_pods_and_resume_recreates_them(operator: OperatorProcess, jobs: Jobs) -> None:
