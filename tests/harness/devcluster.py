@@ -6,15 +6,13 @@ Prints `export KUBECONFIG=...`, keeps running until Ctrl-C (or SIGTERM), then st
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 from pathlib import Path
-from types import FrameType
 
 from harness import nodes
 from harness.controlplane import ControlPlane
 from harness.kubectl import apply_crds, bind
-from harness.procs import ComponentFailedError, watch_until_interrupted
+from harness.procs import ComponentFailedError, stop_on_signals, watch_until_interrupted
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CRD_MANIFEST = REPO_ROOT / "manifests" / "crd.yaml"
@@ -32,12 +30,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
-
-
 def up(args: argparse.Namespace) -> int:
-    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    stop_on_signals()
     cp = ControlPlane(workdir=args.dir, default_nodes=not args.no_nodes)
     print("starting the local control plane ...", file=sys.stderr)
     try:

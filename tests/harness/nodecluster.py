@@ -13,18 +13,17 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType, TracebackType
+from types import TracebackType
 from typing import Self
 
 from harness import hostnode, nodeflags, realnode
 from harness.controlplane import ControlPlane
-from harness.procs import ComponentFailedError, watch_until_interrupted
+from harness.procs import ComponentFailedError, stop_on_signals, watch_until_interrupted
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 IMAGES_SCRIPT = REPO_ROOT / "hack" / "images.sh"
@@ -137,12 +136,8 @@ def install_chart(nc: NodeCluster, helm: str, *, extra: tuple[str, ...] = (), ti
 # -- hack/node.sh ------------------------------------------------------------------------------------------
 
 
-def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
-
-
 def up(args: argparse.Namespace) -> int:
-    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    stop_on_signals()
     try:
         nc = NodeCluster(workdir=args.dir, images=not args.no_images)
         print("starting control plane, real node and images ...", file=sys.stderr)

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 from typing import IO
 
 STOP_GRACE_S = 10.0
@@ -59,6 +60,18 @@ class ComponentFailedError(RuntimeError):
             f"{component.log_tail()}"
         )
         self.component = component
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def stop_on_signals() -> None:
+    """For the `up` commands: SIGTERM stops like Ctrl-C, and Ctrl-C works however the command was
+    started (a shell without job control starts background commands with SIGINT ignored, and Python
+    then keeps it ignored)."""
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def watch_until_interrupted(components: Callable[[], Iterable[Component]]) -> int:
