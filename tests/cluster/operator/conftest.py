@@ -195,6 +195,12 @@ class Jobs:
         items = self.core.list_namespaced_event(self.ns, field_selector=f"involvedObject.name={name}").items
         return sorted(str(e.reason) for e in items)
 
+    def event_messages(self, name: str, reason: str) -> list[str]:
+        """The messages of `name`'s Events of `reason`. The operator posts an Event after the status
+        write it belongs to, so a test that saw the status polls for its Event."""
+        items = self.core.list_namespaced_event(self.ns, field_selector=f"involvedObject.name={name}").items
+        return [str(e.message) for e in items if e.reason == reason]
+
 
 @pytest.fixture
 def jobs(kube: client.ApiClient, namespace: str) -> Jobs:

@@ -65,7 +65,7 @@ def test_a_lost_node_is_replaced_while_the_rest_keeps_training(
             "el-real", lambda s: s.get("nodeReplacements") == [0, 1], "node 1 replaced", timeout=60
         )
         assert (st["phase"], st["attempt"], st["restartCount"]) == ("Running", 0, 1)
-        assert "NodeReplaced" in jobs.events("el-real")
+        eventually(lambda: "NodeReplaced" in jobs.events("el-real"), 30, "the NodeReplaced Event")
         with HostPod(kube, running(jobs, "el-real-node-1-r0-1"), tmp_path, rdzv_port=rdzv) as replacement:
             assert node0.wait(timeout=300) == 0, node0.output()[-4000:]
             assert replacement.wait(timeout=120) == 0, replacement.output()[-4000:]

@@ -67,9 +67,8 @@ def test_preempted_job_checkpoints_on_sigterm_and_resumes_when_readmitted(  # no
 
     # Its status says Kueue preempted it; it waits, queued, while the high job runs.
     jobs.wait("low", lambda st: st.get("disruptions", 0) >= 1, "disrupted by Kueue's preemption", timeout=60)
-    events = jobs.core.list_namespaced_event(jobs.ns, field_selector="involvedObject.name=low").items
-    disrupted = [e.message for e in events if e.reason == "PodDisrupted"]
-    assert disrupted and "WorkloadEvictedDueToPreempted" in disrupted[0], disrupted
+    disrupted = eventually(lambda: jobs.event_messages("low", "PodDisrupted"), 30, "the PodDisrupted Event")
+    assert "WorkloadEvictedDueToPreempted" in disrupted[0], disrupted
     jobs.wait_phase("high", "Running", timeout=90)
     queued = jobs.wait("low", lambda st: st.get("reason") == "QueuedByKueue", "queued again", timeout=60)
     assert queued["restartCount"] - queued["disruptions"] == 0  # not counted against backoffLimit

@@ -95,9 +95,8 @@ def test_higher_priority_job_preempts_then_the_lower_one_is_readmitted(
     # Kueue evicts the low job's workload: its pods get Kueue's TerminationTarget condition and a
     # graceful delete (SIGTERM: the trainer checkpoints), and the operator restarts the gang, uncounted.
     jobs.wait("low", lambda st: st.get("disruptions", 0) >= 1, "disrupted by Kueue's preemption", timeout=90)
-    events = jobs.core.list_namespaced_event(jobs.ns, field_selector="involvedObject.name=low").items
-    restart = [e for e in events if e.reason == "PodDisrupted"]
-    assert restart and "WorkloadEvictedDueToPreempted" in restart[0].message, restart
+    restart = eventually(lambda: jobs.event_messages("low", "PodDisrupted"), 30, "the PodDisrupted Event")
+    assert "WorkloadEvictedDueToPreempted" in restart[0], restart
     jobs.wait_phase("high", "Running", timeout=90)
     queued = jobs.wait("low", lambda st: st.get("reason") == "QueuedByKueue", "queued again", timeout=60)
     assert queued["phase"] == "Pending"

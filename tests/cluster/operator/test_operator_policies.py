@@ -88,7 +88,7 @@ def test_suspend_deletes_pods_and_resume_recreates_them(operator: OperatorProces
     jobs.patch_spec("pause", {"runPolicy": {"suspend": False}})
     st = jobs.wait_phase("pause", "Running")
     assert st["attempt"] == 0 and st["restartCount"] == 0
-    assert {"JobSuspended", "JobResumed"} <= set(jobs.events("pause"))
+    eventually(lambda: {"JobSuspended", "JobResumed"} <= set(jobs.events("pause")), 30, "the Events")
 
 
 def test_nodes_raised_while_suspended_apply_on_resume(operator: OperatorProcess, jobs: Jobs) -> None:
