@@ -303,3 +303,5 @@ def test_notes_have_copy_pasteable_commands(chart: Any) -> None:
     proc = chart.run("install", "tj", str(CHART), "--dry-run=client", "-n", "torchjob-system")
     assert "kubectl -n torchjob-system get pods -l app.kubernetes.io/instance=tj" in proc.stdout
     assert "port-forward svc/tj-torchjob-operator-metrics 8080" in proc.stdout
+    # Jobs outlive an uninstalled operator only as Terminating objects: the notes say to delete them first.
+    assert "kubectl delete tj --all -A --wait" in proc.stdout

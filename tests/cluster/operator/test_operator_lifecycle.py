@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+from harness.kubectl import Kubectl
 from harness.polling import eventually
 
 from .conftest import Jobs, OperatorProcess
@@ -84,6 +86,36 @@ def test_deleting_the_job_garbage_collects_children(operator: OperatorProcess, j
         return not [s for s in jobs.core.list_namespaced_service(jobs.ns).items if s.metadata.name == "gc"]
 
     eventually(service_gone, 60, "service garbage-collected")
+
+
+def deleted_while_stopped(start_operator: Callable[..., OperatorProcess], jobs: Jobs, name: str) -> None:
+    """A running job deleted while no operator runs: Kopf's finalizer holds it, Terminating, pods kept."""
+    op = start_operator()
+    jobs.create(name, nodes=2)
+    jobs.wait_phase(name, "Running")
+    op.stop()
+    jobs.delete(name)
+    assert jobs.get(name)["metadata"]["deletionTimestamp"]
+    assert len(jobs.pods(name)) == 2
+
+
+def test_a_job_deleted_while_the_operator_is_down_goes_when_it_is_back(
+    start_operator: Callable[..., OperatorProcess], jobs: Jobs
+) -> None:
+    deleted_while_stopped(start_operator, jobs, "away")
+    start_operator()
+    eventually(lambda: not jobs.exists("away"), 60, "the job released by the restarted operator")
+    eventually(lambda: not jobs.pods("away"), 60, "pods garbage-collected")
+
+
+def test_with_the_operator_uninstalled_removing_the_finalizer_deletes_the_job_and_its_pods(
+    start_operator: Callable[..., OperatorProcess], jobs: Jobs, kubectl: Kubectl
+) -> None:
+    """The recovery docs/install.md gives for jobs left behind by an uninstalled operator."""
+    deleted_while_stopped(start_operator, jobs, "left")
+    kubectl("patch", "tj", "left", "-n", jobs.ns, "--type=merge", "-p", '{"metadata":{"finalizers":null}}')
+    eventually(lambda: not jobs.exists("left"), 30, "the job deleted")
+    eventually(lambda: not jobs.pods("left"), 60, "pods garbage-collected")
 
 
 def test_gang_without_a_gang_scheduler_starts_no_pod(operator: OperatorProcess, jobs: Jobs) -> None:
