@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+import time
 from pathlib import Path
 
 import pytest
@@ -45,3 +46,12 @@ def test_synthetic_is_deterministic_and_bounded() -> None:
     assert len(ds) == 10
     with pytest.raises(IndexError):
         ds[10]
+
+
+def test_the_synthetic_sample_cost_is_cpu_time_not_wall_time() -> None:
+    """A wall-clock spin finishes early when it is preempted: with more loader workers than cores each
+    sample would cost less CPU than asked, and oversubscription would look faster than it is."""
+    ds = SyntheticDataset(4, (3, 4, 4), 2, sample_cost_us=2000)
+    start = time.thread_time()
+    ds.__getitems__([0, 1])
+    assert time.thread_time() - start >= 0.004

@@ -15,12 +15,16 @@ Sample = tuple[torch.Tensor, torch.Tensor]
 
 
 def burn_cpu(microseconds: float) -> None:
-    """Spin for `microseconds` of wall time: stands in for image decode and augmentation."""
+    """Spin for `microseconds` of this thread's CPU time: stands in for image decode and augmentation.
+
+    CPU time, not wall time: a spin that counts wall time finishes early when the scheduler preempts it,
+    so with more workers than cores each sample cost less and oversubscription looked faster than it is.
+    """
     if microseconds <= 0:
         return
-    deadline = time.perf_counter() + microseconds / 1e6
+    deadline = time.thread_time() + microseconds / 1e6
     x = 0
-    while time.perf_counter() < deadline:
+    while time.thread_time() < deadline:
         x += 1
 
 
