@@ -191,15 +191,17 @@ class Jobs:
             annotations[EXIT_MESSAGE_ANNOTATION] = message
         self.core.patch_namespaced_pod(pod, self.ns, {"metadata": {"annotations": annotations}})
 
+    def event_objects(self, name: str) -> list[Any]:
+        selector = f"involvedObject.name={name}"
+        return list(self.core.list_namespaced_event(self.ns, field_selector=selector).items)
+
     def events(self, name: str) -> list[str]:
-        items = self.core.list_namespaced_event(self.ns, field_selector=f"involvedObject.name={name}").items
-        return sorted(str(e.reason) for e in items)
+        return sorted(str(e.reason) for e in self.event_objects(name))
 
     def event_messages(self, name: str, reason: str) -> list[str]:
         """The messages of `name`'s Events of `reason`. The operator posts an Event after the status
         write it belongs to, so a test that saw the status polls for its Event."""
-        items = self.core.list_namespaced_event(self.ns, field_selector=f"involvedObject.name={name}").items
-        return [str(e.message) for e in items if e.reason == reason]
+        return [str(e.message) for e in self.event_objects(name) if e.reason == reason]
 
 
 @pytest.fixture

@@ -72,11 +72,7 @@ def test_ephemeral_checkpoints_are_reported_and_a_retained_claim_outlives_its_jo
     assert (cond["status"], cond["reason"]) == ("True", "CheckpointsInEmptyDir")
     assert "an emptyDir at /checkpoints" in cond["message"]
     eventually(lambda: "CheckpointsInEmptyDir" in jobs.events("eph"), 30, "the Warning Event")
-    warning = next(
-        e
-        for e in jobs.core.list_namespaced_event(jobs.ns, field_selector="involvedObject.name=eph").items
-        if e.reason == "CheckpointsInEmptyDir"
-    )
+    warning = next(e for e in jobs.event_objects("eph") if e.reason == "CheckpointsInEmptyDir")
     assert warning.type == "Warning"
 
     # No PV for this claim: its pod waits, but the claim exists before it, ownerless.
