@@ -10,9 +10,13 @@ under these loader setups:
 
 - naive: `num_workers=0`, no pinning, no persistent workers, per-sample `__getitem__` + collate;
 - tuned: torchjob's defaults (`num_workers=auto` from the cgroup CPU quota, prefetch 2, persistent
-  workers, pinning on CUDA, batched `__getitems__`), after the shared-memory check;
+  workers, pinning on CUDA, batched `__getitems__`, `file_system` sharing), after the shared-memory
+  check;
 - autotuned: the autotuner's pick among candidate configs, measured for `--autotune-batches` batches;
-- tuned-per-sample: the tuned loader on a dataset without `__getitems__` (what batched fetch adds).
+- tuned-per-sample: the tuned loader on a dataset without `__getitems__` (what batched fetch adds);
+- tuned-fd: the tuned loader handing batches over with torch's default `file_descriptor` sharing
+  strategy instead of torchjob's `file_system` (what naming shared memory instead of passing
+  descriptors adds).
 
 - `workers=N` (with `--sweep N,M`): the tuned loader at a fixed worker count.
 
@@ -264,6 +268,8 @@ def configs_to_run(
         ("autotuned", data, picked),
         # The tuned loader without batched fetch: isolates what __getitems__ adds.
         ("tuned-per-sample", PerSample(data), tuned),
+        # The tuned loader with torch's default hand-over (data/sharing.py): what file_system adds.
+        ("tuned-fd", data, replace(tuned, sharing="file_descriptor")),
     ]
     configs += [(f"workers={n}", data, replace(tuned, num_workers=n)) for n in sweep]
     return configs

@@ -139,3 +139,41 @@ def test_a_socket_interface_the_pod_lacks_fails_before_any_worker(tmp_path: Path
     assert "NCCL_SOCKET_IFNAME=nosuch0: matches no interface" in message
     assert message in output
     assert "joined process group" not in output
+
+
+FAILING_MODEL = """
+import torch
+from torch import nn
+from torchjob_trainer.data.datasets import SyntheticDataset
+from torchjob_trainer.userapi import Workload
+
+class FailsAtStep3(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin, self.calls = nn.Linear(3 * 8 * 8, 10), 0
+    def forward(self, x):
+        self.calls += 1
+        if self.calls == 3:
+            raise RuntimeError("the user's model failed at step 3")
+        return self.lin(x.flatten(1))
+
+def build(config):
+    return Workload(FailsAtStep3(), SyntheticDataset(512, (3, 8, 8), 10), nn.CrossEntropyLoss(),
+                    lambda params: torch.optim.SGD(params, lr=0.1))
+"""
+
+
+@pytest.mark.parametrize("start", ["", "exec"])
+def test_a_user_model_that_raises_with_loader_workers_fails_the_rank(tmp_path: Path, start: str) -> None:
+    """The loader workers ignore SIGTERM (for the preemption checkpoint), and the traceback keeps their
+    iterator alive: multiprocessing's exit hook then joined them for ever and the rank hung in place of
+    failing. The trainer ends them itself; the rank exits 1 naming the error, forked or exec'd."""
+    (tmp_path / "failing.py").write_text(FAILING_MODEL)
+    env = trainer_env(PYTHONPATH=str(tmp_path), TORCHJOB_METRICS_PORT="0", TORCHJOB_WORKER_START=start)
+    cmd = [LAUNCH, "--standalone", "--nproc-per-node", "1", "--", "torchjob-train"]
+    cmd += ["--user-entrypoint", "failing:build", "--num-workers", "2", "--batch-size", "8"]
+    with running(cmd, env, tmp_path / "out.log") as proc:
+        rc = proc.wait(timeout=90)
+        output = proc.output()
+    assert rc == 1, output[-3000:]
+    assert "RuntimeError: the user's model failed at step 3" in output

@@ -20,6 +20,9 @@ ENV_PREFIX = constants.TRAINER_ENV_PREFIX
 MODELS = ("mlp", "cnn", "resnet18")
 DATASETS = ("synthetic", "jpeg", "fakedata", "mnist", "cifar10")
 BACKENDS = ("auto", "nccl", "gloo")
+# How loader workers hand batches over (torch sharing strategies); the first is the default, and
+# data/sharing.py says why.
+LOADER_SHARING = ("file_system", "file_descriptor")
 
 
 class ConfigError(ValueError):
@@ -100,6 +103,10 @@ class TrainerConfig:
     pin_memory: bool | None = field(default=None, metadata=_opt(parse_auto_bool, "auto, true or false"))
     persistent_workers: bool = field(default=True, metadata=_opt(parse_bool, "keep workers across epochs"))
     prefetch_factor: int = field(default=2, metadata=_opt(int, "batches each worker loads ahead"))
+    loader_sharing: str = field(
+        default=LOADER_SHARING[0],
+        metadata=_opt(str, "how workers hand batches over (torch sharing strategy)", choices=LOADER_SHARING),
+    )
     cpu_limit: float | None = field(
         default=None, metadata=_opt(parse_optional_float, "CPU limit when no cgroup quota is readable")
     )
@@ -153,7 +160,12 @@ class TrainerConfig:
             self.profile_range()  # validates
 
     def _check_choices(self) -> None:
-        for name, choices in (("model", MODELS), ("dataset", DATASETS), ("backend", BACKENDS)):
+        for name, choices in (
+            ("model", MODELS),
+            ("dataset", DATASETS),
+            ("backend", BACKENDS),
+            ("loader_sharing", LOADER_SHARING),
+        ):
             if getattr(self, name) not in choices:
                 raise _fail(name, f"must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
 

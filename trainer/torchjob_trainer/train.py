@@ -21,6 +21,7 @@ from torchjob_core import constants
 from torchjob_trainer import checkpoint, distributed, logs, summary, termination
 from torchjob_trainer.config import TrainerConfig
 from torchjob_trainer.data import autotune, cpu, probe
+from torchjob_trainer.data import workers as loader_workers
 from torchjob_trainer.data.datasets import build_dataset
 from torchjob_trainer.data.loader import (
     LoaderSettings,
@@ -98,7 +99,9 @@ def tune_loader(
 ) -> LoaderSettings:
     cuda = device.type == "cuda"
     budget = cpu.cpu_budget(config.cpu_limit)
-    fetch = probe.probe_fetch(dataset, config.batch_size, handoff=config.num_workers is None)
+    fetch = probe.probe_fetch(
+        dataset, config.batch_size, handoff=config.num_workers is None, sharing=config.loader_sharing
+    )
     settings = resolve_settings(
         config, local_world_size=env.local_world_size, cuda=cuda, budget=budget, probe=fetch
     )
@@ -191,6 +194,8 @@ def run(config: TrainerConfig, *, forked: bool = False) -> int:
         return peer_stopped(env, config.termination_log)
     finally:
         preemption.cancel()
+        # Before anything else: loader workers ignore SIGTERM, and any still alive would hang the exit.
+        loader_workers.end_workers()
         # A failed step leaves the Trainer (its DDP reducer and gloo work) in a reference cycle with the
         # traceback: free it while the process group it uses still exists.
         gc.collect()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import signal
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -14,7 +13,7 @@ from torch.utils.data._utils.collate import default_collate
 from torchjob_core import constants
 
 from torchjob_trainer.config import TrainerConfig
-from torchjob_trainer.data import cpu, shm
+from torchjob_trainer.data import cpu, shm, workers
 
 if TYPE_CHECKING:
     from torchjob_trainer.data.probe import FetchProbe
@@ -30,11 +29,13 @@ class LoaderSettings:
     pin_memory: bool
     persistent_workers: bool
     prefetch_factor: int
+    sharing: str = workers.DEFAULT_SHARING
 
     def describe(self) -> str:
         return (
             f"num_workers={self.num_workers} prefetch_factor={self.prefetch_factor} "
-            f"pin_memory={self.pin_memory} persistent_workers={self.persistent_workers}"
+            f"pin_memory={self.pin_memory} persistent_workers={self.persistent_workers} "
+            f"sharing={self.sharing}"
         )
 
 
@@ -48,17 +49,17 @@ def resolve_settings(
 ) -> LoaderSettings:
     """Turn `auto` into numbers: in-process when the probe says batches are cheap, else workers from the
     cgroup CPU quota / processes per node; pinning on CUDA."""
-    workers = config.num_workers
-    if workers is None:
+    num_workers = config.num_workers
+    if num_workers is None:
         budget = budget or cpu.cpu_budget(config.cpu_limit)
-        workers = cpu.auto_num_workers(budget, local_world_size)
-        if probe is not None and probe.cheap and workers > 0:
+        num_workers = cpu.auto_num_workers(budget, local_world_size)
+        if probe is not None and probe.cheap and num_workers > 0:
             log.info("num_workers=auto -> 0: %s; workers would only add IPC", probe.describe())
-            workers = 0
+            num_workers = 0
         else:
             log.info(
                 "num_workers=auto -> %d (%.2f CPUs from %s / %d processes per node, %d per CPU)%s",
-                workers,
+                num_workers,
                 budget.cpus,
                 budget.source,
                 local_world_size,
@@ -66,7 +67,9 @@ def resolve_settings(
                 f"; {probe.describe()}" if probe is not None else "",
             )
     pin = cuda if config.pin_memory is None else config.pin_memory
-    return LoaderSettings(workers, pin, config.persistent_workers, config.prefetch_factor)
+    return LoaderSettings(
+        num_workers, pin, config.persistent_workers, config.prefetch_factor, sharing=config.loader_sharing
+    )
 
 
 class RunSampler(Sampler[int]):
@@ -137,30 +140,23 @@ def measure_batch_bytes(dataset: Dataset[Any], batch_size: int) -> int:
     return batch_nbytes(fetch_batch(dataset, list(range(n))))
 
 
-def ignore_sigterm(_worker_id: int) -> None:
-    """DataLoader worker init: leave SIGTERM to the main process.
-
-    torchrun signals a worker's whole process group on shutdown; a loader worker dying of it would make
-    the main process fail the step it is finishing for its preemption checkpoint. Workers still exit
-    when the main process shuts the loader down or dies.
-    """
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-
-
 class TunedDataLoader(DataLoader[Any]):
-    """A DataLoader that does not warn about more workers than CPUs: `auto` and autotune oversubscribe
-    on purpose (cpu.auto_num_workers), and torch would warn at every epoch."""
+    """A DataLoader whose worker iterators `workers.end_workers` can end, and that does not warn about
+    more workers than CPUs: `auto` and autotune oversubscribe on purpose (cpu.auto_num_workers), and
+    torch would warn at every epoch."""
 
     def check_worker_number_rationality(self) -> None:
         return None
+
+    def _get_iterator(self) -> Any:
+        return workers.track(super()._get_iterator())
 
 
 def make_loader(
     dataset: Dataset[Any], sampler: Any, batch_size: int, settings: LoaderSettings, *, seed: int = 0
 ) -> DataLoader[Any]:
-    workers = settings.num_workers
     extra: dict[str, Any] = {}
-    if workers > 0:
+    if settings.num_workers > 0:
         extra = {
             "prefetch_factor": settings.prefetch_factor,
             "persistent_workers": settings.persistent_workers,
@@ -170,10 +166,10 @@ def make_loader(
         dataset,
         batch_size=batch_size,
         sampler=sampler,
-        num_workers=workers,
+        num_workers=settings.num_workers,
         pin_memory=settings.pin_memory,
         collate_fn=collate,
-        worker_init_fn=ignore_sigterm,
+        worker_init_fn=workers.WorkerInit(settings.sharing),
         drop_last=True,
         generator=gen,
         **extra,

@@ -1,11 +1,12 @@
 """A short start-up probe: is a batch cheaper to fetch in this process than to receive from a worker?
 
-A DataLoader worker hands each batch over through shared memory (a new segment per tensor, a file
-descriptor over a socket, a mapping in the main process). For in-memory data that hand-over costs more
-than fetching the batch in-process, and `num_workers=auto` with workers ran at half the in-process speed
-(docs/benchmarks-dataloader.md). The probe times both on the real dataset and batch shape; `auto` loads
-in-process when workers cannot win. It costs two in-process batches and a one-worker loader handing a
-few ready batches over (about 0.1 s).
+A DataLoader worker hands each batch over through shared memory (a new segment per tensor, named or
+passed as a file descriptor over a socket as `--loader-sharing` says, a mapping in the main process).
+For in-memory data that hand-over costs more than fetching the batch in-process, and
+`num_workers=auto` with workers ran at half the in-process speed (docs/benchmarks-dataloader.md). The
+probe times both on the real dataset and batch shape, the hand-over as training's workers make it;
+`auto` loads in-process when workers cannot win. It costs two in-process batches and a one-worker
+loader handing a few ready batches over (about 0.1 s).
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
-from torchjob_trainer.data.loader import batch_nbytes, fetch_batch
+from torchjob_trainer.data import workers
+from torchjob_trainer.data.loader import TunedDataLoader, batch_nbytes, fetch_batch
 
 HANDOFF_BATCHES = 6
 
@@ -70,10 +72,17 @@ def _as_is(item: Any) -> Any:
     return item
 
 
-def handoff_seconds(batch: Any, batches: int = HANDOFF_BATCHES) -> float:
-    """Seconds per batch received from one worker that does nothing but hand it over."""
+def handoff_seconds(batch: Any, sharing: str, batches: int = HANDOFF_BATCHES) -> float:
+    """Seconds per batch received from one worker that does nothing but hand it over, as training's do."""
     ready = _ReadyBatches(batch, batches + 1)
-    loader = DataLoader(ready, batch_size=None, num_workers=1, collate_fn=_as_is, prefetch_factor=2)
+    loader = TunedDataLoader(
+        ready,
+        batch_size=None,
+        num_workers=1,
+        collate_fn=_as_is,
+        prefetch_factor=2,
+        worker_init_fn=workers.WorkerInit(sharing),
+    )
     it = iter(loader)
     next(it)  # worker start-up
     start = time.perf_counter()
@@ -84,7 +93,9 @@ def handoff_seconds(batch: Any, batches: int = HANDOFF_BATCHES) -> float:
     return took
 
 
-def probe_fetch(dataset: Dataset[Any], batch_size: int, *, handoff: bool = True) -> FetchProbe:
+def probe_fetch(
+    dataset: Dataset[Any], batch_size: int, *, handoff: bool = True, sharing: str = workers.DEFAULT_SHARING
+) -> FetchProbe:
     """Time one warm in-process batch (and, with `handoff`, one hand-over from a worker)."""
     n = min(batch_size, len(dataset))  # type: ignore[arg-type]
     fetch_batch(dataset, list(range(n)))  # lazy set-up (open files, first allocations) is not the steady cost
@@ -92,4 +103,4 @@ def probe_fetch(dataset: Dataset[Any], batch_size: int, *, handoff: bool = True)
     start = time.perf_counter()
     batch = fetch_batch(dataset, second)
     fetch = time.perf_counter() - start
-    return FetchProbe(batch_nbytes(batch), fetch, handoff_seconds(batch) if handoff else None)
+    return FetchProbe(batch_nbytes(batch), fetch, handoff_seconds(batch, sharing) if handoff else None)

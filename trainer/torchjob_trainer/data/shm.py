@@ -5,8 +5,8 @@ Worker outputs travel to the main process through shared memory. At most
 and every process on the node shares the same mount, so the need is
 `(workers x prefetch + 1) x batch_bytes x local_world_size`.
 If that does not fit, lower the prefetch first (cheapest), then the workers, and as a last resort load
-in-process (`num_workers=0`), which uses no shared memory. Switching torch's sharing strategy to
-`file_system` would not help: both strategies allocate from /dev/shm.
+in-process (`num_workers=0`), which uses no shared memory. Torch's sharing strategy (data/workers.py)
+changes nothing here: both allocate from /dev/shm.
 """
 
 from __future__ import annotations
