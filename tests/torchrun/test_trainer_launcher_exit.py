@@ -104,14 +104,18 @@ def test_a_forked_trainer_killed_by_a_signal_reports_it(tmp_path: Path) -> None:
     assert "start_method: forkserver" in output
 
 
+def one_process(tmp_path: Path, env: dict[str, str], *trainer_args: str) -> tuple[int, str]:
+    """`torchjob-train` under the launcher, one process standalone: its exit code and output."""
+    cmd = [LAUNCH, "--standalone", "--nproc-per-node", "1", "--", "torchjob-train", *trainer_args]
+    with running(cmd, env, tmp_path / "out.log") as proc:
+        return proc.wait(timeout=120), proc.output()
+
+
 @pytest.mark.parametrize(("start", "first_phase"), [("", "forked"), ("exec", "imports")])
 def test_the_worker_start_setting_picks_fork_or_exec(tmp_path: Path, start: str, first_phase: str) -> None:
     env = trainer_env(TORCHJOB_METRICS_PORT="0", TORCHJOB_WORKER_START=start)
-    cmd = [LAUNCH, "--standalone", "--nproc-per-node", "1", "--", "torchjob-train"]
-    cmd += ["--steps-per-epoch", "3", "--batch-size", "8", "--num-workers", "1"]
-    with running(cmd, env, tmp_path / "out.log") as proc:
-        rc = proc.wait(timeout=120)
-        output = proc.output()
+    args = ("--steps-per-epoch", "3", "--batch-size", "8", "--num-workers", "1")
+    rc, output = one_process(tmp_path, env, *args)
     assert rc == 0, output[-3000:]
     line = next(line for line in output.splitlines() if startup.PHASES_PREFIX in line)
     phases = json.loads(line.split(startup.PHASES_PREFIX)[1].split("; ")[0])
@@ -170,10 +174,7 @@ def test_a_user_model_that_raises_with_loader_workers_fails_the_rank(tmp_path: P
     failing. The trainer ends them itself; the rank exits 1 naming the error, forked or exec'd."""
     (tmp_path / "failing.py").write_text(FAILING_MODEL)
     env = trainer_env(PYTHONPATH=str(tmp_path), TORCHJOB_METRICS_PORT="0", TORCHJOB_WORKER_START=start)
-    cmd = [LAUNCH, "--standalone", "--nproc-per-node", "1", "--", "torchjob-train"]
-    cmd += ["--user-entrypoint", "failing:build", "--num-workers", "2", "--batch-size", "8"]
-    with running(cmd, env, tmp_path / "out.log") as proc:
-        rc = proc.wait(timeout=90)
-        output = proc.output()
+    args = ("--user-entrypoint", "failing:build", "--num-workers", "2", "--batch-size", "8")
+    rc, output = one_process(tmp_path, env, *args)
     assert rc == 1, output[-3000:]
     assert "RuntimeError: the user's model failed at step 3" in output
