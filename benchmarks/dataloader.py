@@ -268,7 +268,7 @@ def configs_to_run(
         ("autotuned", data, picked),
         # The tuned loader without batched fetch: isolates what __getitems__ adds.
         ("tuned-per-sample", PerSample(data), tuned),
-        # The tuned loader with torch's default hand-over (data/sharing.py): what file_system adds.
+        # The tuned loader with torch's default hand-over (data/workers.py): what file_system adds.
         ("tuned-fd", data, replace(tuned, sharing="file_descriptor")),
     ]
     configs += [(f"workers={n}", data, replace(tuned, num_workers=n)) for n in sweep]

@@ -21,7 +21,7 @@ MODELS = ("mlp", "cnn", "resnet18")
 DATASETS = ("synthetic", "jpeg", "fakedata", "mnist", "cifar10")
 BACKENDS = ("auto", "nccl", "gloo")
 # How loader workers hand batches over (torch sharing strategies); the first is the default, and
-# data/sharing.py says why.
+# data/workers.py says why.
 LOADER_SHARING = ("file_system", "file_descriptor")
 
 
@@ -160,14 +160,11 @@ class TrainerConfig:
             self.profile_range()  # validates
 
     def _check_choices(self) -> None:
-        for name, choices in (
-            ("model", MODELS),
-            ("dataset", DATASETS),
-            ("backend", BACKENDS),
-            ("loader_sharing", LOADER_SHARING),
-        ):
-            if getattr(self, name) not in choices:
-                raise _fail(name, f"must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
+        """Every field that declares `choices` (the same tuple the flag parser offers)."""
+        for f in _fields():
+            choices = f.metadata.get("choices")
+            if choices is not None and getattr(self, f.name) not in choices:
+                raise _fail(f.name, f"must be one of {', '.join(choices)}, got {getattr(self, f.name)!r}")
 
     def _check_bounds(self) -> None:
         positive = ("dataset_size", "image_size", "num_classes", "batch_size", "epochs", "prefetch_factor")

@@ -5,8 +5,8 @@ in how the receiver finds them. `file_descriptor` (torch's default on Linux) pas
 descriptor over a fresh Unix socket: the training process connects to a listener thread in the worker,
 authenticates and receives the descriptor, once per tensor of every batch, so each hand-over waits for
 that worker thread to be scheduled. `file_system` names the file instead and the receiver opens it by
-name; torch's `torch_shm_manager` unlinks what a crashed process left. On 2 cores this halves the CPU a
-batch costs to hand over and cuts the data wait of the JPEG benchmark by about a third
+name; torch's `torch_shm_manager` unlinks what a crashed process left. On 2 cores this cuts the CPU a
+batch costs to hand over by about 40% and the data wait of the JPEG benchmark by about a third
 (docs/benchmarks-dataloader.md). The strategy is set in the workers only (the sender picks it), so the
 training process and the user's own multiprocessing keep torch's default.
 
