@@ -58,6 +58,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # steptiming, also when loaded by path
 
+import cpuacct
 import torch
 from steptiming import in_flight, steady_steps
 from torch import nn
@@ -147,6 +148,7 @@ def train(dataset: Dataset[Any], settings: LoaderSettings, args: argparse.Namesp
     step = make_step(args)
     loader = make_loader(dataset, None, args.batch_size, settings)
     samples, wait, step_total = 0, 0.0, 0.0
+    cpu_start = cpuacct.snapshot()
     start = time.perf_counter()
     for _ in range(args.epochs):
         batches = iter(loader)
@@ -162,12 +164,17 @@ def train(dataset: Dataset[Any], settings: LoaderSettings, args: argparse.Namesp
             step_total += t2 - t0
         del batches
     wall = time.perf_counter() - start
+    cpu_end = cpuacct.snapshot()  # before the workers exit: their CPU time goes with them
     del loader
-    return {
+    result = {
         "samples_per_second": samples / wall,
         "data_wait_ratio": wait / step_total if step_total else 0.0,
         "wall_seconds": wall,
     }
+    if cpu_start is not None and cpu_end is not None:
+        spent = cpuacct.usage(cpu_start, cpu_end, samples, len(os.sched_getaffinity(0)))
+        result |= asdict(spent) | {"cpu_seconds_per_sample": spent.cpu_seconds_per_sample}
+    return result
 
 
 def no_step(_batch: Any) -> None:
@@ -229,6 +236,11 @@ def epoch_two_first_batch(
         "epoch1_median_step_seconds": median,
         "epoch2_first_batch_in_steps": latency / median,
     }
+
+
+def serial_cpu(bound: dict[str, float]) -> float:
+    """CPU seconds per sample of fetch and step done one after the other, in-process."""
+    return bound["fetch_cpu_seconds_per_sample"] + bound["step_cpu_seconds_per_sample"]
 
 
 def median_by(runs: list[dict[str, float]], key: str) -> dict[str, float]:
@@ -314,6 +326,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for name, dataset, settings in configs:
             run = train(dataset, settings, args)
             run["fraction_of_bound"] = run["samples_per_second"] / bounds[-1]["bound_samples_per_second"]
+            if "cpu_seconds_per_sample" in run:
+                run["cpu_vs_serial"] = run["cpu_seconds_per_sample"] / serial_cpu(bounds[-1])
             runs[name].append(run)
         for name, dataset, settings in configs:
             loader_rates[name].append(loader_only(dataset, settings, args))
@@ -400,7 +414,32 @@ def format_rows(result: dict[str, Any]) -> str:
             f"{e['epoch2_first_batch_in_steps']:>8.2f}  runs: {e['runs_in_steps']}"
         )
     lines.append("epoch 2 first batch in steps: goal 3, <= 1 (the trainer runs one iterator)")
+    if all("cpu_vs_serial" in r for r in result["rows"]):
+        lines += format_cpu(result)
     return "\n".join(lines)
+
+
+def format_cpu(result: dict[str, Any]) -> list[str]:
+    """Where each config's median run spent the cores: of bound = (1 - idle - steal) / (CPU x serial)."""
+    bound = result["bound"]
+    serial = (bound["fetch_cpu_seconds_per_sample"], bound["step_cpu_seconds_per_sample"])
+    head = f"{'cpu (median run)':<16} {'idle':>6} {'steal':>6} {'main us':>8} {'workers us':>10}"
+    lines = [f"{head} {'other us':>8} {'CPU x serial':>12} {'explains':>8}"]
+    for r in result["rows"]:
+        explained = (1 - r["idle_share"] - r["steal_share"]) / r["cpu_vs_serial"]
+        lines.append(
+            f"{r['name']:<16} {r['idle_share']:>6.1%} {r['steal_share']:>6.1%} "
+            f"{r['main_cpu_seconds_per_sample'] * 1e6:>8.0f} "
+            f"{r['descendants_cpu_seconds_per_sample'] * 1e6:>10.0f} "
+            f"{r['other_cpu_seconds_per_sample'] * 1e6:>8.0f} {r['cpu_vs_serial']:>11.2f}x {explained:>8.2f}"
+        )
+    lines.append(
+        f"serial: fetch {serial[0] * 1e6:.0f} us + step {serial[1] * 1e6:.0f} us per sample in-process; "
+        "main = the training process, workers = its descendants, other = the rest of the machine; "
+        "explains = (1 - idle - steal) / (CPU x serial), the run's fraction of the bound when nothing "
+        "else runs"
+    )
+    return lines
 
 
 def _ints(text: str) -> list[int]:

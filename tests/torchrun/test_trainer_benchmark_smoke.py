@@ -28,9 +28,17 @@ def test_benchmark_reports_every_config(tmp_path: Path, capsys: object) -> None:
     assert result["rows"][0]["settings"]["num_workers"] == 0
     assert all(0 <= r["data_wait_ratio"] <= 1 for r in result["rows"])
     assert all(r["fraction_of_bound"] > 0 for r in result["rows"])
+    assert_cpu_accounting(result["rows"])
     saved = json.loads(out.read_text())
     assert saved["rows"][1]["name"] == "tuned"
     assert_headroom_and_epoch_two(saved)
+
+
+def assert_cpu_accounting(rows: list[dict[str, Any]]) -> None:
+    """Every row says where its CPU went; in-process loading has no workers to spend any."""
+    assert all(0 <= r["idle_share"] <= 1 and r["cpu_vs_serial"] > 0 for r in rows)
+    assert rows[0]["descendants_cpu_seconds_per_sample"] == 0
+    assert rows[1]["settings"]["num_workers"] == 0 or rows[1]["descendants_cpu_seconds_per_sample"] > 0
 
 
 def assert_headroom_and_epoch_two(result: dict[str, Any]) -> None:

@@ -116,3 +116,27 @@ def test_end_workers_ends_the_workers_of_an_iterator_still_held(dataset: WhoHand
     workers.end_workers()
     assert not any(p.is_alive() for p in procs)
     workers.end_workers()  # nothing left to end
+
+
+LEFT_ALIVE = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from test_trainer_loader_workers import LoaderSettings, WhoHandsOver, make_loader
+settings = LoaderSettings(num_workers=2, pin_memory=False, persistent_workers=True, prefetch_factor=1)
+loader = make_loader(WhoHandsOver(), None, 8, settings)
+held = iter(loader)
+print(next(held)[1].tolist() != [])
+"""
+
+
+def test_a_script_that_leaves_its_loader_alive_still_exits() -> None:
+    """No trainer `finally` here: the atexit hook ends the SIGTERM-ignoring workers before
+    multiprocessing's own exit hook would join them for ever."""
+    run = subprocess.run(
+        [sys.executable, "-c", LEFT_ALIVE, str(Path(__file__).parent)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert run.stdout.strip() == "True"

@@ -15,11 +15,15 @@ would make the main process fail the step it is finishing for its preemption che
 ignore it. The price: multiprocessing's last resort at exit (terminate every child, then join it) cannot
 end them, and a rank whose workers were still alive when an error left the trainer (a user's model or
 dataset raising: the traceback keeps the loader iterator alive) hung there for ever instead of failing.
-So the trainer ends every loader's workers itself before it leaves (`end_workers`), on every path.
+So the trainer ends every loader's workers itself before it leaves (`end_workers`), on every path. Any
+other program that makes our loaders (a benchmark, a notebook, a user's own script) gets the same at
+interpreter exit: `end_workers` is an atexit hook registered after multiprocessing's own (importing torch
+imports it), and atexit runs the last registered first.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 import signal
 import weakref
@@ -85,3 +89,6 @@ def end_workers() -> None:
                 worker.kill()
                 worker.join()
         _iterators.discard(iterator)
+
+
+atexit.register(end_workers)
