@@ -100,6 +100,8 @@ def descendants_cpu(root: int) -> dict[int, float]:
 
 
 def snapshot() -> Snapshot | None:
+    if not hasattr(os, "sched_getaffinity"):
+        return None  # not Linux: no /proc either
     times = cpu_times(os.sched_getaffinity(0))
     if times is None:
         return None

@@ -31,6 +31,10 @@ model-only samples/s (the step alone on one cached batch), H = their ratio. On C
 the same cores that a training run makes them share, so this H is not the GPU's H (where the step runs on
 the device); it says which side is faster here, not that a GPU would be fed.
 
+Per config also where its CPU went (`cpuacct`, Linux): idle and steal shares, CPU per sample in the
+training process, its workers and the rest of the machine, and how much of the fraction of the bound
+they explain: `(1 - idle - steal) / (CPU spent per sample / (fetch + step in-process))`.
+
 Then epoch-2 first-batch latency (goal 3): the tuned loader as the trainer runs it (one iterator over
 both epochs, `RunSampler`), and with an iterator per epoch with persistent workers and without: one
 whole short epoch of `--steps-per-epoch` steps, then the time from `iter(loader)` of epoch 2 (or, with
