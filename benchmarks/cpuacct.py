@@ -26,6 +26,7 @@ PROC = Path("/proc")
 
 @dataclass(frozen=True)
 class Snapshot:
+    cpus: int  # the CPUs counted below: this process's affinity set
     wall: float
     idle: float  # CPU seconds idle (and waiting on I/O), summed over the benchmark's CPUs
     steal: float  # CPU seconds the hypervisor gave to other guests
@@ -102,16 +103,19 @@ def descendants_cpu(root: int) -> dict[int, float]:
 def snapshot() -> Snapshot | None:
     if not hasattr(os, "sched_getaffinity"):
         return None  # not Linux: no /proc either
-    times = cpu_times(os.sched_getaffinity(0))
+    cpus = os.sched_getaffinity(0)
+    times = cpu_times(cpus)
     if times is None:
         return None
     idle, steal, busy = times
-    return Snapshot(time.perf_counter(), idle, steal, busy, time.process_time(), descendants_cpu(os.getpid()))
+    return Snapshot(
+        len(cpus), time.perf_counter(), idle, steal, busy, time.process_time(), descendants_cpu(os.getpid())
+    )
 
 
-def usage(start: Snapshot, end: Snapshot, samples: int, cpus: int) -> Usage:
-    """The run between two snapshots, per sample and as shares of `cpus` x wall."""
-    capacity = cpus * (end.wall - start.wall)
+def usage(start: Snapshot, end: Snapshot, samples: int) -> Usage:
+    """The run between two snapshots, per sample and as shares of the CPUs they counted x wall."""
+    capacity = end.cpus * (end.wall - start.wall)
     main = end.main - start.main
     # Per process: workers started after `start` count from zero. One that exited before `end` took its
     # CPU time with it, which then shows as `other`: take `end` while the workers live.

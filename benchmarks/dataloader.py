@@ -176,7 +176,7 @@ def train(dataset: Dataset[Any], settings: LoaderSettings, args: argparse.Namesp
         "wall_seconds": wall,
     }
     if cpu_start is not None and cpu_end is not None:
-        spent = cpuacct.usage(cpu_start, cpu_end, samples, len(os.sched_getaffinity(0)))
+        spent = cpuacct.usage(cpu_start, cpu_end, samples)
         result |= asdict(spent) | {"cpu_seconds_per_sample": spent.cpu_seconds_per_sample}
     return result
 

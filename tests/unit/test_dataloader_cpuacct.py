@@ -45,11 +45,11 @@ def test_a_child_and_its_child_count_as_descendants_and_their_cpu_as_theirs(cpua
 
 def test_usage_splits_the_cpu_per_sample_and_counts_exited_workers_as_other(cpuacct: Any) -> None:
     snap = cpuacct.Snapshot
-    start = snap(wall=10.0, idle=100.0, steal=5.0, busy=50.0, main=3.0, descendants={7: 1.0, 8: 2.0})
+    start = snap(cpus=2, wall=10.0, idle=100.0, steal=5.0, busy=50.0, main=3.0, descendants={7: 1.0, 8: 2.0})
     # 2 s on 2 CPUs: 0.4 s idle, 0.1 s stolen, 3.5 s busy; main 1.5 s; worker 7 0.5 s, new worker 9
     # 1.0 s, worker 8 gone (its 0.5 s falls to other).
-    end = snap(wall=12.0, idle=100.4, steal=5.1, busy=53.5, main=4.5, descendants={7: 1.5, 9: 1.0})
-    used = cpuacct.usage(start, end, samples=1000, cpus=2)
+    end = snap(cpus=2, wall=12.0, idle=100.4, steal=5.1, busy=53.5, main=4.5, descendants={7: 1.5, 9: 1.0})
+    used = cpuacct.usage(start, end, samples=1000)
     assert used.idle_share == pytest.approx(0.1)
     assert used.steal_share == pytest.approx(0.025)
     assert used.main_cpu_seconds_per_sample == pytest.approx(1.5e-3)

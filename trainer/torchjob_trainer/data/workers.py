@@ -18,7 +18,8 @@ dataset raising: the traceback keeps the loader iterator alive) hung there for e
 So the trainer ends every loader's workers itself before it leaves (`end_workers`), on every path. Any
 other program that makes our loaders (a benchmark, a notebook, a user's own script) gets the same at
 interpreter exit: `end_workers` is an atexit hook registered after multiprocessing's own (importing torch
-imports it), and atexit runs the last registered first.
+imports it), and atexit runs the last registered first. The trainer's own call stays: a forked rank
+leaves through `os._exit` after multiprocessing's exit hook, where atexit hooks never run.
 """
 
 from __future__ import annotations
