@@ -10,7 +10,12 @@ every process carrying its marker, as a pod's are its cgroup.
 
 Stopping a node SIGTERMs the agent's session (the agent passes it on to its workers and waits for
 them, as a kubelet signals a container's main process), then, after the grace, SIGKILLs every process
-of the node, wherever it is.
+of the node, wherever it is. A pod's `/dev/shm` goes with the pod; a local node's is the host's, and
+what a SIGKILLed process had there stays until something unlinks it. Two processes of a node exist to
+do that: torch's shm manager (the shared-memory files of DataLoader batches, under the `file_system`
+strategy) and multiprocessing's resource tracker (the named semaphores of torch elastic's forkserver
+workers) unlink what their dead clients left and exit. So they are SIGKILLed last, once they had
+CLEANUP_SECONDS to do it.
 """
 
 from __future__ import annotations
@@ -27,6 +32,10 @@ from pathlib import Path
 
 GRACE_SECONDS = 10.0
 POLL_SECONDS = 0.05
+# torch's shm manager exits 2 s after its last client; the resource tracker at once.
+CLEANUP_SECONDS = 5.0
+SHM_MANAGER = b"torch_shm_manager"
+RESOURCE_TRACKER = b"from multiprocessing.resource_tracker import main"
 # Not a trainer setting: the name only marks whose process it is (base_env drops the shell's TORCHJOB_*).
 MARKER_ENV = "TORCHJOB_LOCAL_NODE_MARKER"
 
@@ -121,18 +130,35 @@ def stop(
     kill(nodes)
 
 
+def cleans_up(pid: int) -> bool:
+    """Whether the process is one that unlinks its dead clients' shared memory and then exits."""
+    try:
+        argv = (Path("/proc") / str(pid) / "cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return os.path.basename(argv[0]) == SHM_MANAGER or any(a.startswith(RESOURCE_TRACKER) for a in argv)
+
+
 def kill(nodes: Iterable[Node]) -> None:
-    """SIGKILL every process of the nodes until none is left; reap the agents."""
+    """SIGKILL every process of the nodes until none is left, the cleanup processes last; reap the
+    agents."""
     nodes = list(nodes)
-    for _ in range(100):
-        alive = members(nodes)
-        if not alive:
-            break
-        for node in nodes:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(node.proc.pid, signal.SIGKILL)
-        _signal(alive, signal.SIGKILL)
+    _kill_all(nodes, spare=cleans_up)
+    deadline = time.monotonic() + CLEANUP_SECONDS
+    while members(nodes) and time.monotonic() < deadline:
         time.sleep(POLL_SECONDS)
+    _kill_all(nodes, spare=lambda _pid: False)
     for node in nodes:
         with contextlib.suppress(subprocess.TimeoutExpired):
             node.proc.wait(timeout=5)
+
+
+def _kill_all(nodes: list[Node], *, spare: Callable[[int], bool]) -> None:
+    """SIGKILL the nodes' processes but those `spare` keeps, again until none is left (a process may
+    fork while it is being killed)."""
+    for _ in range(100):
+        alive = [pid for pid in members(nodes) if not spare(pid)]
+        if not alive:
+            return
+        _signal(alive, signal.SIGKILL)
+        time.sleep(POLL_SECONDS)

@@ -20,6 +20,8 @@ from pathlib import Path
 from types import FrameType
 from typing import IO
 
+from torchjob_cli import procs as cli_procs
+
 STOP_GRACE_S = 10.0
 
 
@@ -179,8 +181,28 @@ def process_tree(root: int) -> list[int]:
 
 def kill_tree(root: int) -> None:
     """SIGKILL root and every descendant, frozen first so none can start more. torchrun starts its
-    workers in sessions of their own, so killing a process group would miss them."""
+    workers in sessions of their own, so killing a process group would miss them. The processes that
+    unlink the shared memory their dead clients leave in the host's /dev/shm go last, as `torchjob run`
+    kills them (`torchjob_cli.procs`): they outlive their parents, so they are found first."""
+    cleaners = [pid for pid in process_tree(root) if cli_procs.cleans_up(pid)]
     for sig in (signal.SIGSTOP, signal.SIGKILL):
         for pid in process_tree(root):
+            if pid not in cleaners:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, sig)
+    deadline = time.monotonic() + cli_procs.CLEANUP_SECONDS
+    while any(_running(pid) for pid in cleaners) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for pid in cleaners:
+        if _running(pid) and cli_procs.cleans_up(pid):  # still the same process, not a reused pid
             with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, sig)
+                os.kill(pid, signal.SIGKILL)
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (a reparented one may never be reaped here)."""
+    try:
+        stat = (Path("/proc") / str(pid) / "stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rfind(")") + 2] != "Z"
