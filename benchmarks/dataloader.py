@@ -14,9 +14,10 @@ under these loader setups:
   check;
 - autotuned: the autotuner's pick among candidate configs, measured for `--autotune-batches` batches;
 - tuned-per-sample: the tuned loader on a dataset without `__getitems__` (what batched fetch adds);
-- tuned-fd: the tuned loader handing batches over with torch's default `file_descriptor` sharing
-  strategy instead of torchjob's `file_system` (what naming shared memory instead of passing
-  descriptors adds).
+- tuned-torch: the tuned loader handing batches over as torch does, a new shared-memory file per
+  tensor, instead of through slots each worker reuses (`--loader-slots`: what the slots add);
+- tuned-fd: torch's hand-over with torch's default `file_descriptor` sharing strategy instead of
+  torchjob's `file_system` (what naming shared memory instead of passing descriptors adds).
 
 - `workers=N` (with `--sweep N,M`): the tuned loader at a fixed worker count.
 
@@ -284,8 +285,10 @@ def configs_to_run(
         ("autotuned", data, picked),
         # The tuned loader without batched fetch: isolates what __getitems__ adds.
         ("tuned-per-sample", PerSample(data), tuned),
-        # The tuned loader with torch's default hand-over (data/workers.py): what file_system adds.
-        ("tuned-fd", data, replace(tuned, sharing="file_descriptor")),
+        # The tuned loader with torch's hand-over (data/slots.py): what the slots add; and with torch's
+        # default strategy too (data/workers.py): what file_system adds.
+        ("tuned-torch", data, replace(tuned, slots=False)),
+        ("tuned-fd", data, replace(tuned, slots=False, sharing="file_descriptor")),
     ]
     configs += [(f"workers={n}", data, replace(tuned, num_workers=n)) for n in sweep]
     return configs

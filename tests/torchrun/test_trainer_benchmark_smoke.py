@@ -23,7 +23,7 @@ def test_benchmark_reports_every_config(tmp_path: Path, capsys: object) -> None:
     argv += ["--autotune-batches", "3", "--repeat", "1", "--dataset-size", "64", "--headroom-batches", "3"]
     result = bench.main([*argv, "--json", str(out)])
     names = [r["name"] for r in result["rows"]]
-    assert names == ["naive", "tuned", "autotuned", "tuned-per-sample", "tuned-fd"]
+    assert names == ["naive", "tuned", "autotuned", "tuned-per-sample", "tuned-torch", "tuned-fd"]
     assert result["rows"][0]["speedup_vs_naive"] == 1.0
     assert result["rows"][0]["settings"]["num_workers"] == 0
     assert all(0 <= r["data_wait_ratio"] <= 1 for r in result["rows"])

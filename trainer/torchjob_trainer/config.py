@@ -107,6 +107,9 @@ class TrainerConfig:
         default=LOADER_SHARING[0],
         metadata=_opt(str, "how workers hand batches over (torch sharing strategy)", choices=LOADER_SHARING),
     )
+    loader_slots: bool = field(
+        default=True, metadata=_opt(parse_bool, "hand batches over through shared slots each worker reuses")
+    )
     cpu_limit: float | None = field(
         default=None, metadata=_opt(parse_optional_float, "CPU limit when no cgroup quota is readable")
     )

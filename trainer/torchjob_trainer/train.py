@@ -100,7 +100,11 @@ def tune_loader(
     cuda = device.type == "cuda"
     budget = cpu.cpu_budget(config.cpu_limit)
     fetch = probe.probe_fetch(
-        dataset, config.batch_size, handoff=config.num_workers is None, sharing=config.loader_sharing
+        dataset,
+        config.batch_size,
+        handoff=config.num_workers is None,
+        sharing=config.loader_sharing,
+        use_slots=config.loader_slots,
     )
     settings = resolve_settings(
         config, local_world_size=env.local_world_size, cuda=cuda, budget=budget, probe=fetch

@@ -13,7 +13,7 @@ from torch.utils.data._utils.collate import default_collate
 from torchjob_core import constants
 
 from torchjob_trainer.config import TrainerConfig
-from torchjob_trainer.data import cpu, shm, workers
+from torchjob_trainer.data import cpu, shm, slots, workers
 
 if TYPE_CHECKING:
     from torchjob_trainer.data.probe import FetchProbe
@@ -30,12 +30,13 @@ class LoaderSettings:
     persistent_workers: bool
     prefetch_factor: int
     sharing: str = workers.DEFAULT_SHARING
+    slots: bool = True
 
     def describe(self) -> str:
         return (
             f"num_workers={self.num_workers} prefetch_factor={self.prefetch_factor} "
             f"pin_memory={self.pin_memory} persistent_workers={self.persistent_workers} "
-            f"sharing={self.sharing}"
+            f"sharing={self.sharing} slots={self.slots}"
         )
 
 
@@ -68,7 +69,12 @@ def resolve_settings(
             )
     pin = cuda if config.pin_memory is None else config.pin_memory
     return LoaderSettings(
-        num_workers, pin, config.persistent_workers, config.prefetch_factor, sharing=config.loader_sharing
+        num_workers,
+        pin,
+        config.persistent_workers,
+        config.prefetch_factor,
+        sharing=config.loader_sharing,
+        slots=config.loader_slots,
     )
 
 
@@ -149,7 +155,21 @@ class TunedDataLoader(DataLoader[Any]):
         return None
 
     def _get_iterator(self) -> Any:
-        return workers.track(super()._get_iterator())
+        collate_fn = self.collate_fn
+        if not (self.num_workers > 0 and isinstance(collate_fn, slots.SlotCollate)):
+            return workers.track(super()._get_iterator())
+        context = self.multiprocessing_context or torch.multiprocessing.get_context()
+        key = collate_fn.arm(self.num_workers, context)
+        iterator = super()._get_iterator()
+        slots.forget_with(iterator, key)
+        return workers.track(iterator)
+
+
+def collate_for(settings: LoaderSettings) -> Any:
+    """Our collate, into reused slots when workers hand batches over through them (data/slots.py)."""
+    if settings.slots and settings.num_workers > 0:
+        return slots.SlotCollate(collate, settings.prefetch_factor)
+    return collate
 
 
 def make_loader(
@@ -168,7 +188,7 @@ def make_loader(
         sampler=sampler,
         num_workers=settings.num_workers,
         pin_memory=settings.pin_memory,
-        collate_fn=collate,
+        collate_fn=collate_for(settings),
         worker_init_fn=workers.WorkerInit(settings.sharing),
         drop_last=True,
         generator=gen,

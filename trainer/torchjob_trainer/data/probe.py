@@ -1,7 +1,8 @@
 """A short start-up probe: is a batch cheaper to fetch in this process than to receive from a worker?
 
-A DataLoader worker hands each batch over through shared memory (a new segment per tensor, named or
-passed as a file descriptor over a socket as `--loader-sharing` says, a mapping in the main process).
+A DataLoader worker hands each batch over through shared memory: a slot it reuses, copied out in the
+main process (`--loader-slots`, data/slots.py), or else a new segment per tensor, named or passed as a
+file descriptor over a socket as `--loader-sharing` says, a mapping in the main process.
 For in-memory data that hand-over costs more than fetching the batch in-process, and
 `num_workers=auto` with workers ran at half the in-process speed (docs/benchmarks-dataloader.md). The
 probe times both on the real dataset and batch shape, the hand-over as training's workers make it;
@@ -18,7 +19,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from torchjob_trainer.data import workers
+from torchjob_trainer.data import slots, workers
 from torchjob_trainer.data.loader import TunedDataLoader, batch_nbytes, fetch_batch
 
 HANDOFF_BATCHES = 6
@@ -72,15 +73,18 @@ def _as_is(item: Any) -> Any:
     return item
 
 
-def handoff_seconds(batch: Any, sharing: str, batches: int = HANDOFF_BATCHES) -> float:
+def handoff_seconds(
+    batch: Any, sharing: str, batches: int = HANDOFF_BATCHES, *, use_slots: bool = True
+) -> float:
     """Seconds per batch received from one worker that does nothing but hand it over, as training's do."""
     ready = _ReadyBatches(batch, batches + 1)
+    prefetch = 2
     loader = TunedDataLoader(
         ready,
         batch_size=None,
         num_workers=1,
-        collate_fn=_as_is,
-        prefetch_factor=2,
+        collate_fn=slots.SlotCollate(_as_is, prefetch) if use_slots else _as_is,
+        prefetch_factor=prefetch,
         worker_init_fn=workers.WorkerInit(sharing),
     )
     it = iter(loader)
@@ -94,7 +98,12 @@ def handoff_seconds(batch: Any, sharing: str, batches: int = HANDOFF_BATCHES) ->
 
 
 def probe_fetch(
-    dataset: Dataset[Any], batch_size: int, *, handoff: bool = True, sharing: str = workers.DEFAULT_SHARING
+    dataset: Dataset[Any],
+    batch_size: int,
+    *,
+    handoff: bool = True,
+    sharing: str = workers.DEFAULT_SHARING,
+    use_slots: bool = True,
 ) -> FetchProbe:
     """Time one warm in-process batch (and, with `handoff`, one hand-over from a worker)."""
     n = min(batch_size, len(dataset))  # type: ignore[arg-type]
@@ -103,4 +112,5 @@ def probe_fetch(
     start = time.perf_counter()
     batch = fetch_batch(dataset, second)
     fetch = time.perf_counter() - start
-    return FetchProbe(batch_nbytes(batch), fetch, handoff_seconds(batch, sharing) if handoff else None)
+    took = handoff_seconds(batch, sharing, use_slots=use_slots) if handoff else None
+    return FetchProbe(batch_nbytes(batch), fetch, took)

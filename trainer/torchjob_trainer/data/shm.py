@@ -6,7 +6,9 @@ and every process on the node shares the same mount, so the need is
 `(workers x prefetch + 1) x batch_bytes x local_world_size`.
 If that does not fit, lower the prefetch first (cheapest), then the workers, and as a last resort load
 in-process (`num_workers=0`), which uses no shared memory. Torch's sharing strategy (data/workers.py)
-changes nothing here: both allocate from /dev/shm.
+changes nothing here: both allocate from /dev/shm. Nor do the slots (data/slots.py): each worker's
+block holds `prefetch_factor` batches (each rounded up to a page), and the batch the step holds is a
+private copy; a batch that outgrows its slot goes torch's way, beside the block.
 """
 
 from __future__ import annotations

@@ -8,7 +8,9 @@ that worker thread to be scheduled. `file_system` names the file instead and the
 name; torch's `torch_shm_manager` unlinks what a crashed process left. On 2 cores this cuts the CPU a
 batch costs to hand over by about 40% and the data wait of the JPEG benchmark by about a third
 (docs/benchmarks-dataloader.md). The strategy is set in the workers only (the sender picks it), so the
-training process and the user's own multiprocessing keep torch's default.
+training process and the user's own multiprocessing keep torch's default. With `--loader-slots` (the
+default) most batches skip this path: the strategy carries each worker's block of reused slots once,
+and only what does not fit a slot (data/slots.py).
 
 **SIGTERM.** torchrun signals a rank's whole process group on shutdown; a loader worker dying of it
 would make the main process fail the step it is finishing for its preemption checkpoint, so workers
