@@ -38,6 +38,10 @@ def test_cheap_batches_make_auto_load_in_process() -> None:
         == 3
     )
     assert not FetchProbe(1, 0.0, None).cheap
+    # Fetch and hand-over level (in-memory data through the slots): workers would only add IPC.
+    assert FetchProbe(1000, fetch_seconds=0.00057, handoff_seconds=0.00057).cheap
+    assert FetchProbe(1000, fetch_seconds=0.0011, handoff_seconds=0.00057).cheap
+    assert not FetchProbe(1000, fetch_seconds=0.0012, handoff_seconds=0.00057).cheap
 
 
 def test_fresh_copy_allocates_new_storage() -> None:
