@@ -130,3 +130,10 @@ def test_workers_that_are_not_forked_from_the_training_process_use_slots_too() -
     got = list(loader)
     assert len(got) == 6
     assert all(torch.equal(b[0], batch[0]) and not b[0].is_shared() for b in got)
+
+
+@pytest.mark.gpu
+def test_a_pinning_loader_gets_its_batches_copied_straight_into_pinned_memory() -> None:
+    batches = load(Images(n=32), num_workers=1, pin_memory=True)
+    assert all(b[0].is_pinned() and b[1].is_pinned() for b in batches)  # type: ignore[index]
+    assert [b[1].tolist() for b in batches] == expected_labels(32)  # type: ignore[index]

@@ -159,7 +159,8 @@ class TunedDataLoader(DataLoader[Any]):
         if not (self.num_workers > 0 and isinstance(collate_fn, slots.SlotCollate)):
             return workers.track(super()._get_iterator())
         context = self.multiprocessing_context or torch.multiprocessing.get_context()
-        key = collate_fn.arm(self.num_workers, context)
+        pinned = self.pin_memory and torch.cuda.is_available()  # what the loader's pin thread does
+        key = collate_fn.arm(self.num_workers, context, pinned=pinned)
         iterator = super()._get_iterator()
         slots.forget_with(iterator, key)
         return workers.track(iterator)

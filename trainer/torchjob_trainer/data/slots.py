@@ -44,6 +44,7 @@ class _Ring:
     """One worker's slots, as the training process sees them."""
 
     free: Any  # a multiprocessing semaphore: the worker's free slots
+    pinned: bool  # copy batches out into pinned memory (the loader pins for CUDA)
     block: torch.Tensor | None = None  # the worker's shared block, once its first token brought it
 
 
@@ -64,13 +65,14 @@ class SlotCollate:
         self._next = 0
         self._block_sent = False
 
-    def arm(self, num_workers: int, context: Any) -> str:
+    def arm(self, num_workers: int, context: Any, *, pinned: bool = False) -> str:
         """In the training process, before a loader iterator starts its workers: their semaphores, and
-        the key their tokens find them by (`forget_with`)."""
+        the key their tokens find them by (`forget_with`). `pinned`: the loader pins its batches, so the
+        copy out of a slot goes straight to pinned memory, and pinning finds nothing left to copy."""
         self.key = uuid.uuid4().hex
         self.free = [context.BoundedSemaphore(self.count) for _ in range(num_workers)]
         self._block, self._next, self._block_sent = None, 0, False
-        _rings[self.key] = [_Ring(free) for free in self.free]
+        _rings[self.key] = [_Ring(free, pinned) for free in self.free]
         return self.key
 
     def __call__(self, samples: Any) -> Any:
@@ -136,7 +138,7 @@ def receive(key: str, worker: int, base: int, layout: Any, block: torch.Tensor |
     if ring.block is None:
         raise RuntimeError(f"loader worker {worker}'s first batch never arrived (slots {key})")
     try:
-        return rebuild(layout, ring.block, base)
+        return rebuild(layout, ring.block, base, pinned=ring.pinned)
     finally:
         ring.free.release()
 
@@ -186,13 +188,17 @@ def leaves(layout: Any) -> list[Leaf]:
     return []
 
 
-def rebuild(layout: Any, block: torch.Tensor, base: int) -> Any:
+def rebuild(layout: Any, block: torch.Tensor, base: int, *, pinned: bool = False) -> Any:
+    """The batch of `layout`, each tensor copied out of the slot at `base` into fresh memory."""
     if isinstance(layout, Leaf):
-        return view_of(block, base, layout).clone()
+        view = view_of(block, base, layout)
+        if not pinned:
+            return view.clone()
+        return torch.empty(view.shape, dtype=view.dtype, pin_memory=True).copy_(view)
     if type(layout) in (list, tuple):
-        return type(layout)(rebuild(item, block, base) for item in layout)
+        return type(layout)(rebuild(item, block, base, pinned=pinned) for item in layout)
     if type(layout) is dict:
-        return {k: rebuild(item, block, base) for k, item in layout.items()}
+        return {k: rebuild(item, block, base, pinned=pinned) for k, item in layout.items()}
     return layout
 
 
