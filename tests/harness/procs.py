@@ -190,19 +190,11 @@ def kill_tree(root: int) -> None:
             if pid not in cleaners:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(pid, sig)
+    # cleans_up is false once the process is gone, a zombie (no cmdline) or its pid another's.
     deadline = time.monotonic() + cli_procs.CLEANUP_SECONDS
-    while any(_running(pid) for pid in cleaners) and time.monotonic() < deadline:
+    while any(cli_procs.cleans_up(pid) for pid in cleaners) and time.monotonic() < deadline:
         time.sleep(0.05)
     for pid in cleaners:
-        if _running(pid) and cli_procs.cleans_up(pid):  # still the same process, not a reused pid
+        if cli_procs.cleans_up(pid):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
-
-
-def _running(pid: int) -> bool:
-    """Alive and not a zombie (a reparented one may never be reaped here)."""
-    try:
-        stat = (Path("/proc") / str(pid) / "stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rfind(")") + 2] != "Z"

@@ -84,12 +84,11 @@ def test_the_rings_go_with_their_iterator() -> None:
 
 def test_layout_aligns_each_tensor_and_rebuilds_fresh_tensors() -> None:
     batch = (torch.arange(3, dtype=torch.int8), {"x": torch.ones(2, 2, dtype=torch.float64), "n": 7})
-    tensors: list[torch.Tensor] = []
-    layout, nbytes = slots.lay_out(batch, tensors, 0)
-    assert [leaf.offset for leaf in slots.leaves(layout)] == [0, 64]
-    assert nbytes == 64 + 4 * 8 and len(tensors) == 2
+    layout, placed, nbytes = slots.lay_out(batch)
+    assert [leaf.offset for leaf, _ in placed] == [0, 64]
+    assert nbytes == 64 + 4 * 8 and len(placed) == 2
     block = torch.zeros(2 * 128, dtype=torch.uint8)
-    for leaf, tensor in zip(slots.leaves(layout), tensors, strict=True):
+    for leaf, tensor in placed:
         slots.view_of(block, 128, leaf).copy_(tensor)
     out = slots.rebuild(layout, block, 128)
     assert torch.equal(out[0], batch[0]) and torch.equal(out[1]["x"], batch[1]["x"]) and out[1]["n"] == 7
@@ -111,9 +110,8 @@ class Tagged(torch.Tensor):
     ids=["autograd", "sparse", "subclass"],
 )
 def test_tensors_a_slot_cannot_hold_stay_in_the_layout(tensor: torch.Tensor) -> None:
-    tensors: list[torch.Tensor] = []
-    layout, _ = slots.lay_out((tensor,), tensors, 0)
-    assert tensors == [] and layout[0] is tensor
+    layout, placed, _ = slots.lay_out((tensor,))
+    assert placed == [] and layout[0] is tensor
 
 
 def test_workers_that_are_not_forked_from_the_training_process_use_slots_too() -> None:

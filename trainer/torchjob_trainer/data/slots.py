@@ -17,9 +17,11 @@ slot, goes torch's way; so does anything in a batch that is not a CPU tensor, in
 
 from __future__ import annotations
 
+import math
 import multiprocessing.util
 import uuid
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,16 +85,15 @@ class SlotCollate:
         return self._into_slot(batch, info.id)
 
     def _into_slot(self, batch: Any, worker: int) -> Any:
-        tensors: list[torch.Tensor] = []
-        layout, nbytes = lay_out(batch, tensors, 0)
-        if not tensors:
+        layout, placed, nbytes = lay_out(batch)
+        if not placed:
             return batch
         block = self._block if self._block is not None else self._make_block(nbytes)
         if nbytes > self._slot_bytes or not self.free[worker].acquire(block=False):
             return batch
         base = self._next * self._slot_bytes
         self._next = (self._next + 1) % self.count
-        for leaf, tensor in zip(leaves(layout), tensors, strict=True):
+        for leaf, tensor in placed:
             view_of(block, base, leaf).copy_(tensor)
         first = not self._block_sent
         self._block_sent = True
@@ -143,27 +144,32 @@ def receive(key: str, worker: int, base: int, layout: Any, block: torch.Tensor |
         ring.free.release()
 
 
-def lay_out(batch: Any, tensors: list[torch.Tensor], offset: int) -> tuple[Any, int]:
-    """`batch` with each CPU tensor replaced by its Leaf (appended to `tensors`), and the slot bytes
-    used up to the end of the last one. Lists, tuples and dicts are walked; anything else is kept."""
-    if isinstance(batch, torch.Tensor):
-        if not fits_a_slot(batch):
-            return batch, offset
-        offset = -(-offset // ALIGN_BYTES) * ALIGN_BYTES
-        tensors.append(batch)
-        return Leaf(offset, batch.dtype, tuple(batch.shape)), offset + batch.numel() * batch.element_size()
+def map_batch(batch: Any, fn: Callable[[Any], Any]) -> Any:
+    """`batch` with `fn` applied to everything in it but the lists, tuples and dicts it walks."""
     if type(batch) in (list, tuple):
-        items = []
-        for item in batch:
-            laid, offset = lay_out(item, tensors, offset)
-            items.append(laid)
-        return type(batch)(items), offset
+        return type(batch)(map_batch(item, fn) for item in batch)
     if type(batch) is dict:
-        out = {}
-        for k, item in batch.items():
-            out[k], offset = lay_out(item, tensors, offset)
-        return out, offset
-    return batch, offset
+        return {k: map_batch(item, fn) for k, item in batch.items()}
+    return fn(batch)
+
+
+def lay_out(batch: Any) -> tuple[Any, list[tuple[Leaf, torch.Tensor]], int]:
+    """`batch` with each tensor a slot can hold replaced by its Leaf; each Leaf with its tensor, in
+    order; and the slot bytes used up to the end of the last one."""
+    placed: list[tuple[Leaf, torch.Tensor]] = []
+    end = 0
+
+    def place(item: Any) -> Any:
+        nonlocal end
+        if not (isinstance(item, torch.Tensor) and fits_a_slot(item)):
+            return item
+        offset = -(-end // ALIGN_BYTES) * ALIGN_BYTES
+        leaf = Leaf(offset, item.dtype, tuple(item.shape))
+        placed.append((leaf, item))
+        end = offset + item.numel() * item.element_size()
+        return leaf
+
+    return map_batch(batch, place), placed, end
 
 
 def fits_a_slot(tensor: torch.Tensor) -> bool:
@@ -177,36 +183,22 @@ def fits_a_slot(tensor: torch.Tensor) -> bool:
     )
 
 
-def leaves(layout: Any) -> list[Leaf]:
-    """The Leafs of a layout, in the order `lay_out` made them."""
-    if isinstance(layout, Leaf):
-        return [layout]
-    if type(layout) in (list, tuple):
-        return [leaf for item in layout for leaf in leaves(item)]
-    if type(layout) is dict:
-        return [leaf for item in layout.values() for leaf in leaves(item)]
-    return []
-
-
 def rebuild(layout: Any, block: torch.Tensor, base: int, *, pinned: bool = False) -> Any:
     """The batch of `layout`, each tensor copied out of the slot at `base` into fresh memory."""
-    if isinstance(layout, Leaf):
-        view = view_of(block, base, layout)
+
+    def copy_out(item: Any) -> Any:
+        if not isinstance(item, Leaf):
+            return item
+        view = view_of(block, base, item)
         if not pinned:
             return view.clone()
         return torch.empty(view.shape, dtype=view.dtype, pin_memory=True).copy_(view)
-    if type(layout) in (list, tuple):
-        return type(layout)(rebuild(item, block, base, pinned=pinned) for item in layout)
-    if type(layout) is dict:
-        return {k: rebuild(item, block, base, pinned=pinned) for k, item in layout.items()}
-    return layout
+
+    return map_batch(layout, copy_out)
 
 
 def view_of(block: torch.Tensor, base: int, leaf: Leaf) -> torch.Tensor:
     """The slot bytes of `leaf`, as a tensor of its dtype and shape."""
-    numel = 1
-    for size in leaf.shape:
-        numel *= size
     start = base + leaf.offset
-    nbytes = numel * leaf.dtype.itemsize
+    nbytes = math.prod(leaf.shape) * leaf.dtype.itemsize
     return block[start : start + nbytes].view(leaf.dtype).view(leaf.shape)
