@@ -22,6 +22,8 @@ from pathlib import Path
 
 TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 PROC = Path("/proc")
+# Processes below this one that the benchmark did not start (see `disown_present`).
+_foreign: set[int] = set()
 
 
 @dataclass(frozen=True)
@@ -78,8 +80,17 @@ def _stat_fields(pid: str) -> list[str] | None:
     return text[text.rindex(")") + 2 :].split()  # after "pid (comm) ": state is field 0
 
 
+def disown_present() -> None:
+    """Leave the processes that live below this one now out of every later snapshot. Called where a
+    benchmark starts: inside a longer-lived process (a test session) they are someone else's helpers (a
+    forkserver, a resource tracker), and one clock tick of theirs would count as a loader worker's."""
+    _foreign.clear()
+    _foreign.update(descendants_cpu(os.getpid()))
+
+
 def descendants_cpu(root: int) -> dict[int, float]:
-    """pid -> CPU seconds (utime + stime) of each live process below `root`."""
+    """pid -> CPU seconds (utime + stime) of each live process below `root`, less the disowned ones
+    (their children still count: a worker forked by a disowned forkserver is the benchmark's)."""
     children: dict[int, list[int]] = {}
     cpu: dict[int, float] = {}
     for entry in PROC.iterdir():
@@ -95,7 +106,8 @@ def descendants_cpu(root: int) -> dict[int, float]:
     stack = list(children.get(root, []))
     while stack:
         pid = stack.pop()
-        below[pid] = cpu.get(pid, 0.0)
+        if pid not in _foreign:
+            below[pid] = cpu.get(pid, 0.0)
         stack += children.get(pid, [])
     return below
 

@@ -307,6 +307,7 @@ def latency_configs(tuned: LoaderSettings) -> list[tuple[str, LoaderSettings, bo
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     load_start = os.getloadavg()
+    cpuacct.disown_present()
     data = build_data(args)
     budget = cpu.cpu_budget()
     config = TrainerConfig(batch_size=args.batch_size)

@@ -66,3 +66,23 @@ def test_this_process_cpu_shows_in_a_snapshot(cpuacct: Any) -> None:
     second = cpuacct.snapshot()
     assert second.main - first.main >= 0.15
     assert second.busy - first.busy >= 0.15
+
+
+def test_processes_alive_when_the_benchmark_starts_are_not_its_workers(
+    cpuacct: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # In a test session the benchmark runs inside pytest, whose helpers (a forkserver, a resource
+    # tracker) are children too: they were there before, so they are not counted; a child started later
+    # is. The disowned one's own children would still count (a worker of a disowned forkserver).
+    monkeypatch.setattr(cpuacct, "_foreign", set())  # restored at the end
+    helper = subprocess.Popen([sys.executable, "-c", "input()"], stdin=subprocess.PIPE)
+    try:
+        cpuacct.disown_present()
+        worker = subprocess.Popen([sys.executable, "-c", "input()"], stdin=subprocess.PIPE)
+        try:
+            below = cpuacct.descendants_cpu(os.getpid())
+            assert worker.pid in below and helper.pid not in below
+        finally:
+            worker.communicate(b"\n", timeout=30)
+    finally:
+        helper.communicate(b"\n", timeout=30)
