@@ -25,6 +25,9 @@ It prints throughput (samples/s of the whole run, epochs' start-up included), th
 fraction of the overlap bound, and the data-wait fraction (time blocked in `next(loader)` / step time).
 The bound is what perfect overlap of loading and training on every CPU would give:
 `cpus / (fetch CPU seconds + step CPU seconds per sample)`, both measured in this run in-process.
+The busy bound is the same with the same fetch and step running on every CPU at once (`contention`):
+on a host whose cores share something a CPU second costs more when all are busy, and a loader that keeps
+them busy is judged against what they can then give (`of busy`).
 
 Per config also the loader headroom (performance.md goal 2), timed as benchmarks/gpu_check.py times it
 (`steptiming`): loader-only samples/s (the loader iterated with no step, after its start-up batches) /
@@ -63,6 +66,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # steptiming, also when loaded by path
 
+import contention
 import cpuacct
 import torch
 from steptiming import in_flight, steady_steps
@@ -126,8 +130,9 @@ def make_step(args: argparse.Namespace) -> autotune.StepFn:
     return step
 
 
-def measure_bound(data: Dataset[Any], args: argparse.Namespace, cpus: float) -> dict[str, float]:
-    """CPU seconds per sample to fetch and to train, in-process; the bound is cpus / their sum."""
+def cpu_per_sample(data: Dataset[Any], args: argparse.Namespace) -> tuple[float, float]:
+    """CPU seconds per sample to fetch and to train, in this process (the fetch after one untimed pass,
+    the step after 2 untimed steps: first-call allocations)."""
     bs = args.batch_size
     size = len(data)  # type: ignore[arg-type]  # our datasets are sized
     indices = [[j % size for j in range(i * bs, (i + 1) * bs)] for i in range(BOUND_BATCHES)]
@@ -137,15 +142,34 @@ def measure_bound(data: Dataset[Any], args: argparse.Namespace, cpus: float) -> 
     fetch = (time.process_time() - start) / (BOUND_BATCHES * bs)
     step = make_step(args)
     for batch in batches[:2]:
-        step(batch)  # warm-up: first-call allocations
+        step(batch)
     start = time.process_time()
     for batch in batches:
         step(batch)
-    train = (time.process_time() - start) / (BOUND_BATCHES * bs)
+    return fetch, (time.process_time() - start) / (BOUND_BATCHES * bs)
+
+
+def one_thread_cpu_per_sample(data: Dataset[Any], args: argparse.Namespace) -> tuple[float, float]:
+    """`cpu_per_sample` in a forked child on one thread, as a DataLoader worker runs: an OpenMP pool
+    the parent used does not survive the fork (the child's first parallel op would hang)."""
+    torch.set_num_threads(1)
+    return cpu_per_sample(data, args)
+
+
+def measure_bound(data: Dataset[Any], args: argparse.Namespace, cpus: float) -> dict[str, float]:
+    """The bound, cpus / (fetch + step CPU per sample) in-process with nothing else running, and the
+    busy bound: the same with the same work running on every CPU at once (`contention`)."""
+    fetch, train = cpu_per_sample(data, args)
+    busy = contention.at_once(lambda: one_thread_cpu_per_sample(data, args), cpus)
+    busy_fetch = statistics.mean(f for f, _ in busy)
+    busy_train = statistics.mean(t for _, t in busy)
     return {
         "fetch_cpu_seconds_per_sample": fetch,
         "step_cpu_seconds_per_sample": train,
         "bound_samples_per_second": cpus / (fetch + train),
+        "busy_fetch_cpu_seconds_per_sample": busy_fetch,
+        "busy_step_cpu_seconds_per_sample": busy_train,
+        "busy_bound_samples_per_second": cpus / (busy_fetch + busy_train),
     }
 
 
@@ -334,6 +358,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for name, dataset, settings in configs:
             run = train(dataset, settings, args)
             run["fraction_of_bound"] = run["samples_per_second"] / bounds[-1]["bound_samples_per_second"]
+            run["fraction_of_busy_bound"] = (
+                run["samples_per_second"] / bounds[-1]["busy_bound_samples_per_second"]
+            )
             if "cpu_seconds_per_sample" in run:
                 run["cpu_vs_serial"] = run["cpu_seconds_per_sample"] / serial_cpu(bounds[-1])
             runs[name].append(run)
@@ -356,6 +383,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "runs_samples_per_second": spread,
                 # Each run against its own round's bound; the median of those.
                 "fraction_of_bound": statistics.median(r["fraction_of_bound"] for r in runs[name]),
+                "fraction_of_busy_bound": statistics.median(r["fraction_of_busy_bound"] for r in runs[name]),
                 "loader_only_samples_per_second": loader_rate,
                 "model_only_samples_per_second": model_rate,
                 "headroom": loader_rate / model_rate if model_rate else 0.0,
@@ -397,13 +425,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def format_rows(result: dict[str, Any]) -> str:
     header = f"{'config':<16} {'workers':>7} {'prefetch':>8} {'persist':>7} {'samples/s':>10}"
-    lines = [f"{header} {'vs naive':>8} {'of bound':>8} {'data wait':>9} {'loader/s':>9} {'H':>5}"]
+    lines = [
+        f"{header} {'vs naive':>8} {'of bound':>8} {'of busy':>7} {'data wait':>9} {'loader/s':>9} {'H':>5}"
+    ]
     for r in result["rows"]:
         s = r["settings"]
         lines.append(
             f"{r['name']:<16} {s['num_workers']:>7} {s['prefetch_factor']:>8} {s['persistent_workers']!s:>7} "
             f"{r['samples_per_second']:>10.1f} {r['speedup_vs_naive']:>7.2f}x {r['fraction_of_bound']:>8.2f} "
-            f"{r['data_wait_ratio']:>9.1%} {r['loader_only_samples_per_second']:>9.1f} {r['headroom']:>5.2f}"
+            f"{r['fraction_of_busy_bound']:>7.2f} {r['data_wait_ratio']:>9.1%} "
+            f"{r['loader_only_samples_per_second']:>9.1f} {r['headroom']:>5.2f}"
             f"  runs: {r['runs_samples_per_second']}"
         )
     lines.append(
@@ -475,6 +506,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def busy_bound_line(bound: dict[str, float]) -> str:
+    fetch, step = (bound[f"busy_{k}_cpu_seconds_per_sample"] for k in ("fetch", "step"))
+    dearer = (fetch / bound["fetch_cpu_seconds_per_sample"], step / bound["step_cpu_seconds_per_sample"])
+    return (
+        f"busy bound {bound['busy_bound_samples_per_second']:.1f} samples/s = cpus / (fetch "
+        f"{fetch * 1e6:.0f} us + step {step * 1e6:.0f} us CPU per sample with the same work on every CPU "
+        f"at once: {dearer[0]:.2f}x and {dearer[1]:.2f}x the in-process); of busy = samples/s / this: "
+        "the fraction of what the cores give when all are busy"
+    )
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     if args.steps_per_epoch * args.batch_size > args.dataset_size:
@@ -491,6 +533,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"{bound['step_cpu_seconds_per_sample'] * 1e6:.0f} us CPU per sample; median of the rounds', "
         f"each run judged against its own round's: {bound['runs_samples_per_second']})"
     )
+    print(busy_bound_line(bound))
     for note in result["notes"]:
         print(f"note: {note}")
     if args.json is not None:

@@ -28,6 +28,8 @@ def test_benchmark_reports_every_config(tmp_path: Path, capsys: object) -> None:
     assert result["rows"][0]["settings"]["num_workers"] == 0
     assert all(0 <= r["data_wait_ratio"] <= 1 for r in result["rows"])
     assert all(r["fraction_of_bound"] > 0 for r in result["rows"])
+    assert all(r["fraction_of_busy_bound"] > 0 for r in result["rows"])
+    assert result["bound"]["busy_bound_samples_per_second"] > 0
     assert_cpu_accounting(result["rows"])
     saved = json.loads(out.read_text())
     assert saved["rows"][1]["name"] == "tuned"
