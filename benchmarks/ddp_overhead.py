@@ -27,6 +27,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+from torchjob_trainer import distributed
 from torchjob_trainer.models import build_model
 
 
@@ -87,28 +88,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     """Alternate short blocks of plain and DDP steps, so that load changes hit both alike."""
     device = torch.device("cuda", 0) if torch.cuda.is_available() and not args.cpu else torch.device("cpu")
     backend = init_world_of_one(device)
-    shape = (3, args.image_size, args.image_size)
-    batches = make_batches(args.batch_size, shape, device)
     try:
-        torch.manual_seed(0)
-        plain = make_step(build_model(args.model, shape, 10).to(device))
-        torch.manual_seed(0)
-        ids = [0] if device.type == "cuda" else None
-        ddp = make_step(
-            DistributedDataParallel(build_model(args.model, shape, 10).to(device), device_ids=ids)
-        )
-        for step in (plain, ddp):
-            timed_block(step, batches, 3)  # warm-up: allocations, DDP's bucket rebuild after iteration 1
-        wall_ratios, cpu_ratios, totals = [], [], {"plain": [0.0, 0.0], "ddp": [0.0, 0.0]}
-        for _ in range(args.rounds):
-            p, d = timed_block(plain, batches, args.block), timed_block(ddp, batches, args.block)
-            wall_ratios.append(p[0] / d[0])  # throughput ratio DDP / plain = plain time / DDP time
-            cpu_ratios.append(p[1] / d[1] if d[1] > 0 else 1.0)
-            for name, (w, c) in (("plain", p), ("ddp", d)):
-                totals[name][0] += w
-                totals[name][1] += c
+        wall_ratios, cpu_ratios, totals = alternate_blocks(args, device)
     finally:
-        dist.destroy_process_group()
+        distributed.teardown()  # after alternate_blocks returned: its DDP is gone before the group
     samples = args.rounds * args.block * args.batch_size
     return {
         "device": str(device),
@@ -121,6 +104,30 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "cpu_ratio_median": statistics.median(cpu_ratios),
         "ratio_quartiles": statistics.quantiles(wall_ratios, n=4) if len(wall_ratios) > 1 else wall_ratios,
     }
+
+
+def alternate_blocks(
+    args: argparse.Namespace, device: torch.device
+) -> tuple[list[float], list[float], dict[str, list[float]]]:
+    """Per round, the DDP / plain throughput and CPU ratios; the wall and CPU seconds of each in total."""
+    shape = (3, args.image_size, args.image_size)
+    batches = make_batches(args.batch_size, shape, device)
+    torch.manual_seed(0)
+    plain = make_step(build_model(args.model, shape, 10).to(device))
+    torch.manual_seed(0)
+    ids = [0] if device.type == "cuda" else None
+    ddp = make_step(DistributedDataParallel(build_model(args.model, shape, 10).to(device), device_ids=ids))
+    for step in (plain, ddp):
+        timed_block(step, batches, 3)  # warm-up: allocations, DDP's bucket rebuild after iteration 1
+    wall_ratios, cpu_ratios, totals = [], [], {"plain": [0.0, 0.0], "ddp": [0.0, 0.0]}
+    for _ in range(args.rounds):
+        p, d = timed_block(plain, batches, args.block), timed_block(ddp, batches, args.block)
+        wall_ratios.append(p[0] / d[0])  # throughput ratio DDP / plain = plain time / DDP time
+        cpu_ratios.append(p[1] / d[1] if d[1] > 0 else 1.0)
+        for name, (w, c) in (("plain", p), ("ddp", d)):
+            totals[name][0] += w
+            totals[name][1] += c
+    return wall_ratios, cpu_ratios, totals
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -41,6 +41,7 @@ import torch.distributed as dist
 import torchjob_trainer
 from ddp_overhead import Batch, free_port, make_batches, make_step, timed_block
 from torch.nn.parallel import DistributedDataParallel
+from torchjob_trainer import distributed
 from torchjob_trainer.data.cpu import cpu_budget
 from torchjob_trainer.models import build_model
 
@@ -73,13 +74,16 @@ def worker(args: argparse.Namespace) -> None:
         result["plain"] = timed(make_step(build_model(args.model, shape, 10)), batches, args)
     dist.init_process_group("gloo", init_method=args.init_url, world_size=args.world, rank=args.rank)
     try:
-        torch.manual_seed(0)
-        ddp = DistributedDataParallel(build_model(args.model, shape, 10))
-        result["ddp"] = timed(make_step(ddp), batches, args)
+        result["ddp"] = timed_ddp(shape, batches, args)
         dist.barrier()
     finally:
-        dist.destroy_process_group()
+        distributed.teardown()  # after timed_ddp returned: its DDP is gone before the group
     Path(args.out).write_text(json.dumps(result))
+
+
+def timed_ddp(shape: tuple[int, int, int], batches: list[Batch], args: argparse.Namespace) -> dict[str, Any]:
+    torch.manual_seed(0)
+    return timed(make_step(DistributedDataParallel(build_model(args.model, shape, 10))), batches, args)
 
 
 def worker_argv(args: argparse.Namespace, n: int, rank: int, url: str, out: Path) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import gc
 import logging
 import os
 from collections.abc import Mapping
@@ -141,5 +142,12 @@ def init(env: DistEnv, device: torch.device, requested_backend: str) -> str | No
 
 
 def teardown() -> None:
+    """Leave the process group, after freeing what still uses it.
+
+    A DDP reducer keeps its process group alive past destroy_process_group; one left in a reference cycle
+    (with a failed step's traceback) is freed at interpreter exit instead, where gloo's threads abort the
+    process ("terminate called without an active exception"). Collect it while the group still exists.
+    """
+    gc.collect()
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()

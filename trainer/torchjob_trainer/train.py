@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import logging
 import math
 import time
@@ -200,10 +199,7 @@ def run(config: TrainerConfig, *, forked: bool = False) -> int:
         preemption.cancel()
         # Before anything else: loader workers ignore SIGTERM, and any still alive would hang the exit.
         loader_workers.end_workers()
-        # A failed step leaves the Trainer (its DDP reducer and gloo work) in a reference cycle with the
-        # traceback: free it while the process group it uses still exists.
-        gc.collect()
-        distributed.teardown()
+        distributed.teardown()  # frees a failed step's Trainer (its DDP reducer) before leaving the group
 
 
 class PeerCheckpointError(Exception):
