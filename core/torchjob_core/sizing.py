@@ -52,13 +52,13 @@ def cpu_cores(spec: TrainingJobSpec) -> float | None:
 
 
 def auto_workers(cpus_per_process: float) -> int:
-    """`numWorkers: auto` for a process that may use this many CPUs: two per CPU, floored, at most 16.
+    """`numWorkers: auto` for a process that may use this many CPUs: one per CPU, floored, at most 16.
 
     Below one CPU per process extra worker processes only add contention and IPC, so load in-process.
-    Above it, one worker per CPU leaves cores idle: a worker waits whenever its prefetch slots are full
-    or the loader's in-order delivery waits on a slower sibling, and the main process mostly waits (on
-    the GPU, or on workers). On CPU-bound decode 2 workers per CPU beat 1 (docs/benchmarks-dataloader.md);
-    their cost is memory (forked copies of the dataset) and shared memory, which the shm rule sizes.
+    Not more than one per CPU: with more worker processes than CPUs each sample's decode costs more CPU
+    (JPEG decode: 1.13x at 2 per CPU), and in eight 600-step JPEG runs on 2 CPUs one worker per CPU beat
+    two per CPU in all eight, by 7% on average (docs/benchmarks-dataloader.md). Workloads that wait on
+    I/O rather than CPU can want more: `autotune` tries up to 2 per CPU, or set numWorkers.
     """
     if cpus_per_process < 1:
         return 0
