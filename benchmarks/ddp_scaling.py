@@ -81,7 +81,9 @@ def worker(args: argparse.Namespace) -> None:
     Path(args.out).write_text(json.dumps(result))
 
 
-def timed_ddp(shape: tuple[int, int, int], batches: list[Batch], args: argparse.Namespace) -> dict[str, Any]:
+def timed_ddp(
+    shape: tuple[int, int, int], batches: list[Batch], args: argparse.Namespace
+) -> dict[str, float]:
     torch.manual_seed(0)
     return timed(make_step(DistributedDataParallel(build_model(args.model, shape, 10))), batches, args)
 
