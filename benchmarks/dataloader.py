@@ -10,16 +10,19 @@ under these loader setups:
 
 - naive: `num_workers=0`, no pinning, no persistent workers, per-sample `__getitem__` + collate;
 - tuned: torchjob's defaults (`num_workers=auto` from the cgroup CPU quota, prefetch 2, persistent
-  workers, pinning on CUDA, batched `__getitems__`, `file_system` sharing), after the shared-memory
-  check;
+  workers, pinning on CUDA, batched `__getitems__`, `file_system` sharing, workers at nice 10), after
+  the shared-memory check;
 - autotuned: the autotuner's pick among candidate configs, measured for `--autotune-batches` batches;
 - tuned-per-sample: the tuned loader on a dataset without `__getitems__` (what batched fetch adds);
 - tuned-torch: the tuned loader handing batches over as torch does, a new shared-memory file per
   tensor, instead of through slots each worker reuses (`--loader-slots`: what the slots add);
 - tuned-fd: torch's hand-over with torch's default `file_descriptor` sharing strategy instead of
-  torchjob's `file_system` (what naming shared memory instead of passing descriptors adds).
+  torchjob's `file_system` (what naming shared memory instead of passing descriptors adds);
+- tuned-nice0: the tuned loader with its workers as nice as the training process, torch's way
+  (`--loader-worker-nice 0`: what letting the training step run first adds).
 
-- `workers=N` (with `--sweep N,M`): the tuned loader at a fixed worker count.
+- `workers=N` (with `--sweep N,M`): the tuned loader at a fixed worker count; `workers=N nice=K` (with
+  `--sweep-nice K`): the tuned and swept worker counts again with the workers at niceness K.
 
 It prints throughput (samples/s of the whole run, epochs' start-up included), the ratio to naive, the
 fraction of the overlap bound, and the data-wait fraction (time blocked in `next(loader)` / step time).
@@ -69,7 +72,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # steptiming, also whe
 import contention
 import cpuacct
 import torch
-from steptiming import in_flight, steady_steps
+from steptiming import steady_steps
 from torch import nn
 from torch.utils.data import Dataset, DistributedSampler
 from torchjob_trainer.config import TrainerConfig
@@ -212,7 +215,7 @@ def no_step(_batch: Any) -> None:
 
 def loader_only(dataset: Dataset[Any], settings: LoaderSettings, args: argparse.Namespace) -> float:
     """Samples/s the loader delivers with no step, timed after the batches in flight at start-up."""
-    warmup = in_flight(settings)
+    warmup = settings.batches_in_flight()
     size = len(dataset)  # type: ignore[arg-type]
     # Enough indices for the start-up and the timed batches, whatever the dataset's size.
     sampler = [i % size for i in range((warmup + args.headroom_batches) * args.batch_size)]
@@ -291,7 +294,14 @@ def autotuned(
 
     def measure(s: LoaderSettings) -> autotune.Measurement:
         loader = make_loader(data, None, args.batch_size, replace(s, persistent_workers=False))
-        rate, first = autotune.time_steps(loader, step, args.autotune_batches, args.batch_size)
+        rate, first = autotune.time_steps(
+            loader,
+            step,
+            warmup=s.batches_in_flight(),
+            count=args.autotune_batches,
+            batch_size=args.batch_size,
+            min_seconds=autotune.WINDOW_SECONDS,
+        )
         del loader
         return autotune.Measurement(s, rate, first)
 
@@ -300,7 +310,11 @@ def autotuned(
 
 
 def configs_to_run(
-    data: Dataset[Any], tuned: LoaderSettings, picked: LoaderSettings, sweep: list[int]
+    data: Dataset[Any],
+    tuned: LoaderSettings,
+    picked: LoaderSettings,
+    sweep: list[int],
+    sweep_nice: list[int],
 ) -> list[tuple[str, Dataset[Any], LoaderSettings]]:
     naive = LoaderSettings(num_workers=0, pin_memory=False, persistent_workers=False, prefetch_factor=2)
     configs: list[tuple[str, Dataset[Any], LoaderSettings]] = [
@@ -313,8 +327,15 @@ def configs_to_run(
         # default strategy too (data/workers.py): what file_system adds.
         ("tuned-torch", data, replace(tuned, slots=False)),
         ("tuned-fd", data, replace(tuned, slots=False, sharing="file_descriptor")),
+        # Workers as nice as the training process (torch's way): what --loader-worker-nice adds.
+        ("tuned-nice0", data, replace(tuned, worker_nice=0)),
     ]
     configs += [(f"workers={n}", data, replace(tuned, num_workers=n)) for n in sweep]
+    configs += [
+        (f"workers={n} nice={nice}", data, replace(tuned, num_workers=n, worker_nice=nice))
+        for nice in sweep_nice
+        for n in sorted({tuned.num_workers, *sweep})
+    ]
     return configs
 
 
@@ -343,7 +364,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     tune_start = time.perf_counter()
     picked = autotuned(data, tuned, budget.cpus, args)
     tune_seconds = time.perf_counter() - tune_start
-    configs = configs_to_run(data, tuned, picked, args.sweep)
+    configs = configs_to_run(data, tuned, picked, args.sweep, args.sweep_nice)
     # Interleave repeats so that background load hits every config alike; report the median run.
     pairs = latency_configs(tuned)
     runs: dict[str, list[dict[str, float]]] = {name: [] for name, _, _ in configs}
@@ -495,9 +516,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dataset-size", type=int, default=4096)
     p.add_argument("--image-size", type=int, default=32)
     p.add_argument("--model", default="mlp", choices=["mlp", "cnn"])
-    p.add_argument("--autotune-batches", type=int, default=15)
+    p.add_argument("--autotune-batches", type=int, default=20)
     p.add_argument("--autotune-seconds", type=float, default=60.0)
     p.add_argument("--sweep", type=_ints, default=[], help="extra rows at these worker counts, e.g. 3,4")
+    p.add_argument(
+        "--sweep-nice",
+        type=_ints,
+        default=[],
+        help="the tuned and sweep worker counts again at these worker niceness",
+    )
     p.add_argument("--repeat", type=int, default=3, help="runs per config; the median is reported")
     p.add_argument(
         "--headroom-batches", type=int, default=30, help="timed batches for loader-only and model-only"

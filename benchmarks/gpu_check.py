@@ -42,7 +42,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # steptiming, also when loaded by path
 
-from steptiming import in_flight, steady_steps
+from steptiming import steady_steps
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECKS = (
@@ -223,7 +223,8 @@ def check_loader(args: argparse.Namespace) -> Result:
     """Naive vs tuned with the training step; then, for the tuned loader, its data-wait ratio in that run
     and its headroom H = loader-only samples/s (batches copied to the GPU, no step) / the model's own
     samples/s (the step on one cached GPU batch): H < 1 means no loader setting can keep the GPU fed.
-    Tuned and loader-only runs are timed after the batches in flight at start-up (`in_flight`)."""
+    Tuned and loader-only runs are timed after the batches in flight at start-up
+    (`LoaderSettings.batches_in_flight`)."""
     import torch
     from torchjob_trainer.config import TrainerConfig
     from torchjob_trainer.data import cpu
@@ -244,7 +245,7 @@ def check_loader(args: argparse.Namespace) -> Result:
     torch.backends.cudnn.benchmark = True
     naive_run = steady_steps(iter(make_loader(data, None, args.batch_size, naive)), step, 1, args.naive_steps)
     loader = make_loader(data, None, args.batch_size, tuned)
-    warmup = in_flight(tuned)
+    warmup = tuned.batches_in_flight()
     tuned_run = steady_steps(iter(loader), step, warmup, args.tuned_steps)
     # The same loader again (its persistent workers stay up), with no step: what it can deliver.
     loader_only = steady_steps(iter(loader), to_gpu, warmup, args.tuned_steps)

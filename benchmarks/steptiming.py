@@ -10,7 +10,6 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from torchjob_trainer.data.loader import LoaderSettings
     from torchjob_trainer.stepstats import StepSums
 
 
@@ -39,8 +38,3 @@ def steady_steps(batches: Iterator[Any], step: Callable[[Any], None], warmup: in
     ran would otherwise hide a loader slower than the step."""
     timed_steps(batches, step, warmup)
     return timed_steps(batches, step, count)
-
-
-def in_flight(settings: LoaderSettings) -> int:
-    """Batches the loader holds ready or in the making: a worker's start-up plus its prefetch."""
-    return 1 + settings.num_workers * settings.prefetch_factor

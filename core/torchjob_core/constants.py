@@ -185,8 +185,9 @@ SHM_HEADROOM_PERCENT: Final = 80
 # Workers assumed per process when numWorkers is auto and no CPU request or limit is set.
 DEFAULT_WORKER_ESTIMATE: Final = 4
 # numWorkers auto (torchjob_core.sizing.auto_workers): workers per CPU of a process, and the cap.
-# One, not two: past one per CPU each sample's decode costs more (docs/benchmarks-dataloader.md).
-AUTO_WORKERS_PER_CPU: Final = 1
+# One and a half: the half fills the cores' idle moments, and the workers' niceness keeps it from slowing
+# the step; at two per CPU each sample's decode costs more (docs/benchmarks-dataloader.md).
+AUTO_WORKERS_PER_CPU: Final = 1.5
 MAX_AUTO_WORKERS: Final = 16
 
 # Name lengths: hostname `<job>-node-<index>` must fit a 63-character DNS label with index <= 999.

@@ -52,13 +52,15 @@ def cpu_cores(spec: TrainingJobSpec) -> float | None:
 
 
 def auto_workers(cpus_per_process: float) -> int:
-    """`numWorkers: auto` for a process that may use this many CPUs: one per CPU, floored, at most 16.
+    """`numWorkers: auto` for a process that may use this many CPUs: 1.5 per CPU, floored, at most 16.
 
     Below one CPU per process extra worker processes only add contention and IPC, so load in-process.
-    Not more than one per CPU: with more worker processes than CPUs each sample's decode costs more CPU
-    (JPEG decode: 1.13x at 2 per CPU), and in eight 600-step JPEG runs on 2 CPUs one worker per CPU beat
-    two per CPU in all eight, by 7% on average (docs/benchmarks-dataloader.md). Workloads that wait on
-    I/O rather than CPU can want more: `autotune` tries up to 2 per CPU, or set numWorkers.
+    At one per CPU the cores idle 7-10% of the time (the workers fill their prefetch and block while the
+    step runs); the extra half a worker per CPU fills that, and since the trainer's workers run nicer
+    than the training process it does not slow the step: on 2 CPUs, JPEG decode, 3 workers reached
+    0.94-1.05 of the bound in five runs, 2 workers 0.87-0.98. At two per CPU each sample's decode costs
+    more CPU (1.13x), and 4 workers fell behind 3 (docs/benchmarks-dataloader.md). Workloads that wait
+    on I/O rather than CPU can want more: `autotune` tries up to 2 per CPU, or set numWorkers.
     """
     if cpus_per_process < 1:
         return 0

@@ -37,6 +37,7 @@ def test_autotune_picks_a_measured_config(tmp_path: Path) -> None:
     assert float(best[0][4]) == max(float(row[4]) for row in table)
     chosen = read_summary(summary_file)["dataloader"]
     assert (chosen["num_workers"], chosen["prefetch_factor"]) == (int(best[0][1]), int(best[0][2]))
+    assert chosen["worker_nice"] == 10  # every candidate keeps the workers' niceness
     assert f"autotune chose num_workers={best[0][1]} prefetch_factor={best[0][2]}" in output
 
 

@@ -23,7 +23,15 @@ def test_benchmark_reports_every_config(tmp_path: Path, capsys: object) -> None:
     argv += ["--autotune-batches", "3", "--repeat", "1", "--dataset-size", "64", "--headroom-batches", "3"]
     result = bench.main([*argv, "--json", str(out)])
     names = [r["name"] for r in result["rows"]]
-    assert names == ["naive", "tuned", "autotuned", "tuned-per-sample", "tuned-torch", "tuned-fd"]
+    assert names == [
+        "naive",
+        "tuned",
+        "autotuned",
+        "tuned-per-sample",
+        "tuned-torch",
+        "tuned-fd",
+        "tuned-nice0",
+    ]
     assert result["rows"][0]["speedup_vs_naive"] == 1.0
     assert result["rows"][0]["settings"]["num_workers"] == 0
     assert all(0 <= r["data_wait_ratio"] <= 1 for r in result["rows"])
@@ -71,8 +79,10 @@ def test_benchmark_jpeg_pipeline_against_the_bound() -> None:
         "3",
     ]
     argv += ["--autotune-batches", "3", "--repeat", "1", "--dataset-size", "64", "--headroom-batches", "3"]
-    result = load_benchmark().main([*argv, "--sweep", "1"])
-    assert [r["name"] for r in result["rows"]][-1] == "workers=1"
+    result = load_benchmark().main([*argv, "--sweep", "1", "--sweep-nice", "0"])
+    rows = {r["name"]: r["settings"] for r in result["rows"]}
+    assert rows["workers=1"]["worker_nice"] == rows["tuned"]["worker_nice"] == 10
+    assert rows["workers=1 nice=0"] == {**rows["workers=1"], "worker_nice": 0}
     bound = result["bound"]
     assert bound["fetch_cpu_seconds_per_sample"] > 0 and bound["step_cpu_seconds_per_sample"] > 0
     assert all(r["fraction_of_bound"] > 0 for r in result["rows"])

@@ -62,8 +62,8 @@ def test_loader_steps_are_timed_as_the_trainer_times_them(monkeypatch: pytest.Mo
     assert run.steps == 3  # after the 2 warm-up steps, until the loader ran out
     assert run.wait_ratio == 0.25
     assert run.samples_per_second == 2.0  # 8 samples per 4 s
-    assert gpu_check.in_flight(LoaderSettings(16, True, True, 2)) == 33  # start-up batch + prefetched
-    assert gpu_check.in_flight(LoaderSettings(0, False, False, 2)) == 1
+    assert LoaderSettings(16, True, True, 2).batches_in_flight() == 33  # start-up batch + prefetched
+    assert LoaderSettings(0, False, False, 2).batches_in_flight() == 1
 
 
 def test_the_script_dry_runs_on_cpu_and_writes_under_out(tmp_path: Path) -> None:

@@ -227,8 +227,8 @@ def test_gpu_example_node_0_third_attempt() -> None:
                 }
             ],
             "volumes": [
-                # (32 CPUs / 8 procs -> 4 workers x prefetch 2 + 1) x 37Mi x 8 procs / 80% = 3330Mi.
-                {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "3330Mi"}},
+                # (32 CPUs / 8 procs -> 6 workers x prefetch 2 + 1) x 37Mi x 8 procs / 80% = 4810Mi.
+                {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "4810Mi"}},
                 {"name": "torchjob-checkpoints", "emptyDir": {}},
             ],
         },

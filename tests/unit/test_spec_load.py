@@ -217,10 +217,10 @@ def test_quantity_formatting(n_bytes: int, mi: str, text: str) -> None:
             {"procsPerNode": 4, "dataLoader": {"numWorkers": 2, "batchBytesHint": "100M"}},
             "2385Mi",
         ),  # 5 x 100M x 4 / 80%, rounded up to Mi
-        ({"resources": {"limits": {"cpu": "8"}}, "procsPerNode": 2}, "1440Mi"),  # 8 CPUs / 2 -> 4 workers
+        ({"resources": {"limits": {"cpu": "8"}}, "procsPerNode": 2}, "2080Mi"),  # 8 CPUs / 2 -> 6 workers
         ({"resources": {"requests": {"cpu": "500m"}}}, "256Mi"),  # under 1 CPU: in-process, the floor
-        ({"resources": {"requests": {"cpu": "16"}, "limits": {"cpu": "4"}}}, "720Mi"),  # limit, not request
-        ({"resources": {"gpusPerNode": 8, "limits": {"cpu": "64"}}}, "10880Mi"),  # 8 procs x 8 workers
+        ({"resources": {"requests": {"cpu": "16"}, "limits": {"cpu": "4"}}}, "1040Mi"),  # limit, not request
+        ({"resources": {"gpusPerNode": 8, "limits": {"cpu": "64"}}}, "16000Mi"),  # 8 procs x 12 workers
         ({"sharedMemory": {"sizeLimit": "1G"}, "procsPerNode": 8}, "1G"),  # override wins
     ],
 )
@@ -230,7 +230,7 @@ def test_shm_sizing(fields: dict[str, Any], shm: str) -> None:
 
 def test_worker_estimate() -> None:
     job = spec.load(manifest_of(procsPerNode=3, resources={"limits": {"cpu": "10"}}))
-    assert sizing.worker_estimate(job.spec) == 3  # 10 CPUs / 3 procs, one worker per CPU, floored
+    assert sizing.worker_estimate(job.spec) == 5  # 10 CPUs / 3 procs, 1.5 workers per CPU, floored
     assert sizing.cpu_cores(job.spec) == 10.0
 
 

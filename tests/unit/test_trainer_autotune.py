@@ -78,11 +78,35 @@ def test_collectives_decide_for_every_rank() -> None:
 
 def test_time_steps_runs_the_step_on_each_batch() -> None:
     stepped: list[int] = []
-    rate, first = at.time_steps(iter(range(100)), stepped.append, count=10, batch_size=8)
-    assert stepped == list(range(10))
+    rate, first = at.time_steps(iter(range(100)), stepped.append, warmup=3, count=10, batch_size=8)
+    assert stepped == list(range(13))  # the warm-up batches train too, untimed
     assert rate > 0
     assert first >= 0
-    assert time_batches(iter([]), count=10, batch_size=8)[0] == 0.0
+    assert time_batches(iter([]), warmup=1, count=10, batch_size=8)[0] == 0.0
+    assert time_batches(iter(range(3)), warmup=3, count=10, batch_size=8)[0] == 0.0  # none left to time
+
+
+def test_a_short_window_grows_by_rank_zeros_count() -> None:
+    """Batches added to reach the window's seconds come from rank 0 (`same_count`): ranks step alike."""
+    stepped: list[int] = []
+    asked: list[int] = []
+
+    def rank0_says(mine: int) -> int:
+        asked.append(mine)
+        return 3
+
+    at.time_steps(
+        iter(range(100)),
+        stepped.append,
+        warmup=2,
+        count=4,
+        batch_size=8,
+        min_seconds=60,
+        same_count=rank0_says,
+    )
+    assert len(stepped) == 2 + 4 + 3
+    assert asked and asked[0] > 0  # this rank wanted more, at its own pace
+    assert at.extra_batches(count=20, elapsed=0.25, min_seconds=1.0) == 60
 
 
 def test_preserving_restores_model_and_optimizer() -> None:

@@ -69,6 +69,8 @@ def test_env_names_cover_the_operator_contract() -> None:
         (["--user-entrypoint", "nocolon"], {}, "--user-entrypoint"),
         ([], {"TORCHJOB_MODEL": "gpt"}, "--model"),
         (["--metrics-port", "70000"], {}, "--metrics-port"),
+        (["--loader-worker-nice", "20"], {}, "--loader-worker-nice"),
+        ([], {"TORCHJOB_LOADER_WORKER_NICE": "-1"}, "--loader-worker-nice (TORCHJOB_LOADER_WORKER_NICE)"),
     ],
 )
 def test_errors_name_the_flag(argv: list[str], env: dict[str, str], flag: str) -> None:

@@ -37,7 +37,9 @@ def test_garbage_quota_is_ignored(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("cpus", "procs", "workers"),
-    [(8.0, 2, 4), (2.0, 2, 1), (1.0, 2, 0), (0.5, 1, 0), (3.5, 1, 3), (2.0, 1, 2), (128.0, 1, 16)],
+    [(8.0, 2, 6), (2.0, 2, 1), (1.0, 2, 0), (0.5, 1, 0), (3.5, 1, 5), (2.0, 1, 3), (128.0, 1, 16)],
 )
-def test_auto_workers_are_one_per_cpu_of_each_local_process(cpus: float, procs: int, workers: int) -> None:
+def test_auto_workers_are_one_and_a_half_per_cpu_of_each_local_process(
+    cpus: float, procs: int, workers: int
+) -> None:
     assert auto_num_workers(CpuBudget(cpus, "cgroup-v2"), procs) == workers

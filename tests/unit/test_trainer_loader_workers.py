@@ -1,6 +1,6 @@
 """Loader workers: they hand batches over by shm file name by default (torch's descriptors on request,
-or when the shm manager cannot start), and the trainer can end them wherever it leaves from. Real
-DataLoader workers, real torch_shm_manager."""
+or when the shm manager cannot start), they run nicer than the training process, and the trainer can
+end them wherever it leaves from. Real DataLoader workers, real torch_shm_manager."""
 
 from __future__ import annotations
 
@@ -93,6 +93,47 @@ def test_a_host_where_the_shm_manager_cannot_start_keeps_descriptors(tmp_path: P
 def test_an_unknown_strategy_names_the_flag() -> None:
     with pytest.raises(ConfigError, match=r"--loader-sharing \(TORCHJOB_LOADER_SHARING\)"):
         TrainerConfig(loader_sharing="file_socket")
+
+
+class HowNice(Dataset[tuple[torch.Tensor]]):
+    """Batches that say how nice the worker that made them runs."""
+
+    def __len__(self) -> int:
+        return 16
+
+    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor]:
+        return (torch.tensor([os.getpriority(os.PRIO_PROCESS, 0)]),)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor]:
+        raise NotImplementedError
+
+
+def worker_niceness(config: TrainerConfig) -> set[int]:
+    loader = make_loader(HowNice(), None, 8, resolve_settings(config, local_world_size=1, cuda=False))
+    return {int(b[0]) for b in loader}
+
+
+def test_workers_run_nicer_than_the_training_process_which_keeps_its_own() -> None:
+    mine = os.getpriority(os.PRIO_PROCESS, 0)
+    assert worker_niceness(TrainerConfig(num_workers=2)) == {min(19, mine + 10)}
+    assert worker_niceness(TrainerConfig(num_workers=1, loader_worker_nice=3)) == {min(19, mine + 3)}
+    assert os.getpriority(os.PRIO_PROCESS, 0) == mine
+
+
+def test_nice_zero_keeps_torchs_way() -> None:
+    mine = os.getpriority(os.PRIO_PROCESS, 0)
+    assert worker_niceness(TrainerConfig(num_workers=1, loader_worker_nice=0)) == {mine}
+
+
+def test_a_worker_that_may_not_lower_its_priority_still_loads(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def refuse(_increment: int) -> int:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "nice", refuse)
+    workers.lower_priority(10)  # what a worker under a sandbox that forbids setpriority runs
+    assert "cannot lower its priority" in caplog.text
 
 
 class Stuck(WhoHandsOver):

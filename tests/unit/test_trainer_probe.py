@@ -29,7 +29,7 @@ def test_cheap_batches_make_auto_load_in_process() -> None:
         resolve_settings(config, local_world_size=1, cuda=False, budget=budget, probe=cheap).num_workers == 0
     )
     assert (
-        resolve_settings(config, local_world_size=1, cuda=False, budget=budget, probe=costly).num_workers == 4
+        resolve_settings(config, local_world_size=1, cuda=False, budget=budget, probe=costly).num_workers == 6
     )
     # An explicit count is the user's: the probe never overrides it.
     explicit = TrainerConfig(num_workers=3)

@@ -23,6 +23,10 @@ BACKENDS = ("auto", "nccl", "gloo")
 # How loader workers hand batches over (torch sharing strategies); the first is the default, and
 # data/workers.py says why.
 LOADER_SHARING = ("file_system", "file_descriptor")
+# Loader workers run this much nicer than the training process, which is the pipeline's critical path
+# (data/workers.py says why and what it measured); 19 is the nicest Linux allows.
+DEFAULT_WORKER_NICE = 10
+MAX_NICE = 19
 
 
 class ConfigError(ValueError):
@@ -110,6 +114,10 @@ class TrainerConfig:
     loader_slots: bool = field(
         default=True, metadata=_opt(parse_bool, "hand batches over through shared slots each worker reuses")
     )
+    loader_worker_nice: int = field(
+        default=DEFAULT_WORKER_NICE,
+        metadata=_opt(int, "niceness added to loader workers (0-19): the training process runs first"),
+    )
     cpu_limit: float | None = field(
         default=None, metadata=_opt(parse_optional_float, "CPU limit when no cgroup quota is readable")
     )
@@ -183,6 +191,8 @@ class TrainerConfig:
                 raise _fail(name, f"must be > 0, got {value}")
         if self.num_workers is not None and self.num_workers < 0:
             raise _fail("num_workers", f"must be auto or >= 0, got {self.num_workers}")
+        if not 0 <= self.loader_worker_nice <= MAX_NICE:
+            raise _fail("loader_worker_nice", f"must be in 0-{MAX_NICE}, got {self.loader_worker_nice}")
         if self.metrics_port > 65535:
             raise _fail("metrics_port", f"must be <= 65535, got {self.metrics_port}")
         if self.cuda_memory_fraction is not None and not 0 < self.cuda_memory_fraction <= 1:

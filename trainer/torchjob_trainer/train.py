@@ -124,22 +124,32 @@ def tune_loader(
         dataset, num_replicas=env.world_size, rank=env.rank, seed=config.seed
     )
 
+    coll = autotune.Collectives(
+        broadcast=lambda value: _broadcast(value, env, device), agree=lambda flag: _agree_stop(flag, device)
+    )
+
     def measure(s: LoaderSettings) -> autotune.Measurement:
         loader = make_loader(dataset, sampler, config.batch_size, replace(s, persistent_workers=False))
-        rate, first = autotune.time_steps(loader, step, config.autotune_batches, config.batch_size)
+        rate, first = autotune.time_steps(
+            loader,
+            step,
+            warmup=s.batches_in_flight(),
+            count=config.autotune_batches,
+            batch_size=config.batch_size,
+            min_seconds=autotune.WINDOW_SECONDS,
+            same_count=coll.broadcast,
+        )
         del loader
         return autotune.Measurement(s, rate, first)
 
     log.info(
-        "autotune: %d candidates (worker counts %s) x %d batches each with the training step running, "
-        "within --autotune-seconds %.0f",
+        "autotune: %d candidates (worker counts %s), each timed for %d batches and at least %.0f s after its "
+        "start-up batches, with the training step running, within --autotune-seconds %.0f",
         len(options),
         [o.num_workers for o in options],
         config.autotune_batches,
+        autotune.WINDOW_SECONDS,
         config.autotune_seconds,
-    )
-    coll = autotune.Collectives(
-        broadcast=lambda value: _broadcast(value, env, device), agree=lambda flag: _agree_stop(flag, device)
     )
     # Every rank measures under the same contention; rank 0's list and picks are broadcast.
     chosen, _ = autotune.autotune(
@@ -499,6 +509,7 @@ class Trainer:
                     "prefetch_factor": settings.prefetch_factor,
                     "pin_memory": settings.pin_memory,
                     "persistent_workers": settings.persistent_workers,
+                    "worker_nice": settings.worker_nice,
                 },
             ),
             self.config.summary_file,

@@ -300,8 +300,8 @@ def _shared_memory() -> Object:
         "Override of the /dev/shm size. Default: max(256Mi, (workers x prefetchFactor + 1) x "
         "batchBytesHint x procsPerNode / 80%) rounded up to Mi, the trainer's own need within the 80% of "
         "the mount it fills; "
-        "workers is numWorkers, or with numWorkers auto one per CPU of the CPU limit (else request) per "
-        "process (none below one CPU, at most 16), or 4 when no CPU is set. /dev/shm pages count "
+        "workers is numWorkers, or with numWorkers auto 1.5 per CPU of the CPU limit (else request) per "
+        "process, floored (none below one CPU, at most 16), or 4 when no CPU is set. /dev/shm pages count "
         "against the memory limit: when limits.memory is set it must be >= requests.memory + sizeLimit, "
         "otherwise the job is rejected (the operator never raises your limit).",
         positive=True,

@@ -2,13 +2,14 @@
 
 The loader alone is the wrong yardstick: on CPU the step competes with the workers for the same cores,
 and a config that loads fastest in isolation can train slower. So each candidate feeds the real training
-step (`StepFn`) for `batches` batches; the first batch (worker start-up) is timed apart and left out of
-the steady rate. The model and optimizer are restored afterwards (`preserving`), so a run with and
-without autotune trains the same weights.
+step (`StepFn`): untimed while its loader fills (`time_steps`), then for a window of at least
+`autotune_batches` batches and `WINDOW_SECONDS`; the first batch's wait is reported apart. The model
+and optimizer are restored afterwards (`preserving`), so a run with and without autotune trains the
+same weights.
 
 With several ranks every step all-reduces, so every rank must run the same candidates for the same
-number of steps: rank 0's candidate list and its choices are broadcast, and the time budget is checked
-with one agreement per candidate (`Collectives`).
+number of steps: rank 0's candidate list, its choices and its window lengths are broadcast, and the time
+budget is checked with one agreement per candidate (`Collectives`).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 
 StepFn = Callable[[Any], None]  # runs one real training step on a batch
 MAX_WORKERS_PER_CPU = 2  # the oversubscription autotune tries at most
+WINDOW_SECONDS = 1.0  # each candidate's shortest timed window (time_steps says why)
 REFINE_PREFETCH = 4
 
 
@@ -82,29 +84,66 @@ def refinements(best: LoaderSettings) -> list[LoaderSettings]:
     return [replace(best, prefetch_factor=REFINE_PREFETCH)]
 
 
-def time_steps(batches: Iterable[Any], step: StepFn, count: int, batch_size: int) -> tuple[float, float]:
-    """(steady samples/s of fetch + step over batches 2..count, seconds to the first batch)."""
+def time_steps(
+    batches: Iterable[Any],
+    step: StepFn,
+    *,
+    warmup: int,
+    count: int,
+    batch_size: int,
+    min_seconds: float = 0.0,
+    same_count: Callable[[int], int] = _same,
+) -> tuple[float, float]:
+    """(samples/s of fetch + step over at least `count` batches and about `min_seconds` after `warmup`
+    untimed ones, seconds to the first batch).
+
+    The warm-up is what a loader holds in flight (`LoaderSettings.batches_in_flight`): its workers'
+    start-up, and the batches they prefetched meanwhile, which would flatter a loader slower than the
+    step. The window is long in time, not only in batches: a new worker's first second runs slow (its
+    first reads of the dataset copy pages it shares with the parent), and on 2 CPUs, JPEG decode,
+    windows of 15 batches (0.2 s) read 1600-2300 samples/s for configs that train at 2700 and picked
+    each of 1-4 workers in turn; windows of 0.7-1 s read 2400-2980 and picked the 3 or 4 workers that
+    lead 600-step runs, six times in six (docs/benchmarks-dataloader.md). Ranks must step alike (every step
+    all-reduces), so the batches added to reach `min_seconds` are rank 0's count (`same_count`).
+    """
+    it = iter(batches)
     start = time.perf_counter()
-    first = 0.0
-    steady_start = start
-    seen = 0
-    for seen, batch in enumerate(batches, start=1):
-        if seen == 1:
-            first = time.perf_counter() - start
+    _run_steps(it, step, 1)
+    first = time.perf_counter() - start
+    _run_steps(it, step, max(1, warmup) - 1)
+    timed_start = time.perf_counter()
+    timed = _run_steps(it, step, count)
+    elapsed = time.perf_counter() - timed_start
+    if timed == count and 0 < elapsed < min_seconds:
+        timed += _run_steps(it, step, same_count(extra_batches(count, elapsed, min_seconds)))
+        elapsed = time.perf_counter() - timed_start
+    return (timed * batch_size / elapsed if timed > 0 and elapsed > 0 else 0.0), first
+
+
+def extra_batches(count: int, elapsed: float, min_seconds: float) -> int:
+    """Batches to add to `count` done in `elapsed` seconds to fill `min_seconds` at the same pace."""
+    return math.ceil(count * (min_seconds - elapsed) / elapsed)
+
+
+def _run_steps(batches: Iterator[Any], step: StepFn, count: int) -> int:
+    """Step on up to `count` batches; returns how many there were."""
+    done = 0
+    for _ in range(count):
+        try:
+            batch = next(batches)
+        except StopIteration:
+            break
         step(batch)
         del batch  # a worker's batch pins shared memory until its last reference goes
-        if seen == 1:
-            steady_start = time.perf_counter()
-        if seen >= count:
-            break
-    elapsed = time.perf_counter() - steady_start
-    steady = (seen - 1) * batch_size / elapsed if seen > 1 and elapsed > 0 else 0.0
-    return steady, first
+        done += 1
+    return done
 
 
-def time_batches(batches: Iterable[object], count: int, batch_size: int) -> tuple[float, float]:
-    """The loader alone (no step): (steady samples/s over batches 2..count, seconds to the first)."""
-    return time_steps(batches, no_step, count, batch_size)
+def time_batches(
+    batches: Iterable[object], *, warmup: int, count: int, batch_size: int
+) -> tuple[float, float]:
+    """The loader alone (no step): `time_steps` with a step that does nothing."""
+    return time_steps(batches, no_step, warmup=warmup, count=count, batch_size=batch_size)
 
 
 def no_step(_batch: Any) -> None:

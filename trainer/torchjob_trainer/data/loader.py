@@ -31,12 +31,17 @@ class LoaderSettings:
     prefetch_factor: int
     sharing: str = workers.DEFAULT_SHARING
     slots: bool = True
+    worker_nice: int = 0  # torch's own: workers as nice as the training process
+
+    def batches_in_flight(self) -> int:
+        """Batches the loader holds ready or in the making: a worker's start-up plus its prefetch."""
+        return 1 + self.num_workers * self.prefetch_factor
 
     def describe(self) -> str:
         return (
             f"num_workers={self.num_workers} prefetch_factor={self.prefetch_factor} "
             f"pin_memory={self.pin_memory} persistent_workers={self.persistent_workers} "
-            f"sharing={self.sharing} slots={self.slots}"
+            f"sharing={self.sharing} slots={self.slots} worker_nice={self.worker_nice}"
         )
 
 
@@ -59,7 +64,7 @@ def resolve_settings(
             num_workers = 0
         else:
             log.info(
-                "num_workers=auto -> %d (%.2f CPUs from %s / %d processes per node, %d per CPU)%s",
+                "num_workers=auto -> %d (%.2f CPUs from %s / %d processes per node, %g per CPU)%s",
                 num_workers,
                 budget.cpus,
                 budget.source,
@@ -75,6 +80,7 @@ def resolve_settings(
         config.prefetch_factor,
         sharing=config.loader_sharing,
         slots=config.loader_slots,
+        worker_nice=config.loader_worker_nice,
     )
 
 
@@ -190,7 +196,7 @@ def make_loader(
         num_workers=settings.num_workers,
         pin_memory=settings.pin_memory,
         collate_fn=collate_for(settings),
-        worker_init_fn=workers.WorkerInit(settings.sharing),
+        worker_init_fn=workers.WorkerInit(settings.sharing, settings.worker_nice),
         drop_last=True,
         generator=gen,
         **extra,
