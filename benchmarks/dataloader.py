@@ -293,17 +293,9 @@ def autotuned(
     step = make_step(args)
 
     def measure(s: LoaderSettings) -> autotune.Measurement:
-        loader = make_loader(data, None, args.batch_size, replace(s, persistent_workers=False))
-        rate, first = autotune.time_steps(
-            loader,
-            step,
-            warmup=s.batches_in_flight(),
-            count=args.autotune_batches,
-            batch_size=args.batch_size,
-            min_seconds=autotune.WINDOW_SECONDS,
+        return autotune.measure_candidate(
+            data, None, s, step, batches=args.autotune_batches, batch_size=args.batch_size
         )
-        del loader
-        return autotune.Measurement(s, rate, first)
 
     best, _ = autotune.autotune(autotune.candidates(tuned, cpus), measure, max_seconds=args.autotune_seconds)
     return best

@@ -129,18 +129,15 @@ def tune_loader(
     )
 
     def measure(s: LoaderSettings) -> autotune.Measurement:
-        loader = make_loader(dataset, sampler, config.batch_size, replace(s, persistent_workers=False))
-        rate, first = autotune.time_steps(
-            loader,
+        return autotune.measure_candidate(
+            dataset,
+            sampler,
+            s,
             step,
-            warmup=s.batches_in_flight(),
-            count=config.autotune_batches,
+            batches=config.autotune_batches,
             batch_size=config.batch_size,
-            min_seconds=autotune.WINDOW_SECONDS,
             same_count=coll.broadcast,
         )
-        del loader
-        return autotune.Measurement(s, rate, first)
 
     log.info(
         "autotune: %d candidates (worker counts %s), each timed for %d batches and at least %.0f s after its "

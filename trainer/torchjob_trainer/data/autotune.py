@@ -24,9 +24,10 @@ from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import torch
+from torch.utils.data import Dataset
 from torchjob_core.constants import MAX_AUTO_WORKERS
 
-from torchjob_trainer.data.loader import LoaderSettings
+from torchjob_trainer.data.loader import LoaderSettings, make_loader
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +119,32 @@ def time_steps(
         timed += _run_steps(it, step, same_count(extra_batches(count, elapsed, min_seconds)))
         elapsed = time.perf_counter() - timed_start
     return (timed * batch_size / elapsed if timed > 0 and elapsed > 0 else 0.0), first
+
+
+def measure_candidate(
+    dataset: Dataset[Any],
+    sampler: Any,
+    settings: LoaderSettings,
+    step: StepFn,
+    *,
+    batches: int,
+    batch_size: int,
+    same_count: Callable[[int], int] = _same,
+) -> Measurement:
+    """One candidate as autotune times it (`time_steps`), on a loader of its own whose workers end
+    with the measurement."""
+    loader = make_loader(dataset, sampler, batch_size, replace(settings, persistent_workers=False))
+    rate, first = time_steps(
+        loader,
+        step,
+        warmup=settings.batches_in_flight(),
+        count=batches,
+        batch_size=batch_size,
+        min_seconds=WINDOW_SECONDS,
+        same_count=same_count,
+    )
+    del loader
+    return Measurement(settings, rate, first)
 
 
 def extra_batches(count: int, elapsed: float, min_seconds: float) -> int:
