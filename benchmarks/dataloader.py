@@ -22,7 +22,8 @@ under these loader setups:
   (`--loader-worker-nice 0`: what letting the training step run first adds).
 
 - `workers=N` (with `--sweep N,M`): the tuned loader at a fixed worker count; `workers=N nice=K` (with
-  `--sweep-nice K`): the tuned and swept worker counts again with the workers at niceness K.
+  `--sweep-nice K`): the tuned and swept worker counts again with the workers at niceness K, less any
+  config a row above already runs.
 
 It prints throughput (samples/s of the whole run, epochs' start-up included), the ratio to naive, the
 fraction of the overlap bound, and the data-wait fraction (time blocked in `next(loader)` / step time).
@@ -323,11 +324,14 @@ def configs_to_run(
         ("tuned-nice0", data, replace(tuned, worker_nice=0)),
     ]
     configs += [(f"workers={n}", data, replace(tuned, num_workers=n)) for n in sweep]
-    configs += [
-        (f"workers={n} nice={nice}", data, replace(tuned, num_workers=n, worker_nice=nice))
-        for nice in sweep_nice
+    # At niceness K again, but not a config the table already runs (the tuned count at 0 is tuned-nice0).
+    present = {settings for _, dataset, settings in configs if dataset is data}
+    niced = (
+        replace(tuned, num_workers=n, worker_nice=k)
+        for k in sweep_nice
         for n in sorted({tuned.num_workers, *sweep})
-    ]
+    )
+    configs += [(f"workers={s.num_workers} nice={s.worker_nice}", data, s) for s in niced if s not in present]
     return configs
 
 
@@ -515,7 +519,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--sweep-nice",
         type=_ints,
         default=[],
-        help="the tuned and sweep worker counts again at these worker niceness",
+        help="the tuned and sweep worker counts again at these worker niceness (less rows already run)",
     )
     p.add_argument("--repeat", type=int, default=3, help="runs per config; the median is reported")
     p.add_argument(

@@ -83,6 +83,7 @@ def test_benchmark_jpeg_pipeline_against_the_bound() -> None:
     rows = {r["name"]: r["settings"] for r in result["rows"]}
     assert rows["workers=1"]["worker_nice"] == rows["tuned"]["worker_nice"] == 10
     assert rows["workers=1 nice=0"] == {**rows["workers=1"], "worker_nice": 0}
+    assert f"workers={rows['tuned']['num_workers']} nice=0" not in rows  # tuned-nice0 runs it once
     bound = result["bound"]
     assert bound["fetch_cpu_seconds_per_sample"] > 0 and bound["step_cpu_seconds_per_sample"] > 0
     assert all(r["fraction_of_bound"] > 0 for r in result["rows"])
